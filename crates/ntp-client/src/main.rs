@@ -1,0 +1,2 @@
+//! `ntp-query`: thin front end over the ntp-client library.
+fn main() {}

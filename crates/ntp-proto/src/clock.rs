@@ -1,0 +1,190 @@
+//! Clocks: the trait every clock implements, and the virtual clock, a
+//! mapping from an underlying clock to a disciplined one.
+//!
+//! The virtual clock is how many daemons share one host without touching its
+//! clock: each one's time is the underlying (system) time plus an offset that
+//! changes at a rate of its own. It is pure arithmetic: it is handed the
+//! underlying time and never reads it.
+
+use crate::time::{NtpDuration, NtpTimestamp};
+
+/// Anything that tells the time. Implemented by the system clock and the
+/// daemon's disciplined clock (in `ntp-server`) and by manual clocks in tests.
+pub trait Clock {
+    /// The current time of this clock.
+    fn now(&self) -> NtpTimestamp;
+}
+
+/// A clock whose time is set by hand, for tests and simulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManualClock(pub NtpTimestamp);
+
+impl Clock for ManualClock {
+    fn now(&self) -> NtpTimestamp {
+        self.0
+    }
+}
+
+/// The virtual clock: a piecewise-linear map from underlying time to
+/// virtual time.
+///
+/// From the last change (the *base*), virtual time advances at
+/// `1 + frequency` times the underlying rate, plus `slew_rate` until the
+/// slew's end. Steps and frequency changes rebase the map, so what was
+/// already served never changes; slews are bounded in rate, so with
+/// `|frequency| + |slew_rate| < 1` time served never goes backwards.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VirtualClock {
+    base_underlying: NtpTimestamp,
+    base_virtual: NtpTimestamp,
+    frequency: f64,
+    slew_rate: f64,
+    slew_duration: NtpDuration,
+}
+
+impl VirtualClock {
+    /// A clock that reads `offset` ahead of the underlying clock at
+    /// `underlying_now` and runs `frequency_ppm` parts per million fast.
+    #[must_use]
+    pub fn new(underlying_now: NtpTimestamp, offset: NtpDuration, frequency_ppm: f64) -> Self {
+        Self {
+            base_underlying: underlying_now,
+            base_virtual: underlying_now + offset,
+            frequency: frequency_ppm * 1e-6,
+            slew_rate: 0.0,
+            slew_duration: NtpDuration::ZERO,
+        }
+    }
+
+    /// The virtual time at a given underlying time (which may lie before the
+    /// base, as a kernel receive timestamp can).
+    #[must_use]
+    pub fn time_at(&self, underlying: NtpTimestamp) -> NtpTimestamp {
+        let elapsed = underlying - self.base_underlying;
+        let slewing = elapsed.min(self.slew_duration);
+        self.base_virtual + elapsed + elapsed.mul_f64(self.frequency) + slewing.mul_f64(self.slew_rate)
+    }
+
+    /// Virtual minus underlying time at `underlying`.
+    #[must_use]
+    pub fn offset_at(&self, underlying: NtpTimestamp) -> NtpDuration {
+        self.time_at(underlying) - underlying
+    }
+
+    /// The rate error against the underlying clock, in ppm, without any slew.
+    #[must_use]
+    pub fn frequency_ppm(&self) -> f64 {
+        self.frequency * 1e6
+    }
+
+    /// The correction still to be slewed at `underlying`.
+    #[must_use]
+    pub fn remaining_slew(&self, underlying: NtpTimestamp) -> NtpDuration {
+        let elapsed = (underlying - self.base_underlying).max(NtpDuration::ZERO);
+        (self.slew_duration - elapsed).max(NtpDuration::ZERO).mul_f64(self.slew_rate)
+    }
+
+    fn rebase(&mut self, underlying_now: NtpTimestamp) {
+        let remaining = self.remaining_slew(underlying_now);
+        self.base_virtual = self.time_at(underlying_now);
+        self.base_underlying = underlying_now;
+        if self.slew_rate != 0.0 && remaining != NtpDuration::ZERO {
+            self.slew_duration = remaining.mul_f64(1.0 / self.slew_rate);
+        } else {
+            self.slew_rate = 0.0;
+            self.slew_duration = NtpDuration::ZERO;
+        }
+    }
+
+    /// Jumps the clock by `correction` at once, cancelling any slew.
+    pub fn step(&mut self, underlying_now: NtpTimestamp, correction: NtpDuration) {
+        self.rebase(underlying_now);
+        self.base_virtual += correction;
+        self.slew_rate = 0.0;
+        self.slew_duration = NtpDuration::ZERO;
+    }
+
+    /// Replaces any slew in progress with one that corrects by `correction`
+    /// over at least `min_duration` and at a rate of at most `max_rate`
+    /// (fractional, e.g. 500e-6), so time never jumps and never runs
+    /// backwards.
+    pub fn slew(
+        &mut self,
+        underlying_now: NtpTimestamp,
+        correction: NtpDuration,
+        min_duration: NtpDuration,
+        max_rate: f64,
+    ) {
+        self.rebase(underlying_now);
+        let seconds = correction.to_seconds_f64();
+        let duration = (seconds.abs() / max_rate).max(min_duration.to_seconds_f64());
+        if duration <= 0.0 || seconds == 0.0 {
+            self.slew_rate = 0.0;
+            self.slew_duration = NtpDuration::ZERO;
+            return;
+        }
+        self.slew_rate = seconds / duration;
+        self.slew_duration = NtpDuration::from_seconds_f64(duration);
+    }
+
+    /// Changes the frequency by `delta_ppm` from `underlying_now` on.
+    pub fn adjust_frequency(&mut self, underlying_now: NtpTimestamp, delta_ppm: f64) {
+        self.rebase(underlying_now);
+        self.frequency += delta_ppm * 1e-6;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(seconds: f64) -> NtpTimestamp {
+        NtpTimestamp::from_unix_f64(1_800_000_000.0) + NtpDuration::from_seconds_f64(seconds)
+    }
+
+    fn secs(d: NtpDuration) -> f64 {
+        d.to_seconds_f64()
+    }
+
+    #[test]
+    fn offset_and_drift_accumulate() {
+        let clock = VirtualClock::new(t(0.0), NtpDuration::from_seconds(300), 50.0);
+        assert!((secs(clock.offset_at(t(0.0))) - 300.0).abs() < 1e-9);
+        assert!((secs(clock.offset_at(t(1000.0))) - 300.05).abs() < 1e-9);
+    }
+
+    #[test]
+    fn step_and_frequency_change_keep_the_past() {
+        let mut clock = VirtualClock::new(t(0.0), NtpDuration::ZERO, 100.0);
+        clock.adjust_frequency(t(100.0), -100.0);
+        assert!((secs(clock.offset_at(t(100.0))) - 0.01).abs() < 1e-9);
+        assert!((secs(clock.offset_at(t(200.0))) - 0.01).abs() < 1e-9);
+        clock.step(t(200.0), NtpDuration::from_seconds_f64(-0.01));
+        assert!(secs(clock.offset_at(t(300.0))).abs() < 1e-9);
+    }
+
+    #[test]
+    fn slew_is_bounded_and_monotonic() {
+        let mut clock = VirtualClock::new(t(0.0), NtpDuration::ZERO, 0.0);
+        // Take back 10 ms at no more than 500 ppm: 20 s.
+        clock.slew(t(0.0), NtpDuration::from_seconds_f64(-0.01), NtpDuration::ZERO, 500e-6);
+        let mut last = clock.time_at(t(0.0));
+        for step in 1..=300 {
+            let now = clock.time_at(t(f64::from(step) * 0.1));
+            assert!(now - last > NtpDuration::ZERO, "time never runs backwards");
+            last = now;
+        }
+        assert!((secs(clock.offset_at(t(10.0))) + 0.005).abs() < 1e-9);
+        assert!((secs(clock.offset_at(t(25.0))) + 0.01).abs() < 1e-9);
+        assert!((secs(clock.remaining_slew(t(10.0))) + 0.005).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rebase_mid_slew_keeps_the_remaining_correction() {
+        let mut clock = VirtualClock::new(t(0.0), NtpDuration::ZERO, 0.0);
+        clock.slew(t(0.0), NtpDuration::from_seconds_f64(0.002), NtpDuration::ZERO, 1e-4);
+        clock.adjust_frequency(t(10.0), 0.0);
+        assert!((secs(clock.offset_at(t(10.0))) - 0.001).abs() < 1e-9);
+        assert!((secs(clock.offset_at(t(40.0))) - 0.002).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,32 @@
+//! The NTP protocol core: RFC 5905 wire format, on-wire math and clock
+//! algorithms, as pure code.
+//!
+//! This crate performs no I/O and never reads a clock. Every function that
+//! needs the time is handed it, so the same code serves the daemon, the
+//! deterministic simulator and fast tests (see `shared/STYLE.md`).
+//!
+//! # Layout
+//! - [`time`]: NTP timestamps, the short format, signed durations and all
+//!   conversions to `chrono`, `SystemTime` and `f64`.
+//! - [`packet`]: the 48-byte header, extension fields and MAC; `decode`
+//!   and `encode`.
+//! - [`exchange`]: the four timestamps, offset and delay, a sample's
+//!   dispersion, and the checks that make a reply usable.
+//! - [`clock`]: the `Clock` trait and the virtual clock, a pure map from
+//!   the underlying clock to a disciplined one.
+//! - [`responder`]: the server's decision for one datagram (ignore, or
+//!   reply with these bytes).
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod exchange;
+pub mod packet;
+pub mod responder;
+pub mod time;
+
+pub use exchange::{validate_reply, ReplyError, Sample, Timestamps};
+pub use packet::{DecodeError, Header, Packet};
+pub use time::{NtpDuration, NtpShort, NtpTimestamp};

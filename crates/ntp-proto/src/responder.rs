@@ -1,0 +1,227 @@
+//! The server's decision for one datagram: ignore it, or reply with these
+//! 48 bytes (RFC 5905 §9.2, "fast_xmit"). Pure: the caller hands in the
+//! receive time and its own synchronisation state, and stamps the transmit
+//! time into the reply as late as it can (see [`crate::packet::write_transmit`]).
+
+use crate::exchange::PHI;
+use crate::packet::{DecodeError, Header, KissCode, LeapIndicator, Mode, ReferenceId, Stratum, HEADER_LEN};
+use crate::time::{NtpDuration, NtpShort, NtpTimestamp};
+
+/// What the server advertises about its own synchronisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerState {
+    /// Leap indicator (`Unsynchronized` until the clock is set).
+    pub leap: LeapIndicator,
+    /// Our stratum (the system peer's + 1, or the configured one of a primary).
+    pub stratum: Stratum,
+    /// Precision exponent of the clock the timestamps come from.
+    pub precision: i8,
+    /// Round-trip delay to the primary reference.
+    pub root_delay: NtpShort,
+    /// Root dispersion at the time of the last update.
+    pub root_dispersion: NtpShort,
+    /// What we are synchronized to.
+    pub reference_id: ReferenceId,
+    /// When the clock was last updated.
+    pub reference_time: NtpTimestamp,
+}
+
+/// How the server's access policy treats the sender, decided by the shell
+/// (access lists, rate limits) before the packet is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Serve time.
+    Serve,
+    /// Answer with this kiss-o'-death and no time.
+    Kiss(KissCode),
+    /// Answer nothing.
+    Drop,
+}
+
+/// Why a datagram got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IgnoreReason {
+    /// Not a packet: too short, a version other than 3 or 4, a malformed
+    /// extension field.
+    Malformed(DecodeError),
+    /// Not a client request (mode 3); control (6) and private (7) queries,
+    /// the classic amplification vectors, land here.
+    NotARequest(Mode),
+    /// A request whose transmit timestamp is zero, which a reply could not
+    /// be matched to.
+    ZeroTransmit,
+    /// The access policy said to drop it.
+    Denied,
+}
+
+/// The decision for one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Response {
+    /// Send nothing.
+    Ignore(IgnoreReason),
+    /// Send these bytes after stamping the transmit time; never longer than
+    /// the request (a request is at least 48 bytes).
+    Reply {
+        /// The encoded reply, transmit timestamp still to be written.
+        bytes: [u8; HEADER_LEN],
+        /// True for a kiss-o'-death, whose timestamps must not be overwritten.
+        kiss: bool,
+    },
+}
+
+/// Decides what to send back for `request`, received at `receive_time` by
+/// the server's clock.
+pub fn respond(request: &[u8], receive_time: NtpTimestamp, state: &ServerState, admission: Admission) -> Response {
+    let header = match crate::packet::Packet::decode(request) {
+        Ok(packet) => packet.header,
+        Err(err) => return Response::Ignore(IgnoreReason::Malformed(err)),
+    };
+    if header.mode != Mode::Client {
+        return Response::Ignore(IgnoreReason::NotARequest(header.mode));
+    }
+    if header.transmit.is_zero() {
+        return Response::Ignore(IgnoreReason::ZeroTransmit);
+    }
+    let reply = match admission {
+        Admission::Drop => return Response::Ignore(IgnoreReason::Denied),
+        Admission::Kiss(code) => kiss_reply(&header, code),
+        Admission::Serve => time_reply(&header, receive_time, state),
+    };
+    Response::Reply { bytes: reply.encode(), kiss: matches!(admission, Admission::Kiss(_)) }
+}
+
+/// A normal reply: our time and our synchronisation state. Root dispersion
+/// grows at PHI from the last update (RFC 5905 §9.2).
+fn time_reply(request: &Header, receive_time: NtpTimestamp, state: &ServerState) -> Header {
+    let since_update = (receive_time - state.reference_time).max(NtpDuration::ZERO);
+    let grown = if state.leap == LeapIndicator::Unsynchronized {
+        state.root_dispersion
+    } else {
+        NtpShort::from_duration(state.root_dispersion.to_duration() + since_update.mul_f64(PHI))
+    };
+    Header {
+        leap: state.leap,
+        version: request.version,
+        mode: Mode::Server,
+        stratum: state.stratum,
+        poll: request.poll,
+        precision: state.precision,
+        root_delay: state.root_delay,
+        root_dispersion: grown,
+        reference_id: state.reference_id,
+        reference: state.reference_time,
+        origin: request.transmit,
+        receive: receive_time,
+        transmit: receive_time,
+    }
+}
+
+/// A kiss-o'-death: stratum 0 and the code in the reference ID. It carries
+/// none of our time: every timestamp echoes the client's own.
+fn kiss_reply(request: &Header, code: KissCode) -> Header {
+    Header {
+        leap: LeapIndicator::Unsynchronized,
+        version: request.version,
+        mode: Mode::Server,
+        stratum: Stratum::UNSPECIFIED,
+        poll: request.poll,
+        precision: 0,
+        root_delay: NtpShort::ZERO,
+        root_dispersion: NtpShort::ZERO,
+        reference_id: ReferenceId::from_kiss(code),
+        reference: NtpTimestamp::ZERO,
+        origin: request.transmit,
+        receive: request.transmit,
+        transmit: request.transmit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{Packet, Version};
+
+    fn state() -> ServerState {
+        ServerState {
+            leap: LeapIndicator::NoWarning,
+            stratum: Stratum(2),
+            precision: -24,
+            root_delay: NtpShort::from_seconds_f64(0.001),
+            root_dispersion: NtpShort::from_seconds_f64(0.002),
+            reference_id: ReferenceId([10, 0, 0, 1]),
+            reference_time: NtpTimestamp::from_unix(1_800_000_000, 0),
+        }
+    }
+
+    fn request(version: u8, mode: u8) -> Vec<u8> {
+        let mut bytes = vec![0u8; 48];
+        bytes[0] = (version << 3) | mode;
+        bytes[2] = 6;
+        bytes[40..48].copy_from_slice(&0x66c6_4ffa_543b_a39fu64.to_be_bytes());
+        bytes
+    }
+
+    fn decode_reply(response: Response) -> Header {
+        match response {
+            Response::Reply { bytes, .. } => Header::decode(&bytes).unwrap(),
+            Response::Ignore(reason) => panic!("ignored: {reason:?}"),
+        }
+    }
+
+    #[test]
+    fn answers_a_client_in_its_version() {
+        let t2 = NtpTimestamp::from_unix(1_800_000_100, 0);
+        for version in [3, 4] {
+            let reply = decode_reply(respond(&request(version, 3), t2, &state(), Admission::Serve));
+            assert_eq!(reply.version.to_bits(), version);
+            assert_eq!(reply.mode, Mode::Server);
+            assert_eq!(reply.origin, NtpTimestamp::from_bits(0x66c6_4ffa_543b_a39f));
+            assert_eq!(reply.receive, t2);
+            assert_eq!(reply.poll, 6);
+            assert_eq!(reply.stratum, Stratum(2));
+            assert_eq!(reply.reference, state().reference_time);
+            // 2 ms + 100 s * 15 ppm = 3.5 ms.
+            assert!((reply.root_dispersion.to_seconds_f64() - 0.0035).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn ignores_everything_that_is_not_a_client_request() {
+        let t2 = NtpTimestamp::from_unix(1_800_000_100, 0);
+        for mode in [0, 1, 2, 4, 5, 6, 7] {
+            let r = respond(&request(4, mode), t2, &state(), Admission::Serve);
+            assert_eq!(r, Response::Ignore(IgnoreReason::NotARequest(Mode::from_bits(mode))));
+        }
+        for version in [0, 1, 2, 5, 6, 7] {
+            let r = respond(&request(version, 3), t2, &state(), Admission::Serve);
+            assert!(matches!(r, Response::Ignore(IgnoreReason::Malformed(DecodeError::UnsupportedVersion(_)))));
+        }
+        let short = respond(&request(4, 3)[..47], t2, &state(), Admission::Serve);
+        assert!(matches!(short, Response::Ignore(IgnoreReason::Malformed(DecodeError::TooShort { len: 47 }))));
+        let mut zero = request(4, 3);
+        zero[40..48].fill(0);
+        assert_eq!(respond(&zero, t2, &state(), Admission::Serve), Response::Ignore(IgnoreReason::ZeroTransmit));
+        assert_eq!(respond(&request(4, 3), t2, &state(), Admission::Drop), Response::Ignore(IgnoreReason::Denied));
+    }
+
+    #[test]
+    fn kiss_carries_the_code_and_none_of_our_time() {
+        let t2 = NtpTimestamp::from_unix(1_800_000_100, 0);
+        let reply = decode_reply(respond(&request(4, 3), t2, &state(), Admission::Kiss(KissCode::Rate)));
+        assert_eq!(reply.stratum, Stratum(0));
+        assert_eq!(reply.reference_id, ReferenceId(*b"RATE"));
+        assert_eq!(reply.receive, reply.origin);
+        assert_eq!(reply.transmit, reply.origin);
+    }
+
+    #[test]
+    fn a_request_with_extensions_gets_a_48_byte_reply() {
+        let mut bytes = request(4, 3);
+        bytes.extend_from_slice(&[0x01, 0x04, 0x00, 0x20]);
+        bytes.extend_from_slice(&[0; 28]);
+        assert!(Packet::decode(&bytes).is_ok());
+        let reply = decode_reply(respond(&bytes, NtpTimestamp::from_unix(1, 0), &state(), Admission::Serve));
+        assert_eq!(reply.version, Version::V4);
+    }
+}

@@ -1,0 +1,2 @@
+//! `ntpd-sim`: thin front end over the ntp-server library.
+fn main() {}
