@@ -1,0 +1,13 @@
+//! Support for the end-to-end tests: finding the project's binaries,
+//! starting real processes (ours and peers such as chronyd) on free loopback
+//! ports, and stopping exactly the processes a test started.
+//!
+//! The binaries are the ones `cargo test --workspace` builds for the
+//! integration tests of `ntp-server` and `ntp-client` (target/debug). A
+//! missing peer (chronyd, ntplib, tshark) is a failure with a message, never
+//! a silent skip: `.ci/run` installs them (see `shared/PEERS.md`).
+
+pub mod peers;
+pub mod process;
+
+pub use process::{bin, free_udp_port, wait_for, Daemon};

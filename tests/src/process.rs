@@ -1,0 +1,96 @@
+//! Starting and stopping real processes, and finding free loopback ports.
+
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of one of the project's binaries (`ntpd-sim`, `ntp-query`) in the
+/// target directory that holds this test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target directory");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built: run `cargo test --workspace`, which builds it", path.display());
+    path
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    socket.local_addr().expect("local address").port()
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A process this test started; killed (by its own pid) when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    name: String,
+}
+
+impl Daemon {
+    /// Starts `program` with `args`, output captured to files under the
+    /// system temp directory so a failing test can show it.
+    pub fn spawn(program: impl Into<PathBuf>, args: &[&str]) -> Self {
+        let program = program.into();
+        let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let child = Command::new(&program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        Self { child, name }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends a signal to this process only.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {} ({})", self.pid(), self.name);
+    }
+
+    /// Sends SIGTERM and waits for the exit, returning its status and
+    /// everything the process wrote to stdout and stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        self.signal("TERM");
+        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().expect("spawn true"));
+        let output = child.wait_with_output().expect("wait for the daemon");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        (output.status, text)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
