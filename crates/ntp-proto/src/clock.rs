@@ -13,6 +13,13 @@ use crate::time::{NtpDuration, NtpTimestamp};
 pub trait Clock {
     /// The current time of this clock.
     fn now(&self) -> NtpTimestamp;
+
+    /// This clock's reading at the moment the host's system clock read
+    /// `system`. Kernel packet timestamps are system time; a virtual clock
+    /// maps them into its own. The system clock itself is the identity.
+    fn at_system_time(&self, system: NtpTimestamp) -> NtpTimestamp {
+        system
+    }
 }
 
 /// A clock whose time is set by hand, for tests and simulation.
