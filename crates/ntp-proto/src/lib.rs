@@ -14,6 +14,8 @@
 //!   dispersion, and the checks that make a reply usable.
 //! - [`clock`]: the `Clock` trait and the virtual clock, a pure map from
 //!   the underlying clock to a disciplined one.
+//! - [`selection`]: root distance, and the intersection, cluster and
+//!   combine algorithms that pick which servers to trust.
 //! - [`responder`]: the server's decision for one datagram (ignore, or
 //!   reply with these bytes).
 
@@ -25,6 +27,7 @@ pub mod clock;
 pub mod exchange;
 pub mod packet;
 pub mod responder;
+pub mod selection;
 pub mod time;
 
 pub use exchange::{validate_reply, ReplyError, Sample, Timestamps};
