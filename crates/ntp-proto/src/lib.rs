@@ -14,6 +14,9 @@
 //!   dispersion, and the checks that make a reply usable.
 //! - [`clock`]: the `Clock` trait and the virtual clock, a pure map from
 //!   the underlying clock to a disciplined one.
+//! - [`filter`]: the 8-stage clock filter of one server (RFC 5905 §10).
+//! - [`discipline`]: the regression-based controller that steers a virtual
+//!   clock's phase and frequency.
 //! - [`selection`]: root distance, and the intersection, cluster and
 //!   combine algorithms that pick which servers to trust.
 //! - [`responder`]: the server's decision for one datagram (ignore, or
@@ -24,7 +27,9 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod discipline;
 pub mod exchange;
+pub mod filter;
 pub mod packet;
 pub mod responder;
 pub mod selection;
