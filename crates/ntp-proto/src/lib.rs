@@ -19,6 +19,10 @@
 //!   clock's phase and frequency.
 //! - [`selection`]: root distance, and the intersection, cluster and
 //!   combine algorithms that pick which servers to trust.
+//! - [`association`]: one upstream server: reachability, poll schedule,
+//!   burst, kiss-o'-death handling and its clock filter (RFC 5905 §9, §13).
+//! - [`system`]: the system process: selection, system peer, clock update
+//!   and what the server advertises (RFC 5905 §11).
 //! - [`responder`]: the server's decision for one datagram (ignore, or
 //!   reply with these bytes).
 
@@ -26,6 +30,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 
+pub mod association;
 pub mod clock;
 pub mod discipline;
 pub mod exchange;
@@ -33,6 +38,7 @@ pub mod filter;
 pub mod packet;
 pub mod responder;
 pub mod selection;
+pub mod system;
 pub mod time;
 
 pub use exchange::{validate_reply, ReplyError, Sample, Timestamps};
