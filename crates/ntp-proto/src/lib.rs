@@ -23,6 +23,9 @@
 //!   burst, kiss-o'-death handling and its clock filter (RFC 5905 §9, §13).
 //! - [`system`]: the system process: selection, system peer, clock update
 //!   and what the server advertises (RFC 5905 §11).
+//! - [`synchronizer`]: the client half of a daemon as one sans-IO object
+//!   (associations + system + disciplined clock), driven by the daemon's
+//!   sockets or the simulator's event queue alike.
 //! - [`responder`]: the server's decision for one datagram (ignore, or
 //!   reply with these bytes).
 
@@ -38,6 +41,7 @@ pub mod filter;
 pub mod packet;
 pub mod responder;
 pub mod selection;
+pub mod synchronizer;
 pub mod system;
 pub mod time;
 
