@@ -72,14 +72,23 @@ impl ClockFilter {
     /// Shifts `sample` in at `now` and re-evaluates. Returns the new output
     /// when the lowest-delay sample is newer than the last one handed on,
     /// and `None` when the new sample does not improve on what was used.
-    pub fn add(&mut self, sample: Sample, now: NtpTimestamp) -> Option<FilterOutput> {
+    ///
+    /// With `warming_up`, the newest sample is handed on instead: before the
+    /// clock is synchronized, "anything goes" (RFC 5905 A.5.2), and a fresh
+    /// point at every poll lets the discipline learn the frequency in a
+    /// few polls rather than waiting for low-delay samples.
+    pub fn add(&mut self, sample: Sample, now: NtpTimestamp, warming_up: bool) -> Option<FilterOutput> {
         self.age(now);
         self.stages.insert(0, sample);
         self.stages.truncate(STAGES);
 
+        // Prefer the sample with the smallest error bound: half its delay
+        // plus its dispersion, which grows at PHI with age. Low delay wins
+        // among recent samples; a low-delay sample that has grown old gives
+        // way to a fresh one instead of pinning the filter to the past.
         let mut by_delay: Vec<&Sample> = self.stages.iter().collect();
-        by_delay.sort_by_key(|s| s.delay);
-        let best = *by_delay[0];
+        by_delay.sort_by_key(|s| s.delay.half() + s.dispersion);
+        let best = if warming_up { sample } else { *by_delay[0] };
 
         // Dispersion: Σ εi / 2^(i+1), empty stages counting MAXDISP.
         let mut dispersion = 0.0;
@@ -88,7 +97,11 @@ impl ClockFilter {
             dispersion += stage / f64::from(1u32 << (i + 1));
         }
         let others = by_delay.len().saturating_sub(1).max(1) as f64;
-        let sum: f64 = by_delay.iter().skip(1).map(|s| (s.offset - best.offset).to_seconds_f64().powi(2)).sum();
+        let sum: f64 = by_delay
+            .iter()
+            .filter(|s| s.time != best.time)
+            .map(|s| (s.offset - best.offset).to_seconds_f64().powi(2))
+            .sum();
         let jitter = (sum / others).sqrt();
 
         let dispersion = NtpDuration::from_seconds_f64(dispersion);
@@ -141,23 +154,32 @@ mod tests {
     #[test]
     fn prefers_the_lowest_delay_sample() {
         let mut filter = ClockFilter::new();
-        assert!(filter.add(sample(0, 100.0, 500.0), now(0)).is_some());
-        let out = filter.add(sample(1, 10.0, 50.0), now(1)).unwrap();
+        assert!(filter.add(sample(0, 100.0, 500.0), now(0), false).is_some());
+        let out = filter.add(sample(1, 10.0, 50.0), now(1), false).unwrap();
         assert!((out.offset.to_seconds_f64() - 10e-6).abs() < 1e-9);
         // A later, slower sample does not displace it and is not used.
-        assert_eq!(filter.add(sample(2, 900.0, 5000.0), now(2)), None);
+        assert_eq!(filter.add(sample(2, 900.0, 5000.0), now(2), false), None);
         assert!((filter.output().unwrap().offset.to_seconds_f64() - 10e-6).abs() < 1e-9);
     }
 
     #[test]
     fn jitter_is_the_rms_about_the_chosen_sample() {
         let mut filter = ClockFilter::new();
-        filter.add(sample(0, 0.0, 10.0), now(0));
-        filter.add(sample(1, 30.0, 20.0), now(1));
-        filter.add(sample(2, -40.0, 30.0), now(2));
+        filter.add(sample(0, 0.0, 10.0), now(0), false);
+        filter.add(sample(1, 30.0, 200.0), now(1), false);
+        filter.add(sample(2, -40.0, 300.0), now(2), false);
         let out = filter.output().unwrap();
         let expected = ((30e-6f64.powi(2) + 40e-6f64.powi(2)) / 2.0).sqrt();
         assert!((out.jitter.to_seconds_f64() - expected).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_old_low_delay_sample_gives_way_to_a_fresh_one() {
+        let mut filter = ClockFilter::new();
+        filter.add(sample(0, 0.0, 50.0), now(0), false);
+        // 64 s later the first sample's dispersion has grown by ~1 ms.
+        let out = filter.add(sample(64, 7.0, 500.0), now(64), false).unwrap();
+        assert!((out.offset.to_seconds_f64() - 7e-6).abs() < 1e-9);
     }
 
     #[test]
@@ -165,7 +187,7 @@ mod tests {
         let mut filter = ClockFilter::new();
         let mut last = f64::MAX;
         for i in 0..12 {
-            let out = filter.add(sample(i, 0.0, 100.0 - i as f64), now(i)).unwrap();
+            let out = filter.add(sample(i, 0.0, 100.0 - i as f64), now(i), false).unwrap();
             assert!(out.dispersion.to_seconds_f64() <= last + 1e-12);
             last = out.dispersion.to_seconds_f64();
         }

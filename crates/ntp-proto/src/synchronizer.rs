@@ -28,6 +28,9 @@ pub enum ReplyOutcome {
 #[derive(Debug, Clone)]
 pub struct Synchronizer {
     associations: Vec<(ReferenceId, Association)>,
+    /// The correction (served minus raw) in force when each association's
+    /// last request left, to take T1 back into the raw frame.
+    sent_correction: Vec<NtpDuration>,
     system: System,
     precision: i8,
 }
@@ -39,6 +42,7 @@ impl Synchronizer {
     pub fn new(config: SystemConfig, poll: PollConfig, upstreams: &[ReferenceId], raw_now: NtpTimestamp) -> Self {
         Self {
             associations: upstreams.iter().map(|&id| (id, Association::new(poll, raw_now))).collect(),
+            sent_correction: vec![NtpDuration::ZERO; upstreams.len()],
             system: System::new(config),
             precision: config.precision,
         }
@@ -75,10 +79,14 @@ impl Synchronizer {
         Some(due.fold(first, |best, next| if next.1 - best.1 < NtpDuration::ZERO { next } else { best }))
     }
 
-    /// Records that a request went to upstream `index` at `raw_now`.
-    pub fn poll_sent(&mut self, index: usize, raw_now: NtpTimestamp) {
-        if let Some((_, association)) = self.associations.get_mut(index) {
+    /// Records that a request went to upstream `index` at `raw_now`, its
+    /// T1 read from `clock`.
+    pub fn poll_sent(&mut self, index: usize, raw_now: NtpTimestamp, clock: &DisciplinedClock) {
+        if let (Some((_, association)), Some(sent)) =
+            (self.associations.get_mut(index), self.sent_correction.get_mut(index))
+        {
             association.on_poll_sent(raw_now);
+            *sent = clock.correction_at(raw_now);
         }
     }
 
@@ -94,6 +102,7 @@ impl Synchronizer {
         request_transmit: NtpTimestamp,
         timestamps: &Timestamps,
     ) -> ReplyOutcome {
+        let warming_up = self.system.warming_up();
         let Some((_, association)) = self.associations.get_mut(index) else {
             return ReplyOutcome::Accepted(None);
         };
@@ -101,10 +110,14 @@ impl Synchronizer {
             association.on_reply_error(reply, error);
             return ReplyOutcome::Rejected(error);
         }
-        let served = Sample::new(timestamps, reply.precision, self.precision);
-        // Into the raw frame: server minus raw = server minus served + correction.
-        let sample = Sample { offset: served.offset + clock.correction_at(raw_now), time: raw_now, ..served };
-        let _ = association.on_reply(raw_now, reply, sample);
+        // Into the raw frame: T1 and T4 less the correction in force when
+        // each was read, so a step or slew between them does not corrupt
+        // the sample; the offset is then server minus raw time.
+        let sent = self.sent_correction.get(index).copied().unwrap_or(NtpDuration::ZERO);
+        let raw =
+            Timestamps { t1: timestamps.t1 - sent, t4: timestamps.t4 - clock.correction_at(raw_now), ..*timestamps };
+        let sample = Sample { time: raw_now, ..Sample::new(&raw, reply.precision, self.precision) };
+        let _ = association.on_reply(raw_now, reply, sample, warming_up);
         let views: Vec<PeerView<'_>> =
             self.associations.iter().map(|(id, a)| PeerView { reference_id: *id, association: a }).collect();
         let sync = self.system.update(raw_now, &views, &mut clock.correction);
@@ -152,7 +165,7 @@ mod tests {
             let raw_now = clock.raw_at(t(true_now));
             true_now += (due_raw - raw_now).to_seconds_f64().max(0.0) / (1.0 + 50e-6);
             let t1 = clock.time_at(t(true_now));
-            sync.poll_sent(index, clock.raw_at(t(true_now)));
+            sync.poll_sent(index, clock.raw_at(t(true_now)), &clock);
             let nonce = NtpTimestamp::from_bits(0xdead_beef_0000_0001 ^ t1.to_bits());
             let server_time = t(true_now + 0.0005);
             let reply = Header {

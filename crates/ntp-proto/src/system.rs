@@ -10,11 +10,15 @@ use crate::discipline::{Discipline, DisciplineConfig, Update};
 use crate::exchange::{Sample, PHI};
 use crate::packet::{LeapIndicator, ReferenceId, Stratum};
 use crate::responder::ServerState;
-use crate::selection::{aged, cluster, combine, intersect, root_distance, Candidate, Survivor};
+use crate::selection::{aged, cluster, combine, intersect, root_distance, Candidate, Intersection, Survivor};
 use crate::time::{NtpDuration, NtpShort, NtpTimestamp};
 
 /// MAXDIST: a server whose root distance exceeds this is not selectable.
 pub const MAX_DISTANCE: f64 = 1.5;
+
+/// Clock updates made with the newest sample of each server rather than
+/// its lowest-delay one, so the frequency is learnt within a few polls.
+pub const WARM_UP_UPDATES: u32 = 8;
 
 /// How the system process behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -145,6 +149,13 @@ impl System {
         self.sync.as_ref()
     }
 
+    /// True until the discipline has made [`WARM_UP_UPDATES`] updates: the
+    /// clock filters then hand on every new sample.
+    #[must_use]
+    pub fn warming_up(&self) -> bool {
+        self.discipline.updates() < WARM_UP_UPDATES
+    }
+
     /// The poll exponent the discipline asks associations to use.
     #[must_use]
     pub fn poll(&self) -> i8 {
@@ -161,10 +172,16 @@ impl System {
         peers: &[PeerView<'_>],
         correction: &mut VirtualClock,
     ) -> Option<Synchronization> {
+        // Offsets are server minus *raw* time, which moves at the raw
+        // clock's frequency error. Samples of different ages are compared
+        // and combined after being brought to a common instant at the
+        // frequency the discipline has estimated: first `raw_now`, then, once
+        // the system peer is known, the time of its sample.
+        let slope = correction.frequency_ppm() * 1e-6;
         let fitness: Vec<Result<Survivor, Unfit>> = peers
             .iter()
             .enumerate()
-            .map(|(i, p)| self.fitness(raw_now, p).map(|s| Survivor { index: i, ..s }))
+            .map(|(i, p)| self.fitness(raw_now, p, slope).map(|s| Survivor { index: i, ..s }))
             .collect();
         self.selection =
             fitness.iter().map(|f| f.map_or_else(SelectionState::Unfit, |_| SelectionState::Outlier)).collect();
@@ -172,29 +189,37 @@ impl System {
         if fit.is_empty() {
             return None;
         }
-        self.last_usable = Some(raw_now);
         let candidates: Vec<Candidate> =
             fit.iter().map(|s| Candidate { offset: s.offset, root_distance: s.root_distance }).collect();
-        let truechimers = match intersect(&candidates) {
-            Some(result) => result.truechimers,
-            None => Vec::new(),
+        let Some(Intersection { truechimers, .. }) = intersect(&candidates) else {
+            // No majority agrees: there is no telling which server is right,
+            // so we are no longer synchronized (as chrony does).
+            for survivor in &fit {
+                self.selection[survivor.index] = SelectionState::Falseticker;
+            }
+            self.sync = None;
+            return None;
         };
+        self.last_usable = Some(raw_now);
         for (k, survivor) in fit.iter().enumerate() {
             if !truechimers.contains(&k) {
                 self.selection[survivor.index] = SelectionState::Falseticker;
             }
         }
         let survivors = cluster(truechimers.iter().map(|&k| fit[k]).collect());
-        let (offset, jitter) = combine(&survivors)?;
-        let peer = survivors[0];
+        let peer = *survivors.first()?;
+        let association = peers[peer.index].association;
+        let output = association.output()?;
+        let info = association.info()?;
+        let back_to_peer_sample = (output.time - raw_now).mul_f64(slope);
+        let at_peer_sample: Vec<Survivor> =
+            survivors.iter().map(|s| Survivor { offset: s.offset + back_to_peer_sample, ..*s }).collect();
+        let (offset, jitter) = combine(&at_peer_sample)?;
         for s in &survivors {
             self.selection[s.index] = SelectionState::Candidate;
         }
         self.selection[peer.index] = SelectionState::SystemPeer;
 
-        let association = peers[peer.index].association;
-        let output = association.output()?;
-        let info = association.info()?;
         if self.last_sample.is_some_and(|last| output.time - last <= NtpDuration::ZERO) {
             return None;
         }
@@ -222,7 +247,7 @@ impl System {
     }
 
     /// Is this association selectable? If so, as what survivor.
-    fn fitness(&self, raw_now: NtpTimestamp, peer: &PeerView<'_>) -> Result<Survivor, Unfit> {
+    fn fitness(&self, raw_now: NtpTimestamp, peer: &PeerView<'_>, slope: f64) -> Result<Survivor, Unfit> {
         let association = peer.association;
         if association.stopped().is_some() {
             return Err(Unfit::Stopped);
@@ -248,7 +273,7 @@ impl System {
         }
         Ok(Survivor {
             index: 0,
-            offset: output.offset,
+            offset: output.offset + (raw_now - output.time).mul_f64(slope),
             root_distance: distance,
             jitter: output.jitter,
             stratum: info.stratum.0,

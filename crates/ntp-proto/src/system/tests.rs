@@ -43,7 +43,7 @@ fn run(
             associations[i].on_poll_sent(raw);
             let sample =
                 Sample { offset: (true_time + secs(*lie)) - raw, delay: secs(2e-4), dispersion: secs(1e-6), time: raw };
-            let _ = associations[i].on_reply(raw, &reply(1, *b"GPS\0"), sample);
+            let _ = associations[i].on_reply(raw, &reply(1, *b"GPS\0"), sample, false);
         }
         let views: Vec<PeerView<'_>> = associations
             .iter()
@@ -102,9 +102,16 @@ fn an_upstream_synchronized_to_us_is_a_loop() {
     let mut association = Association::new(PollConfig { min_poll: 0, max_poll: 0, iburst: false }, t(0.0));
     association.on_poll_sent(t(0.0));
     let sample = Sample { offset: NtpDuration::ZERO, delay: secs(1e-4), dispersion: secs(1e-6), time: t(0.0) };
-    let _ = association.on_reply(t(0.0), &reply(2, *b"GPS\0"), sample);
+    let _ = association.on_reply(t(0.0), &reply(2, *b"GPS\0"), sample, false);
     let mut correction = VirtualClock::new(t(0.0), NtpDuration::ZERO, 0.0);
     let views = [PeerView { reference_id: ReferenceId([127, 0, 0, 9]), association: &association }];
     assert!(system.update(t(0.0), &views, &mut correction).is_none());
     assert_eq!(system.selection()[0], SelectionState::Unfit(Unfit::Loop));
+}
+
+#[test]
+fn two_servers_that_disagree_leave_us_unsynchronized() {
+    let (system, _, _) = run(&[0.0, 300.0], 0.0, 10, config());
+    assert_eq!(system.selection(), [SelectionState::Falseticker, SelectionState::Falseticker]);
+    assert_eq!(system.server_state(t(10.0)).leap, LeapIndicator::Unsynchronized);
 }
