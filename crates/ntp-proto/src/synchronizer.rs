@@ -28,9 +28,6 @@ pub enum ReplyOutcome {
 #[derive(Debug, Clone)]
 pub struct Synchronizer {
     associations: Vec<(ReferenceId, Association)>,
-    /// The correction (served minus raw) in force when each association's
-    /// last request left, to take T1 back into the raw frame.
-    sent_correction: Vec<NtpDuration>,
     system: System,
     precision: i8,
 }
@@ -42,7 +39,6 @@ impl Synchronizer {
     pub fn new(config: SystemConfig, poll: PollConfig, upstreams: &[ReferenceId], raw_now: NtpTimestamp) -> Self {
         Self {
             associations: upstreams.iter().map(|&id| (id, Association::new(poll, raw_now))).collect(),
-            sent_correction: vec![NtpDuration::ZERO; upstreams.len()],
             system: System::new(config),
             precision: config.precision,
         }
@@ -79,20 +75,28 @@ impl Synchronizer {
         Some(due.fold(first, |best, next| if next.1 - best.1 < NtpDuration::ZERO { next } else { best }))
     }
 
-    /// Records that a request went to upstream `index` at `raw_now`, its
-    /// T1 read from `clock`.
-    pub fn poll_sent(&mut self, index: usize, raw_now: NtpTimestamp, clock: &DisciplinedClock) {
-        if let (Some((_, association)), Some(sent)) =
-            (self.associations.get_mut(index), self.sent_correction.get_mut(index))
-        {
+    /// Records that a request went to upstream `index` at `raw_now`.
+    pub fn poll_sent(&mut self, index: usize, raw_now: NtpTimestamp) {
+        if let Some((_, association)) = self.associations.get_mut(index) {
             association.on_poll_sent(raw_now);
-            *sent = clock.correction_at(raw_now);
+        }
+    }
+
+    /// Takes a reply of upstream `index` that answered our request but is
+    /// unusable (kiss-o'-death, unsynchronized): kiss codes are obeyed.
+    pub fn on_reply_error(&mut self, index: usize, reply: &Header, error: ReplyError) {
+        if let Some((_, association)) = self.associations.get_mut(index) {
+            association.on_reply_error(reply, error);
         }
     }
 
     /// Takes the reply of upstream `index` to the request whose transmit
-    /// timestamp was `request_transmit`, with the exchange's timestamps (T1
-    /// and T4 read from `clock`'s served time) and the raw time now.
+    /// timestamp was `request_transmit`, with the exchange's timestamps and
+    /// the raw time now.
+    ///
+    /// T1 and T4 must be read from the *raw* clock: then the offset is
+    /// server minus raw time, and neither a step nor a slew between the two
+    /// readings can corrupt the sample.
     pub fn on_reply(
         &mut self,
         index: usize,
@@ -110,13 +114,7 @@ impl Synchronizer {
             association.on_reply_error(reply, error);
             return ReplyOutcome::Rejected(error);
         }
-        // Into the raw frame: T1 and T4 less the correction in force when
-        // each was read, so a step or slew between them does not corrupt
-        // the sample; the offset is then server minus raw time.
-        let sent = self.sent_correction.get(index).copied().unwrap_or(NtpDuration::ZERO);
-        let raw =
-            Timestamps { t1: timestamps.t1 - sent, t4: timestamps.t4 - clock.correction_at(raw_now), ..*timestamps };
-        let sample = Sample { time: raw_now, ..Sample::new(&raw, reply.precision, self.precision) };
+        let sample = Sample { time: raw_now, ..Sample::new(timestamps, reply.precision, self.precision) };
         let _ = association.on_reply(raw_now, reply, sample, warming_up);
         let views: Vec<PeerView<'_>> =
             self.associations.iter().map(|(id, a)| PeerView { reference_id: *id, association: a }).collect();
@@ -164,8 +162,8 @@ mod tests {
             // Raw runs at 1 + 50 ppm: true time of the deadline.
             let raw_now = clock.raw_at(t(true_now));
             true_now += (due_raw - raw_now).to_seconds_f64().max(0.0) / (1.0 + 50e-6);
-            let t1 = clock.time_at(t(true_now));
-            sync.poll_sent(index, clock.raw_at(t(true_now)), &clock);
+            let t1 = clock.raw_at(t(true_now));
+            sync.poll_sent(index, t1);
             let nonce = NtpTimestamp::from_bits(0xdead_beef_0000_0001 ^ t1.to_bits());
             let server_time = t(true_now + 0.0005);
             let reply = Header {
@@ -179,7 +177,7 @@ mod tests {
                 ..Header::default()
             };
             true_now += 0.001;
-            let t4 = clock.time_at(t(true_now));
+            let t4 = clock.raw_at(t(true_now));
             let ts = Timestamps { t1, t2: server_time, t3: server_time, t4 };
             let raw_now = clock.raw_at(t(true_now));
             let outcome = sync.on_reply(index, &mut clock, raw_now, &reply, nonce, &ts);

@@ -235,10 +235,10 @@ impl<'a> Simulation<'a> {
         let raw_now = node.clock.raw_at(true_now);
         let Some(sync) = node.sync.as_mut() else { return };
         let Some((association, _)) = sync.next_poll() else { return };
-        sync.poll_sent(association, raw_now, &node.clock);
+        sync.poll_sent(association, raw_now);
         let poll = sync.associations().nth(association).map_or(0, |a| a.poll());
-        let t1 = node.clock.time_at(true_now);
-        node.pending[association] = Some(Pending { nonce, t1 });
+        // T1 and T4 are read from the raw clock (see Synchronizer::on_reply).
+        node.pending[association] = Some(Pending { nonce, t1: raw_now });
         let request = Header { version: Version::V4, mode: Mode::Client, poll, transmit: nonce, ..Header::default() };
         let server = node.plan.upstreams[association];
         let link = self.link(i, server);
@@ -279,9 +279,8 @@ impl<'a> Simulation<'a> {
         }
         let Ok(reply) = Header::decode(bytes) else { return };
         let Some(pending) = node.pending.get_mut(association).and_then(Option::take) else { return };
-        let t4 = node.clock.time_at(true_now);
         let raw_now = node.clock.raw_at(true_now);
-        let timestamps = Timestamps { t1: pending.t1, t2: reply.receive, t3: reply.transmit, t4 };
+        let timestamps = Timestamps { t1: pending.t1, t2: reply.receive, t3: reply.transmit, t4: raw_now };
         if let Some(sync) = node.sync.as_mut() {
             let out = sync.on_reply(association, &mut node.clock, raw_now, &reply, pending.nonce, &timestamps);
             if std::env::var("SIMDEBUG").is_ok_and(|n| n == node.plan.name) {
