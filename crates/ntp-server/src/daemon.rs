@@ -93,7 +93,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Res
             }
         })
     };
-    let stats = serve::run(sockets, &config.policy, clock, shutdown).await;
+    let stats = serve::run(sockets, config.policy, clock, shutdown).await;
     refresh.abort();
     let counts = stats?.read();
     info!(

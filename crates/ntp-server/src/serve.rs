@@ -128,11 +128,11 @@ impl Drop for Server {
 /// and may discipline it concurrently.
 pub async fn run(
     sockets: Vec<UdpSocket>,
-    policy: &PolicyConfig,
+    policy: PolicyConfig,
     clock: Arc<SharedClock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Arc<Stats>, ServeError> {
-    let server = Server::start(sockets, policy, clock)?;
+    let server = Server::start(sockets, &policy, clock)?;
     shutdown.await;
     tokio::task::spawn_blocking(move || server.stop()).await.map_err(|e| ServeError::Thread(e.to_string()))?
 }
