@@ -135,7 +135,8 @@ fn kiss_code(reply: &[u8]) -> Option<KissCode> {
 
 #[test]
 fn rate_limit_answers_rate_kisses_then_silence() {
-    let rate_limit = RateLimitConfig { enabled: true, interval: 60.0, burst: 3, kiss_interval: 60.0, ..Default::default() };
+    let rate_limit =
+        RateLimitConfig { enabled: true, interval: 60.0, burst: 3, kiss_interval: 60.0, ..Default::default() };
     let (server, _clock) = start(PolicyConfig { rate_limit, ..Default::default() });
     let client = client();
     for n in 1..=3 {
