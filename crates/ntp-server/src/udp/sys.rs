@@ -8,7 +8,7 @@
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Duration;
 
 /// Largest datagram read whole; a longer one is reported truncated.
@@ -37,9 +37,9 @@ fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc:
 
 /// Waits until one of `sockets` is readable or `timeout` passes; returns
 /// whether any is.
-pub fn wait_readable(sockets: &[impl AsRawFd], timeout: Duration) -> io::Result<bool> {
+pub fn wait_readable(sockets: &[impl AsFd], timeout: Duration) -> io::Result<bool> {
     let mut fds: Vec<libc::pollfd> =
-        sockets.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        sockets.iter().map(|s| libc::pollfd { fd: s.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
     let millis = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
     // SAFETY: `fds` is a live array of `fds.len()` pollfd structures that
     // the kernel may write `revents` into.
