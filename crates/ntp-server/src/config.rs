@@ -70,7 +70,8 @@ pub struct ServeConfig {
     pub clock_offset: f64,
     /// Frequency error of the virtual clock, ppm.
     pub clock_drift_ppm: f64,
-    /// Log filter given by flag or file, if any (else `RUST_LOG`, else info).
+    /// Log filter given by flag or file, if any (the binary puts `RUST_LOG`
+    /// between the two).
     pub log_level: Option<String>,
     /// Access lists and rate limit.
     pub policy: PolicyConfig,

@@ -12,10 +12,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let Command::Serve(args) = cli.command;
     let config = ServeConfig::from_args(&args).context("configuration")?;
-    let filter = match &config.log_level {
-        Some(level) => EnvFilter::try_new(level).context("--log-level")?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
+    // --log-level, then RUST_LOG, then the file's log-level, then info.
+    let directive = (args.log_level.clone())
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .or_else(|| config.log_level.clone())
+        .unwrap_or_else(|| "info".into());
+    let filter = EnvFilter::try_new(&directive).with_context(|| format!("log level `{directive}`"))?;
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
