@@ -8,16 +8,25 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-pub use sys::{enable_receive_timestamps, wait_readable, Datagram, RecvBatch, SendBatch, MAX_DATAGRAM};
+pub use sys::{
+    enable_receive_timestamps, set_receive_buffer, wait_readable, Datagram, RecvBatch, SendBatch, MAX_DATAGRAM,
+};
 
 /// How long a serving thread blocks in one receive before it looks at the
 /// shutdown flag again.
 pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// Receive buffer asked for: room for a few thousand queued requests.
+pub const RECEIVE_BUFFER: usize = 1 << 20;
+
 /// Makes a bound socket ready for a serving thread: kernel receive
-/// timestamps on, and a read timeout so the thread notices shutdown.
+/// timestamps on, a larger receive buffer (best effort), and a read timeout
+/// so the thread notices shutdown.
 pub fn prepare(socket: &UdpSocket) -> io::Result<()> {
     enable_receive_timestamps(socket)?;
+    if let Err(e) = set_receive_buffer(socket, RECEIVE_BUFFER) {
+        tracing::debug!(error = %e, "receive buffer left at its default");
+    }
     socket.set_read_timeout(Some(READ_TIMEOUT))
 }
 

@@ -22,6 +22,13 @@ pub fn enable_receive_timestamps(socket: &impl AsRawFd) -> io::Result<()> {
     set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }
 
+/// Asks for a receive buffer of `bytes` (the kernel caps it at
+/// `net.core.rmem_max`), so bursts wait in the queue instead of being lost.
+pub fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)
+}
+
 fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: `value` is a live c_int and the length passed is its size; the
     // kernel only reads that many bytes. A bad fd or option is an error return.
