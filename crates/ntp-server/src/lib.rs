@@ -1,9 +1,41 @@
-//! The ntpd-sim daemon.
+//! ntp-server: the `ntpd-sim` daemon as a library. It serves NTP over UDP
+//! from a virtual clock (the host clock plus an offset and a frequency error
+//! of its own, never written back), with access lists and rate limits.
 //!
 //! # Layout
-//! - [`simulate`]: deterministic simulation of NTP hierarchies with the
-//!   daemon's own algorithms.
-//! - [`plot`]: SVG plots of time series.
+//! - [`cli`]: the command line (clap derive); `serve`'s flags in `ServeArgs`.
+//! - [`config`]: the strict TOML file and its merge with the flags.
+//! - [`clock`]: the shared virtual clock ([`clock::SharedClock`]) replies are
+//!   built from, swapped lock-free; the interface a discipline drives.
+//! - [`policy`]: access lists and per-client rate limiting, pure logic.
+//! - [`udp`]: batched socket I/O with kernel receive timestamps; the only
+//!   unsafe code, in `udp::sys`.
+//! - [`serve`]: the serving threads; [`serve::run`] serves on sockets the
+//!   caller bound (tests bind `127.0.0.1:0`) until a shutdown future ends.
+//! - [`stats`]: lock-free counters of what was received, answered, dropped.
+//! - [`daemon`]: `ntpd-sim serve` end to end: bind, start-up log, signals.
+//! - [`simulate`]: `ntpd-sim simulate`, NTP hierarchies in simulated time
+//!   through the same `ntp-proto` code the daemon runs.
+//! - [`plot`]: SVG plots of time series, for the simulator and for
+//!   statistics logs.
+//!
+//! Deciding what to answer is not done here: [`ntp_proto::responder`] does
+//! it, this crate carries the decision out.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
 pub mod plot;
+pub mod policy;
+pub mod serve;
 pub mod simulate;
+pub mod stats;
+pub mod udp;
+
+pub use clock::{ClockSnapshot, SharedClock};
+pub use config::ServeConfig;
+pub use serve::{run, PolicyConfig, Server};

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Server throughput and latency, side by side: ntpd-sim, chronyd (-x, local
+# stratum 1, cmdport 0) and a trivial batching UDP responder, each pinned to
+# one core with the load generator (ntp-loadgen) pinned to the other.
+#
+#   bash bench/server.sh [SECONDS]      (default 5 s per run)
+#
+# Environment: SERVER_CPU (0), LOADGEN_CPU (1), SOCKETS (4), WINDOW (16),
+# RATE (20000, the open-loop run), BASE_PORT (12400), ROUNDS (1: how many
+# times the three servers are measured, interleaved, against background noise).
+# Nothing here touches the system clock: chronyd runs with -x.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${1:-5}
+SERVER_CPU=${SERVER_CPU:-0}
+LOADGEN_CPU=${LOADGEN_CPU:-1}
+SOCKETS=${SOCKETS:-4}
+WINDOW=${WINDOW:-16}
+RATE=${RATE:-20000}
+BASE_PORT=${BASE_PORT:-12400}
+ROUNDS=${ROUNDS:-1}
+
+cargo build --release --quiet -p ntp-server --bins
+TARGET=${CARGO_TARGET_DIR:-target}/release
+NTPD_SIM=$TARGET/ntpd-sim
+LOADGEN=$TARGET/ntp-loadgen
+CHRONYD=$(command -v chronyd || echo /usr/sbin/chronyd)
+
+WORK=$(mktemp -d)
+SERVER_PID=
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The pid of the process listening on UDP port $1 (chronyd daemonizes).
+wait_port() {
+    for _ in $(seq 100); do
+        if "$LOADGEN" run --server "127.0.0.1:$1" --duration 0.05 --warmup 0 --sockets 1 --window 1 >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "nothing answers on port $1" >&2
+    return 1
+}
+
+peak_rss_kb() {
+    awk '/VmHWM/ {print $2}' "/proc/$1/status"
+}
+
+# CPU time (user + system, clock ticks) the server process has used.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+load() { # label port
+    local before after ticks
+    before=$(cpu_ticks "$SERVER_PID")
+    taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$2" --label "$1" \
+        --sockets "$SOCKETS" --window "$WINDOW" --duration "$DURATION" --warmup 1
+    after=$(cpu_ticks "$SERVER_PID")
+    ticks=$(getconf CLK_TCK)
+    # Warm-up included: the share of one core the server used under full load.
+    echo "$1: server CPU during the closed-loop run: $(( (after - before) * 100 / ticks / (DURATION + 1) ))% of a core"
+    taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$2" --label "$1" \
+        --sockets "$SOCKETS" --rate "$RATE" --duration "$DURATION"
+}
+
+stop_server() {
+    kill "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+echo "# $(nproc) cores, $(uname -r); server on CPU $SERVER_CPU, ntp-loadgen on CPU $LOADGEN_CPU; ${DURATION}s per run"
+
+for ROUND in $(seq "$ROUNDS"); do
+    echo "## round $ROUND"
+    PORT=$((BASE_PORT))
+    taskset -c "$SERVER_CPU" "$NTPD_SIM" serve --listen "127.0.0.1:$PORT" --log-level warn &
+    SERVER_PID=$!
+    wait_port "$PORT"
+    load ntpd-sim "$PORT"
+    echo "ntpd-sim: peak RSS $(peak_rss_kb "$SERVER_PID") kB"
+    stop_server
+
+    PORT=$((BASE_PORT + 1))
+    printf 'port %s\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 1\ncmdport 0\npidfile %s\n' \
+        "$PORT" "$WORK/chronyd.pid" > "$WORK/chrony.conf"
+    taskset -c "$SERVER_CPU" "$CHRONYD" -x -u root -d -f "$WORK/chrony.conf" >"$WORK/chronyd.log" 2>&1 &
+    SERVER_PID=$!
+    wait_port "$PORT"
+    load chronyd "$PORT"
+    echo "chronyd: peak RSS $(peak_rss_kb "$SERVER_PID") kB"
+    stop_server
+
+    PORT=$((BASE_PORT + 2))
+    taskset -c "$SERVER_CPU" "$LOADGEN" respond --listen "127.0.0.1:$PORT" &
+    SERVER_PID=$!
+    wait_port "$PORT"
+    load trivial "$PORT"
+    echo "trivial: peak RSS $(peak_rss_kb "$SERVER_PID") kB (same binary as the load generator)"
+    stop_server
+done

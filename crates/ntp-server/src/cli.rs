@@ -1,0 +1,82 @@
+//! The `ntpd-sim` command line (clap derive). Flags given here override the
+//! config file; see `docs/server.md`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// ntpd-sim: an NTP daemon on a virtual clock.
+#[derive(Debug, Parser)]
+#[command(name = "ntpd-sim", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve time over UDP (NTPv3 and v4 clients).
+    Serve(ServeArgs),
+}
+
+/// Arguments of `ntpd-sim serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file (see config/ntpd-sim.toml); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:12300 or [::1]:12300; repeatable.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+    /// Listen on this port on every address (default 123) instead of --listen.
+    #[arg(long, conflicts_with = "listen")]
+    pub port: Option<u16>,
+    /// Stratum advertised as a primary server (1-15, default 1).
+    #[arg(long)]
+    pub stratum: Option<u8>,
+    /// Reference ID advertised as a primary server: up to 4 ASCII characters (default LOCL).
+    #[arg(long, value_name = "CODE")]
+    pub refid: Option<String>,
+    /// Start the virtual clock this many seconds off the system clock (signed, fractional).
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub clock_offset: Option<f64>,
+    /// Frequency error of the virtual clock in parts per million (signed).
+    #[arg(long, value_name = "PPM", allow_negative_numbers = true)]
+    pub clock_drift_ppm: Option<f64>,
+    /// Log level or filter (error, warn, info, debug, trace); overrides RUST_LOG.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "ntpd-sim",
+            "serve",
+            "--listen",
+            "127.0.0.1:12300",
+            "--listen",
+            "[::1]:12300",
+            "--clock-offset",
+            "-2.5",
+            "--clock-drift-ppm",
+            "-10",
+            "--refid",
+            "GPS",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.listen.len(), 2);
+        assert_eq!(args.clock_offset, Some(-2.5));
+        assert_eq!(args.clock_drift_ppm, Some(-10.0));
+        assert_eq!(args.refid.as_deref(), Some("GPS"));
+        assert!(Cli::try_parse_from(["ntpd-sim", "serve", "--port", "1", "--listen", "127.0.0.1:1"]).is_err());
+    }
+}

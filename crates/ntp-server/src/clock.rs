@@ -1,0 +1,163 @@
+//! The daemon's clock: a virtual clock over the host's system clock, shared
+//! lock-free between the serving threads and (later) the discipline.
+//!
+//! Replies are built from a [`ClockSnapshot`]: the virtual clock and what the
+//! server advertises about its synchronisation. The snapshot is swapped as a
+//! whole (arc-swap), so a serving thread reads a consistent pair without
+//! taking a lock, and the discipline changes both with [`SharedClock::update`].
+//! The host's clock is only ever read.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::{ArcSwap, Guard};
+use ntp_proto::clock::{Clock, VirtualClock};
+use ntp_proto::responder::ServerState;
+use ntp_proto::NtpTimestamp;
+
+/// What replies are built from: the virtual clock and what we advertise,
+/// swapped atomically so the fast path takes no lock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClockSnapshot {
+    /// Maps system time to the server's time.
+    pub clock: VirtualClock,
+    /// Stratum, reference ID, root delay and dispersion, reference time, leap.
+    pub state: ServerState,
+}
+
+/// The server's clock, shared by every serving thread and the discipline.
+#[derive(Debug)]
+pub struct SharedClock {
+    snapshot: ArcSwap<ClockSnapshot>,
+    /// Serialises writers only; readers never touch it.
+    writer: Mutex<()>,
+}
+
+impl SharedClock {
+    /// A clock starting from `snapshot`.
+    #[must_use]
+    pub fn new(snapshot: ClockSnapshot) -> Self {
+        Self { snapshot: ArcSwap::from_pointee(snapshot), writer: Mutex::new(()) }
+    }
+
+    /// The current clock and state; cheap, lock-free, and consistent.
+    pub fn snapshot(&self) -> Guard<Arc<ClockSnapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The host's clock (CLOCK_REALTIME), read and never written.
+    #[must_use]
+    pub fn system_now() -> NtpTimestamp {
+        NtpTimestamp::from_system_time(SystemTime::now())
+    }
+
+    /// The server's time now.
+    #[must_use]
+    pub fn now(&self) -> NtpTimestamp {
+        self.snapshot().clock.time_at(Self::system_now())
+    }
+
+    /// Copy, modify, store: how the discipline steps or slews the clock and
+    /// changes what is advertised. Writers take turns; readers see the old
+    /// snapshot or the new one, never a mix.
+    pub fn update(&self, f: impl FnOnce(&mut ClockSnapshot)) {
+        let _turn = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = **self.snapshot.load();
+        f(&mut next);
+        self.snapshot.store(Arc::new(next));
+    }
+}
+
+impl Clock for SharedClock {
+    fn now(&self) -> NtpTimestamp {
+        SharedClock::now(self)
+    }
+
+    fn at_system_time(&self, system: NtpTimestamp) -> NtpTimestamp {
+        self.snapshot().clock.time_at(system)
+    }
+}
+
+/// The precision exponent of the system clock as this process reads it:
+/// log2 of the larger of its resolution (the smallest step seen between two
+/// readings) and the cost of one reading, as ntpd and chrony measure it at
+/// start-up. Typically -23 to -20 on Linux with a vDSO clock.
+#[must_use]
+pub fn measure_precision() -> i8 {
+    const READS: u32 = 1_000;
+    let mut smallest_step = Duration::MAX;
+    let started = std::time::Instant::now();
+    let mut last = SystemTime::now();
+    for _ in 0..READS {
+        let now = SystemTime::now();
+        if let Ok(step) = now.duration_since(last) {
+            if step > Duration::ZERO {
+                smallest_step = smallest_step.min(step);
+            }
+        }
+        last = now;
+    }
+    let per_read = started.elapsed() / READS;
+    precision_exponent(smallest_step.min(Duration::from_secs(1)).max(per_read))
+}
+
+/// The exponent `p` with 2^p the smallest power of two not below `interval`,
+/// within the range a header can carry sensibly (-32..=0).
+#[must_use]
+pub fn precision_exponent(interval: Duration) -> i8 {
+    let seconds = interval.as_secs_f64().max(f64::MIN_POSITIVE);
+    seconds.log2().ceil().clamp(-32.0, 0.0) as i8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ntp_proto::packet::{LeapIndicator, ReferenceId, Stratum};
+    use ntp_proto::{NtpDuration, NtpShort};
+
+    fn snapshot(offset: f64) -> ClockSnapshot {
+        ClockSnapshot {
+            clock: VirtualClock::new(SharedClock::system_now(), NtpDuration::from_seconds_f64(offset), 0.0),
+            state: ServerState {
+                leap: LeapIndicator::NoWarning,
+                stratum: Stratum(1),
+                precision: -20,
+                root_delay: NtpShort::ZERO,
+                root_dispersion: NtpShort::ZERO,
+                reference_id: ReferenceId(*b"LOCL"),
+                reference_time: NtpTimestamp::ZERO,
+            },
+        }
+    }
+
+    #[test]
+    fn virtual_time_is_system_time_plus_the_offset() {
+        let clock = SharedClock::new(snapshot(300.0));
+        let offset = (clock.now() - SharedClock::system_now()).to_seconds_f64();
+        assert!((offset - 300.0).abs() < 0.1, "offset {offset}");
+        let system = SharedClock::system_now();
+        assert_eq!(clock.at_system_time(system) - system, NtpDuration::from_seconds(300));
+    }
+
+    #[test]
+    fn update_swaps_clock_and_state_together() {
+        let clock = SharedClock::new(snapshot(0.0));
+        clock.update(|s| {
+            s.clock.step(SharedClock::system_now(), NtpDuration::from_seconds(-5));
+            s.state.stratum = Stratum(3);
+        });
+        let now = clock.snapshot();
+        assert_eq!(now.state.stratum, Stratum(3));
+        let offset = now.clock.offset_at(SharedClock::system_now()).to_seconds_f64();
+        assert!((offset + 5.0).abs() < 0.1, "offset {offset}");
+    }
+
+    #[test]
+    fn precision_is_a_plausible_power_of_two() {
+        assert_eq!(precision_exponent(Duration::from_nanos(50)), -24);
+        assert_eq!(precision_exponent(Duration::from_micros(1)), -19);
+        assert_eq!(precision_exponent(Duration::from_secs(3)), 0);
+        let measured = measure_precision();
+        assert!((-32..=-6).contains(&measured), "measured {measured}");
+    }
+}

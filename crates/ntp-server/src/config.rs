@@ -1,0 +1,243 @@
+//! The TOML config file (strict: an unknown key is an error naming it) and
+//! its merge with the command line into the settings the daemon runs with.
+//! An annotated example is `config/ntpd-sim.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ntp_proto::packet::{ReferenceId, Stratum};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::cli::ServeArgs;
+use crate::policy::{AccessConfig, RateLimitConfig};
+use crate::serve::PolicyConfig;
+
+/// The NTP port.
+pub const DEFAULT_PORT: u16 = 123;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct FileConfig {
+    /// `[server]`.
+    pub server: ServerSection,
+    /// `[access]`.
+    pub access: AccessConfig,
+    /// `[rate-limit]`.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `[server]`: where to listen and what to advertise.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServerSection {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Port on every address, when `listen` is empty.
+    pub port: Option<u16>,
+    /// Stratum as a primary server.
+    pub stratum: Option<u8>,
+    /// Reference ID as a primary server.
+    pub refid: Option<String>,
+    /// Initial offset of the virtual clock, seconds.
+    pub clock_offset: Option<f64>,
+    /// Frequency error of the virtual clock, ppm.
+    pub clock_drift_ppm: Option<f64>,
+    /// Log level or filter.
+    pub log_level: Option<String>,
+}
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// These addresses.
+    Addresses(Vec<SocketAddr>),
+    /// This port on every address.
+    EveryAddress(u16),
+}
+
+/// Everything `ntpd-sim serve` runs with, after merging file and flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    /// Where to listen.
+    pub listen: Listen,
+    /// Stratum advertised (a primary server).
+    pub stratum: Stratum,
+    /// Reference ID advertised.
+    pub reference_id: ReferenceId,
+    /// Initial offset of the virtual clock from the system clock, seconds.
+    pub clock_offset: f64,
+    /// Frequency error of the virtual clock, ppm.
+    pub clock_drift_ppm: f64,
+    /// Log filter given by flag or file, if any (the binary puts `RUST_LOG`
+    /// between the two).
+    pub log_level: Option<String>,
+    /// Access lists and rate limit.
+    pub policy: PolicyConfig,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown or mistyped key; the
+    /// message names the key.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with the line and the key.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("invalid {key}: {reason}")]
+    Invalid {
+        /// The key (as in the file).
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
+    }
+
+    /// Parses config text; the error message names the offending key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+}
+
+impl ServeConfig {
+    /// Loads the file named by `--config` (if any) and applies the flags.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(file, args)
+    }
+
+    /// Flags override the file; what neither gives takes its default.
+    pub fn merge(file: FileConfig, args: &ServeArgs) -> Result<Self, ConfigError> {
+        let server = file.server;
+        let listen = if !args.listen.is_empty() {
+            Listen::Addresses(args.listen.clone())
+        } else if let Some(port) = args.port {
+            Listen::EveryAddress(port)
+        } else if !server.listen.is_empty() {
+            if server.port.is_some() {
+                return Err(invalid("server.port", "give either listen or port, not both".into()));
+            }
+            Listen::Addresses(server.listen)
+        } else {
+            Listen::EveryAddress(server.port.unwrap_or(DEFAULT_PORT))
+        };
+        let stratum = args.stratum.or(server.stratum).unwrap_or(1);
+        if !(1..=15).contains(&stratum) {
+            return Err(invalid("stratum", format!("{stratum} is not 1-15")));
+        }
+        let refid = args.refid.clone().or(server.refid).unwrap_or_else(|| "LOCL".into());
+        let reference_id = ReferenceId::from_code(&refid)
+            .ok_or_else(|| invalid("refid", format!("`{refid}` is not 1-4 ASCII characters")))?;
+        let clock_offset = args.clock_offset.or(server.clock_offset).unwrap_or(0.0);
+        if !clock_offset.is_finite() || clock_offset.abs() > 1e9 {
+            return Err(invalid("clock-offset", format!("{clock_offset} is not a sensible number of seconds")));
+        }
+        let clock_drift_ppm = args.clock_drift_ppm.or(server.clock_drift_ppm).unwrap_or(0.0);
+        if !clock_drift_ppm.is_finite() || clock_drift_ppm.abs() >= 100_000.0 {
+            return Err(invalid("clock-drift-ppm", format!("{clock_drift_ppm} is not within ±100000 ppm")));
+        }
+        let rate = &file.rate_limit;
+        if rate.enabled && !(rate.interval > 0.0 && rate.interval.is_finite() && rate.kiss_interval >= 0.0) {
+            return Err(invalid("rate-limit", "interval must be > 0 and kiss-interval >= 0".into()));
+        }
+        if rate.enabled && (rate.burst == 0 || rate.table_size == 0) {
+            return Err(invalid("rate-limit", "burst and table-size must be at least 1".into()));
+        }
+        Ok(Self {
+            listen,
+            stratum: Stratum(stratum),
+            reference_id,
+            clock_offset,
+            clock_drift_ppm,
+            log_level: args.log_level.clone().or(server.log_level),
+            policy: PolicyConfig { access: file.access, rate_limit: file.rate_limit },
+        })
+    }
+}
+
+fn invalid(key: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { key, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::DenyAction;
+
+    const EXAMPLE: &str = include_str!("../../../config/ntpd-sim.toml");
+
+    #[test]
+    fn the_annotated_example_parses() {
+        let file = FileConfig::parse(EXAMPLE).unwrap();
+        let config = ServeConfig::merge(file, &ServeArgs::default()).unwrap();
+        assert_eq!(config.stratum, Stratum(1));
+        assert_eq!(config.reference_id, ReferenceId(*b"LOCL"));
+    }
+
+    #[test]
+    fn a_typo_is_rejected_with_the_key_named() {
+        let err = FileConfig::parse("[server]\nstratun = 2\n").unwrap_err();
+        assert!(err.contains("stratun"), "{err}");
+        let err = FileConfig::parse("[rate-limit]\nburts = 2\n").unwrap_err();
+        assert!(err.contains("burts"), "{err}");
+        let err = FileConfig::parse("[acces]\n").unwrap_err();
+        assert!(err.contains("acces"), "{err}");
+        let err = FileConfig::parse("[access]\ndeny = [\"10.0.0.0/99\"]\n").unwrap_err();
+        assert!(err.contains("10.0.0.0/99"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = FileConfig::parse(
+            "[server]\nlisten = [\"127.0.0.1:1234\"]\nstratum = 3\nrefid = \"GPS\"\nclock-offset = 1.5\n\
+             [access]\ndeny-action = \"drop\"\ndeny = [\"10.0.0.0/8\"]\n[rate-limit]\nenabled = true\nburst = 2\n",
+        )
+        .unwrap();
+        let merged = ServeConfig::merge(file.clone(), &ServeArgs::default()).unwrap();
+        assert_eq!(merged.listen, Listen::Addresses(vec!["127.0.0.1:1234".parse().unwrap()]));
+        assert_eq!((merged.stratum, merged.clock_offset), (Stratum(3), 1.5));
+        assert_eq!(merged.policy.access.deny_action, DenyAction::Drop);
+        assert_eq!(merged.policy.rate_limit.burst, 2);
+        let args = ServeArgs { port: Some(12300), stratum: Some(2), clock_offset: Some(-3.0), ..Default::default() };
+        let merged = ServeConfig::merge(file, &args).unwrap();
+        assert_eq!(merged.listen, Listen::EveryAddress(12300));
+        assert_eq!((merged.stratum, merged.clock_offset), (Stratum(2), -3.0));
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused() {
+        for args in [
+            ServeArgs { stratum: Some(16), ..Default::default() },
+            ServeArgs { refid: Some("TOOLONG".into()), ..Default::default() },
+            ServeArgs { clock_offset: Some(f64::NAN), ..Default::default() },
+        ] {
+            assert!(ServeConfig::merge(FileConfig::default(), &args).is_err(), "{args:?}");
+        }
+        let defaults = ServeConfig::merge(FileConfig::default(), &ServeArgs::default()).unwrap();
+        assert_eq!(defaults.listen, Listen::EveryAddress(DEFAULT_PORT));
+    }
+}

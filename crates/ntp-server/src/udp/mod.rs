@@ -1,0 +1,66 @@
+//! UDP sockets for the serving threads: binding the listening addresses,
+//! and batched I/O with kernel receive timestamps ([`sys`] holds the only
+//! unsafe code, the libc calls).
+
+mod sys;
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+pub use sys::{
+    enable_receive_timestamps, set_receive_buffer, wait_readable, Datagram, RecvBatch, SendBatch, MAX_DATAGRAM,
+};
+
+/// How long a serving thread blocks in one receive before it looks at the
+/// shutdown flag again.
+pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Receive buffer asked for: room for a few thousand queued requests.
+pub const RECEIVE_BUFFER: usize = 1 << 20;
+
+/// Makes a bound socket ready for a serving thread: kernel receive
+/// timestamps on, a larger receive buffer (best effort), and a read timeout
+/// so the thread notices shutdown.
+pub fn prepare(socket: &UdpSocket) -> io::Result<()> {
+    enable_receive_timestamps(socket)?;
+    if let Err(e) = set_receive_buffer(socket, RECEIVE_BUFFER) {
+        tracing::debug!(error = %e, "receive buffer left at its default");
+    }
+    socket.set_read_timeout(Some(READ_TIMEOUT))
+}
+
+/// Binds each address.
+pub fn bind_all(addresses: &[SocketAddr]) -> io::Result<Vec<UdpSocket>> {
+    addresses
+        .iter()
+        .map(|address| {
+            UdpSocket::bind(address).map_err(|e| io::Error::new(e.kind(), format!("cannot bind {address}: {e}")))
+        })
+        .collect()
+}
+
+/// Binds `port` on every address: `[::]` (which on Linux also takes IPv4
+/// unless `net.ipv6.bindv6only` is set) and `0.0.0.0` unless the first
+/// already covers it, or IPv4 alone on a host without IPv6.
+pub fn bind_every_address(port: u16) -> io::Result<Vec<UdpSocket>> {
+    let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+    let any4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let mut sockets = Vec::new();
+    match UdpSocket::bind(any6) {
+        Ok(socket) => sockets.push(socket),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
+        Err(_) => {} // no IPv6 on this host
+    }
+    // With a dual-stack [::] socket on the same port, binding 0.0.0.0 fails
+    // with "address in use" (or, with port 0, picks another port): IPv4 is
+    // then served through [::] already.
+    if port != 0 || sockets.is_empty() {
+        match UdpSocket::bind(any4) {
+            Ok(socket) => sockets.push(socket),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && !sockets.is_empty() => {}
+            Err(e) => return Err(io::Error::new(e.kind(), format!("cannot bind {any4}: {e}"))),
+        }
+    }
+    Ok(sockets)
+}

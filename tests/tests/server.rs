@@ -1,0 +1,250 @@
+//! `ntpd-sim serve` as a real process on loopback, judged by clients and
+//! decoders this project did not write: Python's ntplib (v3 and v4),
+//! `chronyd -Q` and Wireshark's dissector. Also: kiss codes seen by a
+//! client, drops with no reply, a typo in the config, clean signal exits.
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ntp_e2e::peers::{chronyd_query_offset, require};
+use ntp_e2e::{bin, free_udp_port, wait_for, Daemon};
+
+const OFFSET: f64 = 300.0;
+
+/// Starts `ntpd-sim serve` with `args` and waits until it answers.
+fn serve(port: u16, args: &[&str]) -> Daemon {
+    let listen = format!("127.0.0.1:{port}");
+    let mut all = vec!["serve", "--listen", &listen];
+    all.extend_from_slice(args);
+    let daemon = Daemon::spawn(bin("ntpd-sim"), &all);
+    wait_for(Duration::from_secs(10), || raw_query(port, 4, 1).map(|_| ())).expect("ntpd-sim answers");
+    daemon
+}
+
+/// One request from a plain socket; the reply, if any within 300 ms.
+fn raw_query(port: u16, version: u8, transmit: u64) -> Option<Vec<u8>> {
+    let mut request = [0u8; 48];
+    request[0] = (version << 3) | 3;
+    request[40..48].copy_from_slice(&transmit.to_be_bytes());
+    raw_exchange(port, &request)
+}
+
+fn raw_exchange(port: u16, datagram: &[u8]) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    socket.send_to(datagram, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 2048];
+    socket.recv(&mut buf).ok().map(|len| buf[..len].to_vec())
+}
+
+#[test]
+fn ntplib_and_chronyd_accept_it_and_measure_its_clock_offset() {
+    let port = free_udp_port();
+    let offset = OFFSET.to_string();
+    let daemon = serve(port, &["--clock-offset", &offset, "--refid", "GPS"]);
+    for version in [3, 4] {
+        let (stratum, measured, delay, refid) = ntplib_query(port, version).unwrap();
+        assert_eq!((stratum, refid.as_str()), (1, "GPS"), "ntplib v{version}");
+        assert!((measured - OFFSET).abs() < 0.05, "ntplib v{version} measured {measured}");
+        assert!((0.0..0.05).contains(&delay), "delay {delay}");
+    }
+    let measured = chronyd_query_offset(port).unwrap();
+    assert!((measured - OFFSET).abs() < 0.05, "chronyd measured {measured}");
+    let (status, output) = daemon.stop();
+    assert_eq!(status.code(), Some(0), "clean exit on SIGTERM: {output}");
+    let startup = output.lines().find(|l| l.contains("serving NTP")).expect("a start-up line");
+    for field in [format!("127.0.0.1:{port}"), "stratum=1".into(), "refid=GPS".into()] {
+        assert!(startup.contains(&field), "{field} in {startup}");
+    }
+}
+
+#[test]
+fn sigint_stops_it_cleanly_and_port_serves_ipv4_and_ipv6() {
+    let port = free_udp_port();
+    let mut daemon = Command::new(bin("ntpd-sim"))
+        .args(["serve", "--port", &port.to_string(), "--stratum", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), || raw_query(port, 4, 1)).expect("answers on 127.0.0.1");
+    let socket = UdpSocket::bind("[::1]:0").expect("IPv6 loopback");
+    socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut request = [0u8; 48];
+    request[0] = (4 << 3) | 3;
+    request[47] = 1;
+    socket.send_to(&request, ("::1", port)).unwrap();
+    let mut reply = [0u8; 64];
+    let len = socket.recv(&mut reply).expect("answers on ::1");
+    assert_eq!((len, reply[1]), (48, 3));
+    let status = Command::new("kill").args(["-INT", &daemon.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exited = wait_for(Duration::from_secs(5), || daemon.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = daemon.kill();
+    }
+    let output = daemon.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn drops_bad_datagrams_without_reply_and_keeps_answering() {
+    let port = free_udp_port();
+    let daemon = serve(port, &[]);
+    let mut valid = [0u8; 48];
+    valid[0] = (4 << 3) | 3;
+    valid[47] = 9;
+    let mut cases: Vec<Vec<u8>> = vec![valid[..47].to_vec(), vec![0u8; 0], vec![0xff; 200]];
+    for flags in [(2 << 3) | 3, (5 << 3) | 3, (4 << 3) | 1, (4 << 3) | 4, (4 << 3) | 6, (4 << 3) | 7, (3 << 3) | 7] {
+        let mut case = valid.to_vec();
+        case[0] = flags;
+        cases.push(case);
+    }
+    cases.push(vec![0x16, 0x02, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 0]);
+    cases.push(raw_request_with_zero_transmit());
+    // From one socket, in order: loopback keeps it, and the server answers
+    // in order, so the first reply being the valid request's means no bad
+    // datagram was answered.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    for case in cases.iter().chain([&valid.to_vec()]) {
+        socket.send_to(case, ("127.0.0.1", port)).unwrap();
+    }
+    let mut reply = [0u8; 2048];
+    let len = socket.recv(&mut reply).expect("still answering");
+    assert_eq!((len, reply[24..32].to_vec()), (48, valid[40..48].to_vec()), "the first reply is the valid request's");
+    assert!(socket.recv(&mut reply).is_err(), "and no other reply follows");
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+}
+
+fn raw_request_with_zero_transmit() -> Vec<u8> {
+    let mut request = vec![0u8; 48];
+    request[0] = (4 << 3) | 3;
+    request
+}
+
+/// Queries with Python's ntplib; returns (stratum, offset, delay, the four
+/// reference-ID bytes as text). ntplib's own `ref_id_to_text` spells codes
+/// out in words, so the raw bytes are printed instead.
+fn ntplib_query(port: u16, version: u8) -> Result<(u8, f64, f64, String), String> {
+    require("python3");
+    let script = format!(
+        "import ntplib\nr = ntplib.NTPClient().request('127.0.0.1', port={port}, version={version}, timeout=2)\n\
+         print(r.stratum, r.offset, r.delay, r.ref_id.to_bytes(4, 'big').rstrip(b'\\0').decode('ascii'))"
+    );
+    let output = Command::new("/usr/bin/python3").args(["-c", &script]).output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let [stratum, offset, delay, refid] = fields.as_slice() else { return Err(format!("ntplib said: {text}")) };
+    let number = |s: &str| s.parse::<f64>().map_err(|_| format!("ntplib said: {text}"));
+    Ok((number(stratum)? as u8, number(offset)?, number(delay)?, (*refid).to_string()))
+}
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("ntpd-sim.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn clients_see_deny_and_rate_kiss_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let config = write_config(dir.path(), "[access]\ndeny = [\"127.0.0.0/8\"]\ndeny-action = \"kiss\"\n");
+    let daemon =
+        Daemon::spawn(bin("ntpd-sim"), &["serve", "--config", &config, "--listen", &format!("127.0.0.1:{port}")]);
+    let seen = wait_for(Duration::from_secs(10), || ntplib_query(port, 4).ok()).expect("ntplib got a reply");
+    assert_eq!((seen.0, seen.3.as_str()), (0, "DENY"));
+    assert!(daemon.stop().0.success());
+
+    let port = free_udp_port();
+    let config =
+        write_config(dir.path(), "[rate-limit]\nenabled = true\ninterval = 60\nburst = 1\nkiss-interval = 60\n");
+    let daemon =
+        Daemon::spawn(bin("ntpd-sim"), &["serve", "--config", &config, "--listen", &format!("127.0.0.1:{port}")]);
+    // Every query below comes from 127.0.0.1: the first is served, the next gets RATE.
+    let first = wait_for(Duration::from_secs(10), || ntplib_query(port, 4).ok()).expect("served");
+    assert_eq!(first.0, 1);
+    let kissed = ntplib_query(port, 3).expect("a RATE kiss");
+    assert_eq!((kissed.0, kissed.3.as_str()), (0, "RATE"));
+    assert_eq!(raw_query(port, 4, 5), None, "after a kiss, silence until kiss-interval passes");
+    assert!(daemon.stop().0.success());
+}
+
+#[test]
+fn a_typo_in_the_config_is_rejected_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[server]\nport = 12300\nstratun = 2\n");
+    let output = Command::new(bin("ntpd-sim")).args(["serve", "--config", &config]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("stratun"), "{stderr}");
+}
+
+#[test]
+fn wireshark_decodes_its_replies_as_ntp() {
+    let tshark = require("tshark");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let daemon = serve(port, &["--clock-offset", "-2.5"]);
+    let pcap = dir.path().join("capture.pcap");
+    let log = dir.path().join("tshark.log");
+    let filter = format!("udp port {port}");
+    let mut capture = Command::new(&tshark)
+        .args(["-i", "lo", "-f", &filter, "-w"])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let capturing = wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).ok().filter(|text| text.contains("Capture started")).map(|_| ())
+    });
+    assert!(capturing.is_some(), "tshark did not start: {:?}", std::fs::read_to_string(&log));
+    let nonce = 0x1122_3344_5566_7788u64;
+    for version in [3, 4] {
+        assert!(raw_query(port, version, nonce).is_some());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let status = Command::new("kill").args(["-INT", &capture.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    capture.wait().unwrap();
+    daemon.stop();
+
+    let decode = format!("udp.port=={port},ntp");
+    let output = Command::new(&tshark).arg("-r").arg(&pcap).args(["-d", &decode, "-T", "json"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let packets: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let ntp: Vec<&serde_json::Value> =
+        packets.as_array().unwrap().iter().filter_map(|p| p.pointer("/_source/layers/ntp")).collect();
+    let replies: Vec<_> = ntp.iter().filter(|n| field(n, "ntp.flags_tree", "ntp.flags.mode") == "4").collect();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(replies.len(), 2, "two server replies in {packets:#?}, tshark said {log}");
+    let versions: Vec<String> = replies.iter().map(|r| field(r, "ntp.flags_tree", "ntp.flags.vn")).collect();
+    assert_eq!(versions, ["3", "4"]);
+    for reply in replies {
+        assert_eq!(reply["ntp.stratum"], "1");
+        assert_eq!(
+            reply["ntp.refid"].as_str().map(|s| s.contains("LOCL") || s == "4c:4f:43:4c"),
+            Some(true),
+            "{reply:#?}"
+        );
+        assert!(reply["ntp.org"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(reply["ntp.xmt"].as_str().is_some_and(|s| s.contains(&this_year())), "{reply:#?}");
+    }
+}
+
+fn field(layer: &serde_json::Value, tree: &str, name: &str) -> String {
+    layer[tree][name].as_str().unwrap_or_default().to_string()
+}
+
+fn this_year() -> String {
+    let output = Command::new("date").args(["-u", "+%Y"]).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
