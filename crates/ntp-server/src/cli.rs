@@ -49,6 +49,24 @@ pub struct ServeArgs {
     /// Log level or filter (error, warn, info, debug, trace); overrides RUST_LOG.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Upstream server to synchronize to, HOST[:PORT] (port 123 by default);
+    /// repeatable. With upstreams this server serves as their stratum + 1.
+    #[arg(long = "upstream", value_name = "HOST[:PORT]")]
+    pub upstreams: Vec<String>,
+    /// Shortest poll interval, log2 seconds (default 6 = 64 s; 0 = 1 s).
+    #[arg(long, value_name = "LOG2S", allow_negative_numbers = true)]
+    pub min_poll: Option<i8>,
+    /// Longest poll interval, log2 seconds (default 10 = 1024 s).
+    #[arg(long, value_name = "LOG2S", allow_negative_numbers = true)]
+    pub max_poll: Option<i8>,
+    /// Offsets beyond this are stepped rather than slewed, at start-up (and
+    /// after persisting for the stepout), in seconds (default 0.128).
+    #[arg(long, value_name = "SECONDS")]
+    pub step_threshold: Option<f64>,
+    /// Seconds without any usable upstream before advertising itself
+    /// unsynchronized (default 3600).
+    #[arg(long, value_name = "SECONDS")]
+    pub holdover: Option<f64>,
 }
 
 #[cfg(test)]

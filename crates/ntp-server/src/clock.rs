@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, Guard};
-use ntp_proto::clock::{Clock, VirtualClock};
+use ntp_proto::clock::{Clock, DisciplinedClock};
 use ntp_proto::responder::ServerState;
 use ntp_proto::NtpTimestamp;
 
@@ -19,8 +19,9 @@ use ntp_proto::NtpTimestamp;
 /// swapped atomically so the fast path takes no lock.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClockSnapshot {
-    /// Maps system time to the server's time.
-    pub clock: VirtualClock,
+    /// Maps system time to raw time (the error the daemon was started
+    /// with) and raw time to served time (the discipline's correction).
+    pub clock: DisciplinedClock,
     /// Stratum, reference ID, root delay and dispersion, reference time, leap.
     pub state: ServerState,
 }
@@ -65,6 +66,22 @@ impl SharedClock {
         let mut next = **self.snapshot.load();
         f(&mut next);
         self.snapshot.store(Arc::new(next));
+    }
+}
+
+/// The raw clock under a [`SharedClock`]: the system clock plus the error
+/// the daemon was started with, before any correction. Exchanges with
+/// upstreams read T1 and T4 from it (see `ntp_proto::synchronizer`).
+#[derive(Debug, Clone, Copy)]
+pub struct RawClock<'a>(pub &'a SharedClock);
+
+impl Clock for RawClock<'_> {
+    fn now(&self) -> NtpTimestamp {
+        self.0.snapshot().clock.raw_at(SharedClock::system_now())
+    }
+
+    fn at_system_time(&self, system: NtpTimestamp) -> NtpTimestamp {
+        self.0.snapshot().clock.raw_at(system)
     }
 }
 
@@ -117,7 +134,7 @@ mod tests {
 
     fn snapshot(offset: f64) -> ClockSnapshot {
         ClockSnapshot {
-            clock: VirtualClock::new(SharedClock::system_now(), NtpDuration::from_seconds_f64(offset), 0.0),
+            clock: DisciplinedClock::new(SharedClock::system_now(), NtpDuration::from_seconds_f64(offset), 0.0),
             state: ServerState {
                 leap: LeapIndicator::NoWarning,
                 stratum: Stratum(1),
@@ -143,12 +160,14 @@ mod tests {
     fn update_swaps_clock_and_state_together() {
         let clock = SharedClock::new(snapshot(0.0));
         clock.update(|s| {
-            s.clock.step(SharedClock::system_now(), NtpDuration::from_seconds(-5));
+            let raw = s.clock.raw_at(SharedClock::system_now());
+            s.clock.correction.step(raw, NtpDuration::from_seconds(-5));
             s.state.stratum = Stratum(3);
         });
         let now = clock.snapshot();
         assert_eq!(now.state.stratum, Stratum(3));
-        let offset = now.clock.offset_at(SharedClock::system_now()).to_seconds_f64();
+        let system = SharedClock::system_now();
+        let offset = (now.clock.time_at(system) - system).to_seconds_f64();
         assert!((offset + 5.0).abs() < 0.1, "offset {offset}");
     }
 

@@ -26,6 +26,76 @@ pub struct FileConfig {
     pub access: AccessConfig,
     /// `[rate-limit]`.
     pub rate_limit: RateLimitConfig,
+    /// `[sync]`.
+    pub sync: SyncSection,
+}
+
+/// `[sync]`: the upstreams this server synchronizes to, and how.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SyncSection {
+    /// Upstream servers, `HOST[:PORT]`.
+    pub upstreams: Vec<String>,
+    /// Shortest poll interval, log2 seconds.
+    pub min_poll: Option<i8>,
+    /// Longest poll interval, log2 seconds.
+    pub max_poll: Option<i8>,
+    /// Step threshold, seconds.
+    pub step_threshold: Option<f64>,
+    /// Holdover, seconds.
+    pub holdover: Option<f64>,
+}
+
+/// How the daemon synchronizes to upstreams (empty: a primary server).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncConfig {
+    /// Upstream servers, `HOST[:PORT]`.
+    pub upstreams: Vec<String>,
+    /// Shortest poll interval, log2 seconds (default 6).
+    pub min_poll: i8,
+    /// Longest poll interval, log2 seconds (default 10).
+    pub max_poll: i8,
+    /// Step threshold, seconds (default 0.128).
+    pub step_threshold: f64,
+    /// Seconds without a usable upstream before going unsynchronized
+    /// (default 3600).
+    pub holdover: f64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self { upstreams: Vec::new(), min_poll: 6, max_poll: 10, step_threshold: 0.128, holdover: 3600.0 }
+    }
+}
+
+impl SyncConfig {
+    fn merge(file: SyncSection, args: &ServeArgs) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let upstreams = if args.upstreams.is_empty() { file.upstreams } else { args.upstreams.clone() };
+        let min_poll = args.min_poll.or(file.min_poll).unwrap_or(defaults.min_poll);
+        let max_poll = args.max_poll.or(file.max_poll).unwrap_or(defaults.max_poll.max(min_poll));
+        if !(-4..=17).contains(&min_poll) || !(-4..=17).contains(&max_poll) || min_poll > max_poll {
+            return Err(invalid(
+                "sync.min-poll",
+                format!("min-poll {min_poll} and max-poll {max_poll} must be in -4..=17, min <= max"),
+            ));
+        }
+        let step_threshold = args.step_threshold.or(file.step_threshold).unwrap_or(defaults.step_threshold);
+        if !(step_threshold.is_finite() && step_threshold > 0.0) {
+            return Err(invalid(
+                "sync.step-threshold",
+                format!("{step_threshold} is not a positive number of seconds"),
+            ));
+        }
+        let holdover = args.holdover.or(file.holdover).unwrap_or(defaults.holdover);
+        if !(holdover.is_finite() && holdover > 0.0) {
+            return Err(invalid("sync.holdover", format!("{holdover} is not a positive number of seconds")));
+        }
+        if let Some(bad) = upstreams.iter().find(|u| u.trim().is_empty()) {
+            return Err(invalid("sync.upstreams", format!("`{bad}` is not HOST[:PORT]")));
+        }
+        Ok(Self { upstreams, min_poll, max_poll, step_threshold, holdover })
+    }
 }
 
 /// `[server]`: where to listen and what to advertise.
@@ -75,6 +145,8 @@ pub struct ServeConfig {
     pub log_level: Option<String>,
     /// Access lists and rate limit.
     pub policy: PolicyConfig,
+    /// Upstreams and the discipline's settings.
+    pub sync: SyncConfig,
 }
 
 /// Why the configuration is unusable.
@@ -175,6 +247,7 @@ impl ServeConfig {
             clock_drift_ppm,
             log_level: args.log_level.clone().or(server.log_level),
             policy: PolicyConfig { access: file.access, rate_limit: file.rate_limit },
+            sync: SyncConfig::merge(file.sync, args)?,
         })
     }
 }
@@ -226,6 +299,22 @@ mod tests {
         let merged = ServeConfig::merge(file, &args).unwrap();
         assert_eq!(merged.listen, Listen::EveryAddress(12300));
         assert_eq!((merged.stratum, merged.clock_offset), (Stratum(2), -3.0));
+    }
+
+    #[test]
+    fn sync_settings_merge_and_are_checked() {
+        let file = FileConfig::parse("[sync]\nupstreams = [\"a:1\", \"b\"]\nmin-poll = 0\nmax-poll = 2\n").unwrap();
+        let merged = ServeConfig::merge(file.clone(), &ServeArgs::default()).unwrap();
+        assert_eq!(merged.sync.upstreams, ["a:1", "b"]);
+        assert_eq!((merged.sync.min_poll, merged.sync.max_poll), (0, 2));
+        let args = ServeArgs { upstreams: vec!["c:3".into()], step_threshold: Some(1.0), ..Default::default() };
+        let merged = ServeConfig::merge(file, &args).unwrap();
+        assert_eq!(merged.sync.upstreams, ["c:3"]);
+        assert_eq!(merged.sync.step_threshold, 1.0);
+        let err = FileConfig::parse("[sync]\nupstream = [\"a\"]\n").unwrap_err();
+        assert!(err.contains("upstream"), "{err}");
+        let bad = ServeArgs { min_poll: Some(5), max_poll: Some(2), ..Default::default() };
+        assert!(ServeConfig::merge(FileConfig::default(), &bad).is_err());
     }
 
     #[test]

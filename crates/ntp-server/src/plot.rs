@@ -174,7 +174,11 @@ mod tests {
         };
         let svg = render_svg(&plot, 800, 500).unwrap();
         assert!(svg.starts_with("<svg"));
-        assert_eq!(svg.matches("<polyline").count(), 2 + 2, "two lines and two legend marks");
+        // Each group's colour: one line and one legend mark apiece.
+        for colour in ["#1F77B4", "#FF7F0E"] {
+            let lines = svg.lines().filter(|l| l.contains("<polyline") && l.contains(colour)).count();
+            assert_eq!(lines, 2, "{colour}");
+        }
         assert!(svg.contains("stratum 2") && svg.contains("stratum 3"));
         let linear = Plot { scale: Scale::Linear, ..plot };
         assert!(render_svg(&linear, 800, 500).unwrap().contains("<polyline"));
