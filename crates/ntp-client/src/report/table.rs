@@ -18,7 +18,7 @@ pub fn render(report: &Report) -> String {
         }
         row.push(server.address.clone().unwrap_or_else(|| "-".into()));
         row.push(opt(server.stratum));
-        row.push(server.refid.clone().unwrap_or_else(|| "-".into()));
+        row.push(server.refid.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| "-".into()));
         row.push(server.leap.map_or("-".into(), leap_code));
         row.push(opt(server.version));
         row.push(server.poll.map_or("-".into(), |p| format!("{p}s")));
