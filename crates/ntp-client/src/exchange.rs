@@ -182,3 +182,91 @@ pub async fn exchange(
 fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
     a.ip() == b.ip() && a.port() == b.port()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ntp_proto::packet::{ReferenceId, Stratum};
+    use ntp_proto::NtpDuration;
+    use std::time::SystemTime;
+
+    /// A clock `ahead` of the system clock, kernel timestamps mapped alike.
+    #[derive(Debug, Clone, Copy)]
+    struct AheadClock(NtpDuration);
+
+    impl Clock for AheadClock {
+        fn now(&self) -> NtpTimestamp {
+            NtpTimestamp::from_system_time(SystemTime::now()) + self.0
+        }
+        fn at_system_time(&self, system: NtpTimestamp) -> NtpTimestamp {
+            system + self.0
+        }
+    }
+
+    /// Answers one request with `answer(request)` datagrams, from a thread.
+    fn serve_once(answer: impl Fn(&Header) -> Vec<Header> + Send + 'static) -> SocketAddr {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let address = socket.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 128];
+            let (len, peer) = socket.recv_from(&mut buf).unwrap();
+            let request = Header::decode(&buf[..len]).unwrap();
+            for reply in answer(&request) {
+                socket.send_to(&reply.encode(), peer).unwrap();
+            }
+        });
+        address
+    }
+
+    fn reply_to(request: &Header) -> Header {
+        let now = NtpTimestamp::from_system_time(SystemTime::now());
+        Header {
+            mode: Mode::Server,
+            stratum: Stratum(1),
+            reference_id: ReferenceId(*b"GPS\0"),
+            origin: request.transmit,
+            receive: now,
+            transmit: now,
+            ..Header::default()
+        }
+    }
+
+    const OPTIONS: ExchangeOptions =
+        ExchangeOptions { version: Version::V4, timeout: Duration::from_secs(2), local_precision: -20 };
+
+    #[tokio::test]
+    async fn times_are_read_from_the_clock_given() {
+        // A bogus reply first: ignored, the real one after it is used.
+        let server = serve_once(|request| {
+            let bogus = Header { origin: NtpTimestamp::from_bits(7), ..reply_to(request) };
+            vec![bogus, reply_to(request)]
+        });
+        let socket = TimestampedSocket::bind_for(server).await.unwrap();
+        let clock = AheadClock(NtpDuration::from_seconds(1000));
+        let measured = exchange(&socket, server, &clock, &OPTIONS).await.unwrap();
+        let offset = measured.sample.offset.to_seconds_f64();
+        assert!((offset + 1000.0).abs() < 0.05, "server is 1000 s behind this clock: {offset}");
+        assert!(measured.sample.delay.to_seconds_f64() < 0.05);
+        assert_eq!(measured.kernel_receive, cfg!(target_os = "linux"));
+    }
+
+    #[tokio::test]
+    async fn only_bogus_replies_end_as_their_error_at_the_timeout() {
+        let server = serve_once(|request| vec![Header { origin: NtpTimestamp::from_bits(7), ..reply_to(request) }]);
+        let socket = TimestampedSocket::bind_for(server).await.unwrap();
+        let options = ExchangeOptions { timeout: Duration::from_millis(200), ..OPTIONS };
+        let error = exchange(&socket, server, &crate::SystemClock, &options).await.unwrap_err();
+        assert!(matches!(error, ExchangeError::Bogus(ReplyError::OriginMismatch)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_kiss_is_an_answer() {
+        let server = serve_once(|request| {
+            vec![Header { stratum: Stratum(0), reference_id: ReferenceId(*b"DENY"), ..reply_to(request) }]
+        });
+        let socket = TimestampedSocket::bind_for(server).await.unwrap();
+        let error = exchange(&socket, server, &crate::SystemClock, &OPTIONS).await.unwrap_err();
+        assert!(error.is_answer() && !error.is_rate_kiss());
+        assert_eq!(error.to_string(), "kiss-o'-death DENY");
+    }
+}

@@ -225,3 +225,53 @@ fn agreement(usable: &[(&ServerReport, Candidate)]) -> Agreement {
         None => Agreement { majority: false, low: None, high: None, truechimers: vec![], falsetickers: vec![] },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ntp_proto::packet::{ReferenceId, Stratum};
+
+    fn rejected(stratum: u8, refid: [u8; 4], leap: LeapIndicator) -> ServerReport {
+        let reply = Header {
+            mode: ntp_proto::packet::Mode::Server,
+            stratum: Stratum(stratum),
+            reference_id: ReferenceId(refid),
+            leap,
+            origin: ntp_proto::NtpTimestamp::from_bits(1),
+            ..Header::default()
+        };
+        let error = ntp_proto::validate_reply(&reply, reply.origin).expect_err("rejected");
+        let error = ExchangeError::Rejected { reply: Box::new(reply), error };
+        ServerReport::new("s", "127.0.0.1:123".parse().unwrap(), &Err(error))
+    }
+
+    #[test]
+    fn kiss_codes_and_unsynchronized_servers_are_told_apart() {
+        let rate = rejected(0, *b"RATE", LeapIndicator::Unsynchronized);
+        assert_eq!(rate.kiss.as_deref(), Some("RATE"));
+        assert_eq!(rate.error.as_deref(), Some("kiss-o'-death RATE: server asks to poll less often"));
+        let init = rejected(0, *b"INIT", LeapIndicator::Unsynchronized);
+        assert_eq!(init.kiss.as_deref(), Some("INIT"));
+        // chrony without a source: stratum 0, leap 3, reference ID zero.
+        let unsynchronized = rejected(0, [0; 4], LeapIndicator::Unsynchronized);
+        assert_eq!(unsynchronized.kiss, None);
+        assert_eq!(unsynchronized.error.as_deref(), Some("server unsynchronized (leap 3, stratum 0)"));
+        assert_eq!(unsynchronized.leap, Some("unsynchronized"));
+        assert_eq!(unsynchronized.offset, None);
+    }
+
+    #[test]
+    fn no_vote_below_two_usable_answers_and_no_majority_is_said() {
+        let usable = |offset: f64| ServerReport {
+            candidate: Some(Candidate {
+                offset: ntp_proto::NtpDuration::from_seconds_f64(offset),
+                root_distance: ntp_proto::NtpDuration::from_seconds_f64(0.01),
+            }),
+            ..ServerReport::empty("s", Some("127.0.0.1:1".parse().unwrap()))
+        };
+        assert_eq!(Report::new(vec![usable(0.0)]).agreement, None);
+        let split = Report::new(vec![usable(0.0), usable(5.0)]).agreement.unwrap();
+        assert!(!split.majority && split.truechimers.is_empty() && split.low.is_none());
+        assert_eq!(Report::new(vec![usable(0.0), usable(0.001)]).exit_code(), 0);
+    }
+}
