@@ -6,11 +6,11 @@
 //! and the daemon passes its disciplined virtual clock.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ntp_proto::clock::Clock;
 use ntp_proto::packet::{Header, KissCode, Mode, Version};
-use ntp_proto::{DecodeError, NtpTimestamp, ReplyError, Sample, Timestamps};
+use ntp_proto::{DecodeError, NtpDuration, NtpTimestamp, ReplyError, Sample, Timestamps};
 use thiserror::Error;
 use tokio::time::Instant;
 
@@ -36,6 +36,9 @@ pub struct Measurement {
     pub timestamps: Timestamps,
     /// Offset, delay and dispersion of this exchange.
     pub sample: Sample,
+    /// Whether T1 is the kernel's transmit timestamp (otherwise it was read
+    /// right before the send).
+    pub kernel_transmit: bool,
     /// Whether T4 is the kernel's receive timestamp (otherwise it was read
     /// after the process woke up).
     pub kernel_receive: bool,
@@ -105,9 +108,12 @@ impl ExchangeError {
     }
 }
 
-/// One exchange with `server` over `socket`: T1 is read from `clock` right
-/// before the send, T4 is the kernel receive timestamp mapped into `clock`
-/// (or `clock.now()` right after the receive where there is none).
+/// One exchange with `server` over `socket`. T1 is read from `clock` right
+/// before the send, then replaced by the kernel's transmit timestamp mapped
+/// into `clock` where the platform gives one (as chrony does: it leaves out
+/// the system call, tens of µs on an idle host). T4 is the kernel receive
+/// timestamp mapped into `clock`, or `clock.now()` right after the receive
+/// where there is none.
 ///
 /// Datagrams that are not the answer (from another address, undecodable,
 /// not echoing our nonce) are ignored, so a forged packet cannot end the
@@ -129,7 +135,9 @@ pub async fn exchange(
     let request = Header { version: options.version, mode: Mode::Client, transmit: nonce, ..Header::default() };
     let bytes = request.encode();
     let deadline = Instant::now() + options.timeout;
-    let t1 = socket.send_to_stamped(&bytes, server, || clock.now()).await?;
+    let (t1_read, sent_system) = socket
+        .send_to_stamped(&bytes, server, || (clock.now(), NtpTimestamp::from_system_time(SystemTime::now())))
+        .await?;
 
     let mut ignored: Option<ExchangeError> = None;
     let mut buf = [0u8; 1024];
@@ -164,16 +172,30 @@ pub async fn exchange(
             }
             Err(error) => return Err(ExchangeError::Rejected { reply: Box::new(reply), error }),
         }
+        // The kernel's transmit timestamp, if it is this request's: not
+        // before the clock was read for the send, nor long after.
+        let kernel_transmit = socket.last_transmit_timestamp().filter(|&stamp| {
+            let after_read = stamp - sent_system;
+            after_read >= NtpDuration::ZERO && after_read < NtpDuration::ONE_SECOND
+        });
+        let t1 = kernel_transmit.map_or(t1_read, |stamp| clock.at_system_time(stamp));
         let timestamps = Timestamps { t1, t2: reply.receive, t3: reply.transmit, t4 };
         let sample = Sample::new(&timestamps, reply.precision, options.local_precision);
         tracing::trace!(
             %server,
             outbound = %(timestamps.t2 - timestamps.t1),
             inbound = %(timestamps.t4 - timestamps.t3),
+            kernel_transmit = kernel_transmit.is_some(),
             kernel_receive = datagram.kernel_receive.is_some(),
             "measured"
         );
-        return Ok(Measurement { reply, timestamps, sample, kernel_receive: datagram.kernel_receive.is_some() });
+        return Ok(Measurement {
+            reply,
+            timestamps,
+            sample,
+            kernel_transmit: kernel_transmit.is_some(),
+            kernel_receive: datagram.kernel_receive.is_some(),
+        });
     }
 }
 
@@ -187,8 +209,6 @@ fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
 mod tests {
     use super::*;
     use ntp_proto::packet::{ReferenceId, Stratum};
-    use ntp_proto::NtpDuration;
-    use std::time::SystemTime;
 
     /// A clock `ahead` of the system clock, kernel timestamps mapped alike.
     #[derive(Debug, Clone, Copy)]
@@ -248,6 +268,7 @@ mod tests {
         assert!((offset + 1000.0).abs() < 0.05, "server is 1000 s behind this clock: {offset}");
         assert!(measured.sample.delay.to_seconds_f64() < 0.05);
         assert_eq!(measured.kernel_receive, cfg!(target_os = "linux"));
+        assert_eq!(measured.kernel_transmit, cfg!(target_os = "linux"));
     }
 
     #[tokio::test]

@@ -4,8 +4,9 @@
 //! # Layout
 //! - [`system_clock`]: [`SystemClock`], the host's real-time clock as an
 //!   `ntp_proto::clock::Clock`, and a measurement of its precision.
-//! - [`net`]: a UDP socket that reports the kernel's receive timestamp of
-//!   each datagram (`SO_TIMESTAMPNS`); the crate's only `unsafe`.
+//! - [`net`]: a UDP socket that reports the kernel's receive and transmit
+//!   timestamps of each datagram (`SO_TIMESTAMPNS`, `SO_TIMESTAMPING`); the
+//!   crate's only `unsafe`.
 //! - [`exchange`]: one request and its reply, read against a given clock,
 //!   validated, and turned into a [`Measurement`]. The daemon reuses it to
 //!   poll its upstreams.

@@ -152,6 +152,7 @@ mod tests {
             reply: Header::default(),
             timestamps,
             sample: Sample::new(&timestamps, -20, -20),
+            kernel_transmit: true,
             kernel_receive: true,
         }
     }
