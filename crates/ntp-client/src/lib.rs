@@ -1,1 +1,31 @@
-//! Placeholder: filled in by the ntp-client issue.
+//! The NTP client: one validated exchange with a server, a burst of them
+//! reduced to one estimate, and the `ntp-query` tool built on top.
+//!
+//! # Layout
+//! - [`system_clock`]: [`SystemClock`], the host's real-time clock as an
+//!   `ntp_proto::clock::Clock`, and a measurement of its precision.
+//! - [`net`]: a UDP socket that reports the kernel's receive and transmit
+//!   timestamps of each datagram (`SO_TIMESTAMPNS`, `SO_TIMESTAMPING`); the
+//!   crate's only `unsafe`.
+//! - [`exchange`]: one request and its reply, read against a given clock,
+//!   validated, and turned into a [`Measurement`]. The daemon reuses it to
+//!   poll its upstreams.
+//! - [`query`]: a burst of exchanges with one address, reduced as the
+//!   RFC 5905 clock filter does (lowest delay wins, jitter from the rest).
+//! - [`target`]: the `SERVER` argument (`host`, `host:port`, `[v6]:port`)
+//!   and its resolution to addresses.
+//! - [`report`]: per-address results, the agreement between servers
+//!   (RFC 5905 intersection), and their table and JSON forms.
+//! - [`cli`]: `ntp-query`'s arguments and its library entry point, [`cli::run`].
+
+pub mod cli;
+pub mod exchange;
+pub mod net;
+pub mod query;
+pub mod report;
+pub mod system_clock;
+pub mod target;
+
+pub use exchange::{exchange, ExchangeError, ExchangeOptions, Measurement};
+pub use query::{query, Estimate, QueryOptions};
+pub use system_clock::SystemClock;

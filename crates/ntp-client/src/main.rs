@@ -1,2 +1,18 @@
-//! `ntp-query`: thin front end over the ntp-client library.
-fn main() {}
+//! `ntp-query`: thin front end over the ntp-client library (see `docs/query.md`).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use ntp_client::cli::{self, Args};
+
+fn main() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the runtime")?;
+    let report = runtime.block_on(cli::run(&args));
+    std::io::stdout().write_all(cli::render(&report, args.json).as_bytes()).context("write the report")?;
+    Ok(ExitCode::from(report.exit_code()))
+}

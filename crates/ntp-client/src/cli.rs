@@ -1,0 +1,151 @@
+//! `ntp-query`'s command line (clap derive) and its library entry point:
+//! resolve every `SERVER`, query every address at once, and report.
+
+use std::time::Duration;
+
+use clap::Parser;
+use ntp_proto::packet::Version;
+
+use crate::exchange::ExchangeOptions;
+use crate::query::{query, QueryOptions};
+use crate::report::{table, Report, ServerReport};
+use crate::system_clock::SystemClock;
+use crate::target::{Family, Target};
+
+/// Measure the offset and delay of NTP servers (a one-shot client, like
+/// `ntpdate -q`, `sntp` or `chronyd -Q`). Nothing is changed on this host.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ntp-query",
+    version,
+    after_help = "Exit status: 0 when every server gave a usable answer, 1 when some did not, 2 for usage errors.\n\
+                  See docs/query.md for the output and the JSON schema."
+)]
+pub struct Args {
+    /// Servers to query: a host name, IPv4 or IPv6 address, optionally with
+    /// a port (`host:123`, `192.0.2.1:123`, `[::1]:123`). A name is queried
+    /// at every address it resolves to.
+    #[arg(value_name = "SERVER", required = true)]
+    pub servers: Vec<Target>,
+
+    /// Only IPv4 addresses.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Only IPv6 addresses.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+
+    /// Requests per address; the one with the lowest delay is used, the
+    /// others give the jitter.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub samples: u32,
+
+    /// Seconds between the requests to one address (iburst spaces them 2 s
+    /// apart; a CLI need not wait that long).
+    #[arg(short = 'i', long, value_name = "SECONDS", default_value = "0.25", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// Seconds to wait for each reply.
+    #[arg(short = 't', long, value_name = "SECONDS", default_value = "2", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
+    /// NTP version of the requests.
+    #[arg(long = "ntp-version", value_name = "3|4", default_value_t = 4,
+          value_parser = clap::value_parser!(u8).range(3..=4))]
+    pub ntp_version: u8,
+
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_seconds(text: &str, minimum: f64) -> Result<Duration, String> {
+    let seconds: f64 = text.parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !seconds.is_finite() || seconds < minimum || seconds > 3600.0 {
+        return Err(format!("{seconds} is out of range ({minimum} to 3600 seconds)"));
+    }
+    if seconds == 0.0 && minimum > 0.0 {
+        return Err("must be more than 0".into());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    parse_seconds(text, 0.001)
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    parse_seconds(text, 0.0)
+}
+
+impl Args {
+    fn family(&self) -> Family {
+        match (self.ipv4, self.ipv6) {
+            (true, _) => Family::V4,
+            (_, true) => Family::V6,
+            _ => Family::Any,
+        }
+    }
+
+    fn query_options(&self, local_precision: i8) -> QueryOptions {
+        let version = if self.ntp_version == 3 { Version::V3 } else { Version::V4 };
+        QueryOptions {
+            samples: self.samples,
+            interval: self.interval,
+            exchange: ExchangeOptions { version, timeout: self.timeout, local_precision },
+        }
+    }
+}
+
+/// Queries every address of every server concurrently (a silent one delays
+/// no other) and gathers the report, in the order the servers were given.
+pub async fn run(args: &Args) -> Report {
+    let clock = SystemClock;
+    let options = args.query_options(clock.precision());
+    let family = args.family();
+    let per_server: Vec<_> = args
+        .servers
+        .iter()
+        .map(|target| {
+            let target = target.clone();
+            tokio::spawn(async move { query_server(target, family, clock, options).await })
+        })
+        .collect();
+    let mut servers = Vec::new();
+    for (handle, target) in per_server.into_iter().zip(&args.servers) {
+        match handle.await {
+            Ok(reports) => servers.extend(reports),
+            Err(error) => servers.push(ServerReport::unresolved(&target.to_string(), &error)),
+        }
+    }
+    Report::new(servers)
+}
+
+async fn query_server(target: Target, family: Family, clock: SystemClock, options: QueryOptions) -> Vec<ServerReport> {
+    let name = target.to_string();
+    let addresses = match target.resolve(family).await {
+        Ok(addresses) => addresses,
+        Err(error) => return vec![ServerReport::unresolved(&name, &error)],
+    };
+    let queries: Vec<_> =
+        addresses.iter().map(|&address| (address, tokio::spawn(query(address, clock, options)))).collect();
+    let mut reports = Vec::new();
+    for (address, handle) in queries {
+        let result = handle.await.unwrap_or_else(|error| Err(std::io::Error::other(error.to_string()).into()));
+        reports.push(ServerReport::new(&name, address, &result));
+    }
+    reports
+}
+
+/// The report as the user asked for it: a table, or JSON.
+#[must_use]
+pub fn render(report: &Report, json: bool) -> String {
+    if json {
+        // A struct of strings, numbers and options always serializes.
+        serde_json::to_string_pretty(report).map_or_else(|e| format!("{{\"error\": \"{e}\"}}"), |s| s + "\n")
+    } else {
+        table::render(report)
+    }
+}

@@ -1,0 +1,293 @@
+//! One client/server exchange (RFC 5905 §8): send a request stamped with a
+//! random nonce, wait for the reply that echoes it, and read the four
+//! timestamps against a given clock.
+//!
+//! The local clock is a parameter, so `ntp-query` passes the system clock
+//! and the daemon passes its disciplined virtual clock.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use ntp_proto::clock::Clock;
+use ntp_proto::packet::{Header, KissCode, Mode, Version};
+use ntp_proto::{DecodeError, NtpDuration, NtpTimestamp, ReplyError, Sample, Timestamps};
+use thiserror::Error;
+use tokio::time::Instant;
+
+use crate::net::TimestampedSocket;
+
+/// How to conduct one exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExchangeOptions {
+    /// The protocol version of the request (servers answer in kind).
+    pub version: Version,
+    /// How long to wait for the reply.
+    pub timeout: Duration,
+    /// The local clock's precision exponent, part of each sample's error.
+    pub local_precision: i8,
+}
+
+/// What one exchange measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measurement {
+    /// The server's reply, validated.
+    pub reply: Header,
+    /// T1 and T4 on the local clock, T2 and T3 from the reply.
+    pub timestamps: Timestamps,
+    /// Offset, delay and dispersion of this exchange.
+    pub sample: Sample,
+    /// Whether T1 is the kernel's transmit timestamp (otherwise it was read
+    /// right before the send).
+    pub kernel_transmit: bool,
+    /// Whether T4 is the kernel's receive timestamp (otherwise it was read
+    /// after the process woke up).
+    pub kernel_receive: bool,
+}
+
+/// Why an exchange gave no measurement.
+#[derive(Debug, Error)]
+pub enum ExchangeError {
+    /// Nothing came back in time.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The socket failed.
+    #[error("network error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Only undecodable datagrams came back before the timeout.
+    #[error("undecodable reply: {0}")]
+    Decode(DecodeError),
+    /// Only replies that do not answer our request came back (wrong mode,
+    /// origin not our nonce) before the timeout.
+    #[error("bogus reply: {0}")]
+    Bogus(ReplyError),
+    /// Only datagrams from another address came back before the timeout.
+    #[error("reply came from {got}, not from {expected}")]
+    WrongSource {
+        /// The address asked.
+        expected: SocketAddr,
+        /// The address that answered.
+        got: SocketAddr,
+    },
+    /// The server answered our request, but with no time to use: a
+    /// kiss-o'-death, an unsynchronized clock, a zero timestamp.
+    #[error("{error}")]
+    Rejected {
+        /// The reply, for its stratum, reference ID and the like.
+        reply: Box<Header>,
+        /// What makes it unusable.
+        error: ReplyError,
+    },
+}
+
+impl ExchangeError {
+    /// The server answered, and said not to ask again soon (RATE) or at
+    /// all (DENY, RSTR), or that it has no time to give: further requests
+    /// in the same burst are pointless.
+    #[must_use]
+    pub fn is_answer(&self) -> bool {
+        matches!(self, Self::Rejected { .. })
+    }
+
+    /// A RATE kiss-o'-death: the server wants fewer requests.
+    #[must_use]
+    pub fn is_rate_kiss(&self) -> bool {
+        matches!(self, Self::Rejected { error: ReplyError::Kiss(KissCode::Rate), .. })
+    }
+
+    /// How informative the error is, to report the best of several.
+    #[must_use]
+    pub fn rank(&self) -> u8 {
+        match self {
+            Self::Timeout(_) => 0,
+            Self::Io(_) => 1,
+            Self::WrongSource { .. } => 2,
+            Self::Decode(_) => 3,
+            Self::Bogus(_) => 4,
+            Self::Rejected { .. } => 5,
+        }
+    }
+}
+
+/// One exchange with `server` over `socket`. T1 is read from `clock` right
+/// before the send, then replaced by the kernel's transmit timestamp mapped
+/// into `clock` where the platform gives one (as chrony does: it leaves out
+/// the system call, tens of µs on an idle host). T4 is the kernel receive
+/// timestamp mapped into `clock`, or `clock.now()` right after the receive
+/// where there is none.
+///
+/// Datagrams that are not the answer (from another address, undecodable,
+/// not echoing our nonce) are ignored, so a forged packet cannot end the
+/// exchange; if nothing better arrives before the timeout, the last of them
+/// is the error. The request's transmit timestamp is a random nonce, so the
+/// request reveals nothing of the local clock.
+pub async fn exchange(
+    socket: &TimestampedSocket,
+    server: SocketAddr,
+    clock: &impl Clock,
+    options: &ExchangeOptions,
+) -> Result<Measurement, ExchangeError> {
+    let nonce = loop {
+        let candidate = NtpTimestamp::from_bits(rand::random());
+        if !candidate.is_zero() {
+            break candidate;
+        }
+    };
+    let request = Header { version: options.version, mode: Mode::Client, transmit: nonce, ..Header::default() };
+    let bytes = request.encode();
+    let deadline = Instant::now() + options.timeout;
+    let (t1_read, sent_system) = socket
+        .send_to_stamped(&bytes, server, || (clock.now(), NtpTimestamp::from_system_time(SystemTime::now())))
+        .await?;
+
+    let mut ignored: Option<ExchangeError> = None;
+    let mut buf = [0u8; 1024];
+    loop {
+        let Ok(received) = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await else {
+            return Err(ignored.unwrap_or(ExchangeError::Timeout(options.timeout)));
+        };
+        let datagram = received?;
+        let t4 = match datagram.kernel_receive {
+            Some(system) => clock.at_system_time(system),
+            None => clock.now(),
+        };
+        if !same_endpoint(datagram.source, server) {
+            tracing::debug!(%server, source = %datagram.source, "ignoring a datagram from another address");
+            ignored = Some(ExchangeError::WrongSource { expected: server, got: datagram.source });
+            continue;
+        }
+        let reply = match Header::decode(&buf[..datagram.len]) {
+            Ok(reply) => reply,
+            Err(error) => {
+                tracing::debug!(%server, %error, "ignoring an undecodable datagram");
+                ignored = Some(ExchangeError::Decode(error));
+                continue;
+            }
+        };
+        match ntp_proto::validate_reply(&reply, nonce) {
+            Ok(()) => {}
+            Err(error @ (ReplyError::OriginMismatch | ReplyError::WrongMode(_))) => {
+                tracing::debug!(%server, %error, "ignoring a reply that does not answer our request");
+                ignored = Some(ExchangeError::Bogus(error));
+                continue;
+            }
+            Err(error) => return Err(ExchangeError::Rejected { reply: Box::new(reply), error }),
+        }
+        // The kernel's transmit timestamp, if it is this request's: not
+        // before the clock was read for the send, nor long after.
+        let kernel_transmit = socket.last_transmit_timestamp().filter(|&stamp| {
+            let after_read = stamp - sent_system;
+            after_read >= NtpDuration::ZERO && after_read < NtpDuration::ONE_SECOND
+        });
+        let t1 = kernel_transmit.map_or(t1_read, |stamp| clock.at_system_time(stamp));
+        let timestamps = Timestamps { t1, t2: reply.receive, t3: reply.transmit, t4 };
+        let sample = Sample::new(&timestamps, reply.precision, options.local_precision);
+        tracing::trace!(
+            %server,
+            outbound = %(timestamps.t2 - timestamps.t1),
+            inbound = %(timestamps.t4 - timestamps.t3),
+            kernel_transmit = kernel_transmit.is_some(),
+            kernel_receive = datagram.kernel_receive.is_some(),
+            "measured"
+        );
+        return Ok(Measurement {
+            reply,
+            timestamps,
+            sample,
+            kernel_transmit: kernel_transmit.is_some(),
+            kernel_receive: datagram.kernel_receive.is_some(),
+        });
+    }
+}
+
+/// Same address and port; an IPv6 scope is not compared (the kernel may
+/// fill it in on replies to a request sent without one).
+fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    a.ip() == b.ip() && a.port() == b.port()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ntp_proto::packet::{ReferenceId, Stratum};
+
+    /// A clock `ahead` of the system clock, kernel timestamps mapped alike.
+    #[derive(Debug, Clone, Copy)]
+    struct AheadClock(NtpDuration);
+
+    impl Clock for AheadClock {
+        fn now(&self) -> NtpTimestamp {
+            NtpTimestamp::from_system_time(SystemTime::now()) + self.0
+        }
+        fn at_system_time(&self, system: NtpTimestamp) -> NtpTimestamp {
+            system + self.0
+        }
+    }
+
+    /// Answers one request with `answer(request)` datagrams, from a thread.
+    fn serve_once(answer: impl Fn(&Header) -> Vec<Header> + Send + 'static) -> SocketAddr {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let address = socket.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 128];
+            let (len, peer) = socket.recv_from(&mut buf).unwrap();
+            let request = Header::decode(&buf[..len]).unwrap();
+            for reply in answer(&request) {
+                socket.send_to(&reply.encode(), peer).unwrap();
+            }
+        });
+        address
+    }
+
+    fn reply_to(request: &Header) -> Header {
+        let now = NtpTimestamp::from_system_time(SystemTime::now());
+        Header {
+            mode: Mode::Server,
+            stratum: Stratum(1),
+            reference_id: ReferenceId(*b"GPS\0"),
+            origin: request.transmit,
+            receive: now,
+            transmit: now,
+            ..Header::default()
+        }
+    }
+
+    const OPTIONS: ExchangeOptions =
+        ExchangeOptions { version: Version::V4, timeout: Duration::from_secs(2), local_precision: -20 };
+
+    #[tokio::test]
+    async fn times_are_read_from_the_clock_given() {
+        // A bogus reply first: ignored, the real one after it is used.
+        let server = serve_once(|request| {
+            let bogus = Header { origin: NtpTimestamp::from_bits(7), ..reply_to(request) };
+            vec![bogus, reply_to(request)]
+        });
+        let socket = TimestampedSocket::bind_for(server).await.unwrap();
+        let clock = AheadClock(NtpDuration::from_seconds(1000));
+        let measured = exchange(&socket, server, &clock, &OPTIONS).await.unwrap();
+        let offset = measured.sample.offset.to_seconds_f64();
+        assert!((offset + 1000.0).abs() < 0.05, "server is 1000 s behind this clock: {offset}");
+        assert!(measured.sample.delay.to_seconds_f64() < 0.05);
+        assert_eq!(measured.kernel_receive, cfg!(target_os = "linux"));
+        assert_eq!(measured.kernel_transmit, cfg!(target_os = "linux"));
+    }
+
+    #[tokio::test]
+    async fn only_bogus_replies_end_as_their_error_at_the_timeout() {
+        let server = serve_once(|request| vec![Header { origin: NtpTimestamp::from_bits(7), ..reply_to(request) }]);
+        let socket = TimestampedSocket::bind_for(server).await.unwrap();
+        let options = ExchangeOptions { timeout: Duration::from_millis(200), ..OPTIONS };
+        let error = exchange(&socket, server, &crate::SystemClock, &options).await.unwrap_err();
+        assert!(matches!(error, ExchangeError::Bogus(ReplyError::OriginMismatch)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_kiss_is_an_answer() {
+        let server = serve_once(|request| {
+            vec![Header { stratum: Stratum(0), reference_id: ReferenceId(*b"DENY"), ..reply_to(request) }]
+        });
+        let socket = TimestampedSocket::bind_for(server).await.unwrap();
+        let error = exchange(&socket, server, &crate::SystemClock, &OPTIONS).await.unwrap_err();
+        assert!(error.is_answer() && !error.is_rate_kiss());
+        assert_eq!(error.to_string(), "kiss-o'-death DENY");
+    }
+}
