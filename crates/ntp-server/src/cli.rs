@@ -18,8 +18,46 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve time over UDP (NTPv3 and v4 clients).
+    /// Serve time over UDP (NTPv3 and v4 clients); with --upstream, also
+    /// synchronize to upstream servers and serve as their stratum + 1.
     Serve(ServeArgs),
+    /// Start a stratum 1 -> 2 -> 3 chain in this process, on loopback, with
+    /// deliberately wrong clocks, and watch it converge.
+    Demo(DemoArgs),
+    /// Run a scenario (see config/scenarios/) in simulated time with the
+    /// daemon's own algorithms: a summary table, CSV time series, an SVG plot.
+    Simulate(SimulateArgs),
+}
+
+/// Arguments of `ntpd-sim demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Keep running (and refreshing the table) after convergence, until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Give up (exit 1) if the chain has not converged after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
+    pub timeout: f64,
+    /// Log level of the three daemons (their steps and warnings).
+    #[arg(long, value_name = "LEVEL", default_value = "error")]
+    pub log_level: String,
+}
+
+/// Arguments of `ntpd-sim simulate`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// The scenario file (TOML).
+    #[arg(value_name = "SCENARIO.toml")]
+    pub scenario: PathBuf,
+    /// Seed of every random draw (overrides the scenario's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Simulated time to run: seconds, or with a unit: 90s, 30m, 24h, 2d.
+    #[arg(long, value_name = "DURATION", value_parser = crate::simulate::parse_duration)]
+    pub duration: Option<f64>,
+    /// Write summary.txt, series/<node>.csv and offset.svg into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// Arguments of `ntpd-sim serve`.
@@ -90,7 +128,7 @@ mod tests {
             "GPS",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else { panic!("serve") };
         assert_eq!(args.listen.len(), 2);
         assert_eq!(args.clock_offset, Some(-2.5));
         assert_eq!(args.clock_drift_ppm, Some(-10.0));

@@ -1,23 +1,26 @@
 //! `ntpd-sim serve` as a whole: bind the configured addresses, set up the
-//! virtual clock as a primary server, log one start-up line, serve until
-//! SIGINT or SIGTERM.
+//! virtual clock (a primary server's, or one disciplined from upstreams),
+//! log one start-up line, serve until SIGINT or SIGTERM.
 
 use std::future::Future;
-use std::net::UdpSocket;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ntp_proto::clock::DisciplinedClock;
 use ntp_proto::packet::LeapIndicator;
 use ntp_proto::responder::ServerState;
-use ntp_proto::{NtpDuration, NtpShort};
+use ntp_proto::system::unsynchronized;
+use ntp_proto::{NtpDuration, NtpShort, NtpTimestamp};
 use thiserror::Error;
+use tokio::sync::watch;
 use tracing::info;
 
 use crate::clock::{measure_precision, ClockSnapshot, SharedClock};
 use crate::config::{Listen, ServeConfig};
 use crate::serve::{self, ServeError};
 use crate::stats::Counts;
+use crate::sync::{self, SyncError, SyncStatus};
 use crate::udp;
 
 /// How often a primary server's reference time is brought up to date, so
@@ -33,6 +36,9 @@ pub enum DaemonError {
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The upstreams could not be set up.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -67,34 +73,61 @@ pub fn bind(listen: &Listen) -> Result<Vec<UdpSocket>, DaemonError> {
     .map_err(DaemonError::Bind)
 }
 
+/// The clock a daemon starts with: a primary server's (synchronized at
+/// once to its own clock), or, with upstreams, an unsynchronized one (leap
+/// 3, stratum 0) until the first clock update.
+#[must_use]
+pub fn initial_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
+    let primary = primary_snapshot(config, precision);
+    if config.sync.upstreams.is_empty() {
+        primary
+    } else {
+        ClockSnapshot { state: unsynchronized(precision, NtpTimestamp::ZERO), ..primary }
+    }
+}
+
 /// Runs the daemon until `shutdown` completes; returns the final counters.
 pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<Counts, DaemonError> {
     let sockets = bind(&config.listen)?;
-    let addresses: Vec<String> = sockets.iter().filter_map(|s| s.local_addr().ok()).map(|a| a.to_string()).collect();
-    let clock = Arc::new(SharedClock::new(primary_snapshot(&config, measure_precision())));
+    let clock = Arc::new(SharedClock::new(initial_snapshot(&config, measure_precision())));
+    let (status, _) = watch::channel(SyncStatus::default());
+    run_on(sockets, config, clock, status, shutdown).await
+}
+
+/// Runs the daemon on sockets the caller bound, with a clock the caller
+/// can watch (the demo and tests do), until `shutdown` completes.
+pub async fn run_on(
+    sockets: Vec<UdpSocket>,
+    config: ServeConfig,
+    clock: Arc<SharedClock>,
+    status: watch::Sender<SyncStatus>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Counts, DaemonError> {
+    let local: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let addresses: Vec<String> = local.iter().map(ToString::to_string).collect();
     let state = clock.snapshot().state;
     info!(
         addresses = %addresses.join(" "),
         stratum = state.stratum.0,
         refid = %state.reference_id.display(state.stratum),
+        upstreams = %config.sync.upstreams.join(" "),
         precision = state.precision,
         clock_offset = config.clock_offset,
         clock_drift_ppm = config.clock_drift_ppm,
         "serving NTP"
     );
-    let refresh = {
-        let clock = Arc::clone(&clock);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(REFERENCE_REFRESH);
-            loop {
-                ticks.tick().await;
-                let now = clock.now();
-                clock.update(|snapshot| snapshot.state.reference_time = now);
-            }
-        })
+    let (stop, stopped) = watch::channel(false);
+    let background = if config.sync.upstreams.is_empty() {
+        tokio::spawn(refresh_reference(Arc::clone(&clock), stopped))
+    } else {
+        let upstreams = sync::connect(&config.sync).await?;
+        let own: Vec<IpAddr> = local.iter().map(SocketAddr::ip).filter(|ip| !ip.is_unspecified()).collect();
+        let until_stopped = wait_for_stop(stopped);
+        tokio::spawn(sync::run(Arc::clone(&clock), upstreams, config.sync.clone(), own, status, until_stopped))
     };
     let stats = serve::run(sockets, config.policy, clock, shutdown).await;
-    refresh.abort();
+    let _ = stop.send(true);
+    let _ = background.await;
     let counts = stats?.read();
     info!(
         received = counts.received,
@@ -103,6 +136,27 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Res
         "stopped"
     );
     Ok(counts)
+}
+
+/// A primary server keeps its reference time fresh, so the root dispersion
+/// it advertises stays that of a reference just read.
+async fn refresh_reference(clock: Arc<SharedClock>, stopped: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(REFERENCE_REFRESH);
+    let stop = wait_for_stop(stopped);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticks.tick() => {
+                let now = clock.now();
+                clock.update(|snapshot| snapshot.state.reference_time = now);
+            }
+        }
+    }
+}
+
+async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|&stop| stop).await;
 }
 
 /// Completes on the first SIGINT or SIGTERM.

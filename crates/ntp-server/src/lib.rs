@@ -13,7 +13,10 @@
 //! - [`serve`]: the serving threads; [`serve::run`] serves on sockets the
 //!   caller bound (tests bind `127.0.0.1:0`) until a shutdown future ends.
 //! - [`stats`]: lock-free counters of what was received, answered, dropped.
+//! - [`sync`]: the upstream side: polls upstreams through `ntp-client`,
+//!   drives `ntp_proto::synchronizer`, publishes the disciplined clock.
 //! - [`daemon`]: `ntpd-sim serve` end to end: bind, start-up log, signals.
+//! - [`demo`]: `ntpd-sim demo`, a stratum 1 -> 2 -> 3 chain in one process.
 //! - [`simulate`]: `ntpd-sim simulate`, NTP hierarchies in simulated time
 //!   through the same `ntp-proto` code the daemon runs.
 //! - [`plot`]: SVG plots of time series, for the simulator and for
@@ -29,11 +32,13 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod plot;
 pub mod policy;
 pub mod serve;
 pub mod simulate;
 pub mod stats;
+pub mod sync;
 pub mod udp;
 
 pub use clock::{ClockSnapshot, SharedClock};

@@ -1,0 +1,269 @@
+//! The daemon's upstream side: one task that drives the sans-IO
+//! [`Synchronizer`] with real sockets and timers. It polls each upstream when
+//! the synchronizer says so (each exchange in a task of its own, so a silent
+//! server delays nobody), hands back what came of it, and publishes the
+//! corrected clock and what to advertise into the [`SharedClock`] that the
+//! serving threads read.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ntp_client::net::TimestampedSocket;
+use ntp_client::target::{Family, Target, TargetError};
+use ntp_client::{exchange, ExchangeError, ExchangeOptions, Measurement};
+use ntp_proto::association::PollConfig;
+use ntp_proto::discipline::{Adjustment, DisciplineConfig};
+use ntp_proto::packet::{ReferenceId, Version};
+use ntp_proto::synchronizer::{ReplyOutcome, Synchronizer};
+use ntp_proto::system::{Synchronization, SystemConfig};
+use ntp_proto::{NtpDuration, NtpTimestamp};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::clock::{RawClock, SharedClock};
+use crate::config::SyncConfig;
+
+/// How often the advertised state is refreshed between clock updates, so
+/// the holdover is noticed without a reply to trigger it.
+const STATE_REFRESH: Duration = Duration::from_secs(1);
+/// Corrections larger than this are logged at info level.
+const LARGE_CORRECTION: f64 = 1e-3;
+
+/// Why the upstream side could not start.
+#[derive(Debug, Error)]
+pub enum SyncError {
+    /// An upstream name did not resolve.
+    #[error("upstream {upstream}: {reason}")]
+    Resolve {
+        /// As configured.
+        upstream: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A client socket could not be opened.
+    #[error("socket for upstream {0}: {1}")]
+    Socket(SocketAddr, std::io::Error),
+}
+
+/// One resolved upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    /// As configured (`host:port`).
+    pub name: String,
+    /// The address polled.
+    pub address: SocketAddr,
+    socket: Arc<TimestampedSocket>,
+}
+
+/// What the status of the upstream side looks like to an observer (the
+/// demo's table, later the status endpoint).
+#[derive(Debug, Clone, Default)]
+pub struct SyncStatus {
+    /// The last clock update, if synchronized.
+    pub last: Option<Synchronization>,
+    /// Per upstream: name, reach register, selection state as text.
+    pub upstreams: Vec<(String, u8, String)>,
+}
+
+/// Resolves `HOST[:PORT]` (port 123 by default; `[v6]:port` for IPv6) to
+/// its first address.
+pub async fn resolve(upstream: &str) -> Result<SocketAddr, SyncError> {
+    let fail = |reason: String| SyncError::Resolve { upstream: upstream.to_string(), reason };
+    let target: Target = upstream.parse().map_err(|e: TargetError| fail(e.to_string()))?;
+    let addresses = target.resolve(Family::Any).await.map_err(|e| fail(e.to_string()))?;
+    addresses.into_iter().next().ok_or_else(|| fail("no address".into()))
+}
+
+/// Resolves every upstream and opens its client socket.
+pub async fn connect(config: &SyncConfig) -> Result<Vec<Upstream>, SyncError> {
+    let mut upstreams = Vec::with_capacity(config.upstreams.len());
+    for name in &config.upstreams {
+        let address = resolve(name).await?;
+        let socket = TimestampedSocket::bind_for(address).await.map_err(|e| SyncError::Socket(address, e))?;
+        upstreams.push(Upstream { name: name.clone(), address, socket: Arc::new(socket) });
+    }
+    Ok(upstreams)
+}
+
+/// The system process's settings from the daemon's.
+#[must_use]
+pub fn system_config(config: &SyncConfig, precision: i8) -> (SystemConfig, PollConfig) {
+    let discipline = DisciplineConfig {
+        step_threshold: NtpDuration::from_seconds_f64(config.step_threshold),
+        min_poll: config.min_poll,
+        max_poll: config.max_poll,
+        ..DisciplineConfig::default()
+    };
+    let system = SystemConfig { discipline, holdover: NtpDuration::from_seconds_f64(config.holdover), precision };
+    let poll = PollConfig { min_poll: config.min_poll, max_poll: config.max_poll, iburst: true };
+    (system, poll)
+}
+
+/// Polls `upstreams` and disciplines `clock` until `shutdown` completes.
+/// `own_addresses` are this server's addresses, for loop detection.
+pub async fn run(
+    clock: Arc<SharedClock>,
+    upstreams: Vec<Upstream>,
+    config: SyncConfig,
+    own_addresses: Vec<IpAddr>,
+    status: watch::Sender<SyncStatus>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let precision = clock.snapshot().state.precision;
+    let (system, poll) = system_config(&config, precision);
+    let ids: Vec<ReferenceId> = upstreams.iter().map(|u| ReferenceId::from_upstream(u.address.ip())).collect();
+    let raw_now = clock.snapshot().clock.raw_at(SharedClock::system_now());
+    let mut sync = Synchronizer::new(system, poll, &ids, raw_now);
+    let mut own: Vec<ReferenceId> = own_addresses.iter().map(|&ip| ReferenceId::from_upstream(ip)).collect();
+    own.extend(
+        upstreams
+            .iter()
+            .filter_map(|u| u.socket.local_addr().ok())
+            .filter(|a| !a.ip().is_unspecified())
+            .map(|a| ReferenceId::from_upstream(a.ip())),
+    );
+    sync.set_own_reference_ids(own);
+
+    let options = ExchangeOptions { version: Version::V4, timeout: Duration::from_secs(2), local_precision: precision };
+    let (results, mut replies) =
+        mpsc::channel::<(usize, Result<Measurement, ExchangeError>)>(upstreams.len().max(1) * 2);
+    let mut in_flight = vec![false; upstreams.len()];
+    let mut refresh = tokio::time::interval(STATE_REFRESH);
+    tokio::pin!(shutdown);
+
+    loop {
+        let raw_now = raw(&clock);
+        let wait = sync.next_poll().map_or(Duration::from_secs(3600), |(_, due)| until(due, raw_now));
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(wait) => {
+                let raw_now = raw(&clock);
+                while let Some((index, due)) = sync.next_poll() {
+                    if until(due, raw_now) > Duration::ZERO {
+                        break;
+                    }
+                    sync.poll_sent(index, raw_now);
+                    if in_flight[index] {
+                        continue;
+                    }
+                    in_flight[index] = true;
+                    let (socket, address, clock, results) =
+                        (Arc::clone(&upstreams[index].socket), upstreams[index].address, Arc::clone(&clock), results.clone());
+                    let timeout = options.timeout.min(poll_interval(sync.associations().nth(index).map_or(0, |a| a.poll())));
+                    let options = ExchangeOptions { timeout, ..options };
+                    tokio::spawn(async move {
+                        let result = exchange(&socket, address, &RawClock(&clock), &options).await;
+                        let _ = results.send((index, result)).await;
+                    });
+                }
+            }
+            Some((index, result)) = replies.recv() => {
+                in_flight[index] = false;
+                handle(&clock, &mut sync, &upstreams[index], index, result);
+                publish_status(&status, &sync, &upstreams);
+            }
+            _ = refresh.tick() => {
+                let raw_now = raw(&clock);
+                let state = sync.server_state(raw_now);
+                let was = clock.snapshot().state;
+                clock.update(|s| s.state = state);
+                if was.stratum != state.stratum && state.stratum.0 == 0 {
+                    warn!("no usable upstream for longer than the holdover: now unsynchronized");
+                }
+                publish_status(&status, &sync, &upstreams);
+            }
+        }
+    }
+}
+
+/// Takes what came of one exchange.
+fn handle(
+    clock: &SharedClock,
+    sync: &mut Synchronizer,
+    upstream: &Upstream,
+    index: usize,
+    result: Result<Measurement, ExchangeError>,
+) {
+    let measurement = match result {
+        Ok(measurement) => measurement,
+        Err(ExchangeError::Rejected { reply, error }) => {
+            if let Some(advice) = error.kiss_advice() {
+                warn!(upstream = %upstream.name, %error, advice, "upstream refused");
+            } else {
+                info!(upstream = %upstream.name, %error, "upstream answered without usable time");
+            }
+            sync.on_reply_error(index, &reply, error);
+            return;
+        }
+        Err(error) => {
+            debug!(upstream = %upstream.name, %error, "no usable reply");
+            return;
+        }
+    };
+    let mut disciplined = clock.snapshot().clock;
+    let raw_now = disciplined.raw_at(SharedClock::system_now());
+    let was_synchronized = sync.system().synchronization().is_some();
+    let reply = measurement.reply;
+    let outcome = sync.on_reply(index, &mut disciplined, raw_now, &reply, reply.origin, &measurement.timestamps);
+    let state = sync.server_state(raw_now);
+    clock.update(|s| {
+        s.clock.correction = disciplined.correction;
+        s.state = state;
+    });
+    match outcome {
+        ReplyOutcome::Accepted(Some(update)) => log_update(&update, was_synchronized, sync, index),
+        ReplyOutcome::Accepted(None) => {}
+        ReplyOutcome::Rejected(error) => debug!(upstream = %upstream.name, %error, "reply rejected"),
+    }
+}
+
+fn log_update(update: &Synchronization, was_synchronized: bool, sync: &Synchronizer, index: usize) {
+    let u = update.update;
+    let offset = u.offset.to_seconds_f64();
+    let peer = update.peer;
+    match u.adjustment {
+        Adjustment::Stepped(by) => {
+            warn!(step = %by, stratum = update.stratum.0, system_peer = peer, "clock stepped");
+        }
+        Adjustment::Held(by) => warn!(offset = %by, "offset beyond the step threshold held as a spike"),
+        Adjustment::Slewing(_) if offset.abs() > LARGE_CORRECTION => {
+            info!(offset = %u.offset, frequency_ppm = u.frequency_ppm, "slewing a large correction");
+        }
+        Adjustment::Slewing(_) => {
+            debug!(offset = %u.offset, frequency_ppm = u.frequency_ppm, jitter = %u.jitter, poll = u.poll, "clock updated");
+        }
+    }
+    if !was_synchronized {
+        info!(stratum = update.stratum.0, system_peer = peer, upstream = index, "synchronized");
+    }
+    let _ = sync;
+}
+
+fn publish_status(status: &watch::Sender<SyncStatus>, sync: &Synchronizer, upstreams: &[Upstream]) {
+    let rows = upstreams
+        .iter()
+        .zip(sync.associations())
+        .enumerate()
+        .map(|(i, (u, a))| {
+            (u.name.clone(), a.reach(), sync.selection(i).map_or_else(|| "-".into(), |s| format!("{s:?}")))
+        })
+        .collect();
+    status.send_replace(SyncStatus { last: sync.system().synchronization().copied(), upstreams: rows });
+}
+
+fn raw(clock: &SharedClock) -> NtpTimestamp {
+    clock.snapshot().clock.raw_at(SharedClock::system_now())
+}
+
+/// How long until raw time `due` (raw time runs within parts per million
+/// of system time, so the difference is a duration on either).
+fn until(due: NtpTimestamp, raw_now: NtpTimestamp) -> Duration {
+    Duration::from_secs_f64((due - raw_now).to_seconds_f64().max(0.0))
+}
+
+fn poll_interval(poll: i8) -> Duration {
+    Duration::from_secs_f64(2f64.powi(i32::from(poll)).max(0.5))
+}
