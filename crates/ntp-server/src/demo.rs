@@ -138,8 +138,8 @@ fn render(tiers: &[Tier], elapsed: f64) -> (String, f64) {
         writeln!(out, "ntpd-sim demo: a stratum 1 -> 2 -> 3 chain on loopback, {elapsed:.0} s in (Ctrl-C to stop)\n");
     let _ = writeln!(
         out,
-        "{:<10} {:<17} {:>7} {:>18} {:>11}  {}",
-        "server", "address", "stratum", "offset from true", "freq (ppm)", "state"
+        "{:<10} {:<17} {:>7} {:>18} {:>11}  state",
+        "server", "address", "stratum", "offset from true", "freq (ppm)"
     );
     let mut worst: f64 = 0.0;
     for tier in tiers {
