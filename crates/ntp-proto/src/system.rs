@@ -6,7 +6,7 @@
 
 use crate::association::Association;
 use crate::clock::VirtualClock;
-use crate::discipline::{Discipline, DisciplineConfig, Update};
+use crate::discipline::{Adjustment, Discipline, DisciplineConfig, Update};
 use crate::exchange::{Sample, PHI};
 use crate::packet::{LeapIndicator, ReferenceId, Stratum};
 use crate::responder::ServerState;
@@ -229,7 +229,7 @@ impl System {
         let root_dispersion = info.root_dispersion.to_duration()
             + output.dispersion
             + jitter
-            + update.offset.abs()
+            + residual_error(&update)
             + (raw_now - output.time).max(NtpDuration::ZERO).mul_f64(PHI);
         let sync = Synchronization {
             peer: peer.index,
@@ -298,6 +298,16 @@ impl System {
             },
             _ => unsynchronized(self.config.precision, self.sync.map_or(NtpTimestamp::ZERO, |s| s.reference_time)),
         }
+    }
+}
+
+/// The phase error left after an update: what is being slewed away, or
+/// nothing after a step (RFC 5905 adds |offset| to the root dispersion;
+/// a stepped offset is gone, not an error that remains).
+fn residual_error(update: &Update) -> NtpDuration {
+    match update.adjustment {
+        Adjustment::Stepped(_) => NtpDuration::ZERO,
+        Adjustment::Slewing(_) | Adjustment::Held(_) => update.offset.abs(),
     }
 }
 
