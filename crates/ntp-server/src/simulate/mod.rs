@@ -154,7 +154,7 @@ fn write_outputs(dir: &Path, simulation: &Simulation<'_>, title: &str, table: &s
     let plot = Plot {
         title: &format!("{title}: |offset| from true time"),
         x_label: "simulated time (s)",
-        y_label: "|offset| (s)",
+        y_label: "|offset| (s), log scale: dips are zero crossings",
         scale: Scale::LogAbs,
         series: &lines,
     };
