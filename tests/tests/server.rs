@@ -61,7 +61,7 @@ fn ntplib_and_chronyd_accept_it_and_measure_its_clock_offset() {
 }
 
 #[test]
-fn sigint_stops_it_cleanly_and_port_serves_ipv4_and_ipv6() {
+fn sigint_stops_it_cleanly_and_port_serves_every_address() {
     let port = free_udp_port();
     let mut daemon = Command::new(bin("ntpd-sim"))
         .args(["serve", "--port", &port.to_string(), "--stratum", "3"])
@@ -79,6 +79,13 @@ fn sigint_stops_it_cleanly_and_port_serves_ipv4_and_ipv6() {
     let mut reply = [0u8; 64];
     let len = socket.recv(&mut reply).expect("answers on ::1");
     assert_eq!((len, reply[1]), (48, 3));
+    // Bound to every address, it answers from the address the client asked:
+    // a connected client of 127.0.0.2 takes replies from 127.0.0.2 only.
+    let connected = UdpSocket::bind("127.0.0.1:0").unwrap();
+    connected.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    connected.connect(("127.0.0.2", port)).unwrap();
+    connected.send(&request).unwrap();
+    assert_eq!(connected.recv(&mut reply).ok(), Some(48), "reply from 127.0.0.2");
     let status = Command::new("kill").args(["-INT", &daemon.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exited = wait_for(Duration::from_secs(5), || daemon.try_wait().ok().flatten());

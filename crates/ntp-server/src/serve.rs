@@ -191,7 +191,7 @@ impl Worker {
                 Response::Ignore(reason) => counts.ignored(reason, decision),
                 Response::Reply { bytes, kiss } => {
                     stamp[replies.len()] = !kiss;
-                    if replies.push(source, &bytes) {
+                    if replies.push(source, datagram.local, &bytes) {
                         counts.replied(decision);
                     }
                 }

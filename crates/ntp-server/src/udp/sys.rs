@@ -7,19 +7,34 @@
 
 use std::io;
 use std::mem::{size_of, MaybeUninit};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Duration;
 
 /// Largest datagram read whole; a longer one is reported truncated.
 pub const MAX_DATAGRAM: usize = 1024;
 
-/// Room for one SCM_TIMESTAMPNS control message, aligned for `cmsghdr`.
-type Control = [u64; 8];
+/// Room for the control messages we ask for (a receive timestamp and a
+/// destination address), aligned for `cmsghdr`.
+type Control = [u64; 16];
 
 /// Turns on kernel receive timestamps (CLOCK_REALTIME, nanoseconds).
 pub fn enable_receive_timestamps(socket: &impl AsRawFd) -> io::Result<()> {
     set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// Asks the kernel to tell which local address each datagram was sent to
+/// (IP_PKTINFO, and IPV6_RECVPKTINFO on IPv6 sockets), so that a socket
+/// bound to a wildcard address can answer from the address the client
+/// asked. Fails only if neither option could be set.
+pub fn enable_destination_info(socket: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
+    let fd = socket.as_raw_fd();
+    // On a dual-stack IPv6 socket, IPv4 datagrams report IP_PKTINFO.
+    let v4 = set_int_option(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1);
+    if !ipv6 {
+        return v4;
+    }
+    set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1).or(v4)
 }
 
 /// Asks for a receive buffer of `bytes` (the kernel caps it at
@@ -85,6 +100,9 @@ pub struct Datagram<'a> {
     pub source: Option<SocketAddr>,
     /// When the kernel received it: Unix seconds and nanoseconds, CLOCK_REALTIME.
     pub kernel_time: Option<(i64, u32)>,
+    /// The local address it was sent to, if asked for with
+    /// [`enable_destination_info`].
+    pub local: Option<IpAddr>,
 }
 
 impl RecvBatch {
@@ -96,7 +114,7 @@ impl RecvBatch {
             data: vec![[0; MAX_DATAGRAM]; capacity],
             // SAFETY: all-zero bytes are a valid value of these plain C structs.
             names: vec![unsafe { MaybeUninit::zeroed().assume_init() }; capacity],
-            controls: vec![[0; 8]; capacity],
+            controls: vec![[0; 16]; capacity],
             // SAFETY: as above; the pointers are set before every use.
             iovecs: vec![unsafe { MaybeUninit::zeroed().assume_init() }; capacity],
             // SAFETY: as above.
@@ -152,32 +170,49 @@ impl RecvBatch {
         let header = &self.headers[i];
         let truncated = header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         let len = (header.msg_len as usize).min(MAX_DATAGRAM);
+        let (kernel_time, local) = control_messages(&header.msg_hdr);
         Datagram {
             payload: if truncated { &[] } else { &self.data[i][..len] },
             source: from_sockaddr(&self.names[i]),
-            kernel_time: kernel_time(&header.msg_hdr),
+            kernel_time,
+            local,
         }
     }
 }
 
-/// The SCM_TIMESTAMPNS value of a received message, if the kernel gave one.
-fn kernel_time(header: &libc::msghdr) -> Option<(i64, u32)> {
+/// The receive timestamp (SCM_TIMESTAMPNS) and the local destination
+/// address (IP_PKTINFO / IPV6_PKTINFO) of a received message, where given.
+fn control_messages(header: &libc::msghdr) -> (Option<(i64, u32)>, Option<IpAddr>) {
+    let (mut time, mut local) = (None, None);
     // SAFETY: `header` was filled by recvmmsg: msg_control points at this
     // batch's control buffer and msg_controllen says how much of it the
     // kernel wrote, which is what the CMSG_* macros walk. Each cmsghdr lies
-    // inside that buffer; the timespec is read unaligned from its data.
+    // inside that buffer, its data as long as its type says; the values are
+    // read unaligned.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(header);
         while !cmsg.is_null() {
             let c = &*cmsg;
-            if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_TIMESTAMPNS {
-                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                return Some((ts.tv_sec, ts.tv_nsec.clamp(0, 999_999_999) as u32));
+            let data = libc::CMSG_DATA(cmsg);
+            match (c.cmsg_level, c.cmsg_type) {
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                    let ts: libc::timespec = std::ptr::read_unaligned(data.cast());
+                    time = Some((ts.tv_sec, ts.tv_nsec.clamp(0, 999_999_999) as u32));
+                }
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
+                    local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr))));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
+                    local = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                _ => {}
             }
             cmsg = libc::CMSG_NXTHDR(header, cmsg);
         }
     }
-    None
+    (time, local)
 }
 
 /// Replies queued for one `sendmmsg` call.
@@ -187,6 +222,8 @@ pub struct SendBatch {
     lens: Vec<usize>,
     names: Vec<libc::sockaddr_storage>,
     name_lens: Vec<libc::socklen_t>,
+    controls: Vec<Control>,
+    control_lens: Vec<usize>,
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
     queued: usize,
@@ -203,6 +240,8 @@ impl SendBatch {
             // SAFETY: all-zero bytes are a valid value of these plain C structs.
             names: vec![unsafe { MaybeUninit::zeroed().assume_init() }; capacity],
             name_lens: vec![0; capacity],
+            controls: vec![[0; 16]; capacity],
+            control_lens: vec![0; capacity],
             // SAFETY: as above; the pointers are set before every use.
             iovecs: vec![unsafe { MaybeUninit::zeroed().assume_init() }; capacity],
             // SAFETY: as above.
@@ -229,9 +268,10 @@ impl SendBatch {
         self.queued == self.data.len()
     }
 
-    /// Queues `payload` (cut to [`MAX_DATAGRAM`]) for `destination`; false
-    /// if the batch is full.
-    pub fn push(&mut self, destination: SocketAddr, payload: &[u8]) -> bool {
+    /// Queues `payload` (cut to [`MAX_DATAGRAM`]) for `destination`, sent
+    /// from the local address `source` if given (for sockets bound to a
+    /// wildcard address); false if the batch is full.
+    pub fn push(&mut self, destination: SocketAddr, source: Option<IpAddr>, payload: &[u8]) -> bool {
         if self.is_full() {
             return false;
         }
@@ -240,6 +280,7 @@ impl SendBatch {
         self.data[i][..len].copy_from_slice(&payload[..len]);
         self.lens[i] = len;
         self.name_lens[i] = to_sockaddr(destination, &mut self.names[i]);
+        self.control_lens[i] = source.map_or(0, |source| write_source(source, &mut self.controls[i]));
         self.queued += 1;
         true
     }
@@ -264,12 +305,14 @@ impl SendBatch {
                 header.msg_namelen = self.name_lens[i];
                 header.msg_iov = &mut self.iovecs[i];
                 header.msg_iovlen = 1;
-                header.msg_control = std::ptr::null_mut();
-                header.msg_controllen = 0;
+                header.msg_control =
+                    if self.control_lens[i] == 0 { std::ptr::null_mut() } else { self.controls[i].as_mut_ptr().cast() };
+                header.msg_controllen = self.control_lens[i] as _;
                 header.msg_flags = 0;
             }
             // SAFETY: headers sent..count point at this batch's own names,
-            // iovecs and payload buffers with their true lengths, all alive
+            // iovecs, control messages and payload buffers with their true
+            // lengths, all alive
             // for the call; the count passed stays within the headers.
             let rc = unsafe {
                 libc::sendmmsg(socket.as_raw_fd(), self.headers[sent..].as_mut_ptr(), (count - sent) as libc::c_uint, 0)
@@ -284,6 +327,45 @@ impl SendBatch {
             sent += rc as usize;
         }
         Ok(sent)
+    }
+}
+
+/// Writes an IP_PKTINFO (IPv4) or IPV6_PKTINFO control message asking the
+/// kernel to send from `source`; returns its length.
+fn write_source(source: IpAddr, control: &mut Control) -> usize {
+    *control = [0; 16];
+    // SAFETY: a msghdr whose control buffer is `control` (128 bytes, aligned
+    // for cmsghdr) lets CMSG_FIRSTHDR find the first header at its start;
+    // CMSG_SPACE of either pktinfo (32 or 40 bytes) fits, so the header and
+    // its data written below (unaligned) stay inside the buffer.
+    unsafe {
+        let mut header: libc::msghdr = MaybeUninit::zeroed().assume_init();
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = size_of::<Control>() as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&header);
+        let data = libc::CMSG_DATA(cmsg);
+        match source {
+            IpAddr::V4(v4) => {
+                (*cmsg).cmsg_level = libc::IPPROTO_IP;
+                (*cmsg).cmsg_type = libc::IP_PKTINFO;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr { s_addr: u32::from(v4).to_be() },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                std::ptr::write_unaligned(data.cast(), info);
+                libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as usize
+            }
+            IpAddr::V6(v6) => {
+                (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
+                (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as _;
+                let info = libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: v6.octets() }, ipi6_ifindex: 0 };
+                std::ptr::write_unaligned(data.cast(), info);
+                libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as usize
+            }
+        }
     }
 }
 
@@ -366,9 +448,9 @@ mod tests {
         assert!(got[3].0.is_empty(), "truncated datagram comes back empty");
 
         let mut send = SendBatch::new(2);
-        assert!(send.push(client.local_addr().unwrap(), &[7; 48]));
-        assert!(send.push(client.local_addr().unwrap(), &[8; 48]));
-        assert!(!send.push(client.local_addr().unwrap(), &[9; 48]));
+        assert!(send.push(client.local_addr().unwrap(), None, &[7; 48]));
+        assert!(send.push(client.local_addr().unwrap(), None, &[8; 48]));
+        assert!(!send.push(client.local_addr().unwrap(), None, &[9; 48]));
         for payload in send.payloads_mut() {
             payload[0] = 1;
         }
@@ -377,6 +459,29 @@ mod tests {
         let mut buf = [0u8; 100];
         let (len, _) = client.recv_from(&mut buf).unwrap();
         assert_eq!((len, buf[0], buf[1]), (48, 1, 7));
+    }
+
+    #[test]
+    fn a_wildcard_socket_answers_from_the_address_asked() {
+        let server = UdpSocket::bind("0.0.0.0:0").unwrap();
+        server.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        enable_destination_info(&server, false).unwrap();
+        let port = server.local_addr().unwrap().port();
+        // Any 127/8 address is local; a connected client only accepts
+        // replies from the address it sent to.
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        client.connect(("127.0.0.2", port)).unwrap();
+        client.send(&[1; 48]).unwrap();
+        let mut batch = RecvBatch::new(4);
+        batch.recv(&server, true).unwrap();
+        let datagram = batch.iter().next().unwrap();
+        assert_eq!(datagram.local, Some("127.0.0.2".parse().unwrap()));
+        let mut send = SendBatch::new(1);
+        assert!(send.push(datagram.source.unwrap(), datagram.local, &[2; 48]));
+        assert_eq!(send.send(&server).unwrap(), 1);
+        let mut buf = [0u8; 64];
+        assert_eq!(client.recv(&mut buf).unwrap(), 48, "the reply came from 127.0.0.2");
     }
 
     #[test]

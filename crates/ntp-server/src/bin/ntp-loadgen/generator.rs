@@ -170,7 +170,7 @@ impl Generator<'_> {
                     transmit: NtpTimestamp::from_bits(seq),
                     ..Header::default()
                 };
-                let _ = self.requests.push(self.args.server, &request.encode());
+                let _ = self.requests.push(self.args.server, None, &request.encode());
             }
             if self.measuring {
                 self.tally.sent += chunk.len() as u64;
