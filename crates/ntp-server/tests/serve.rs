@@ -17,7 +17,15 @@ use ntp_server::{PolicyConfig, Server, SharedClock};
 const OFFSET: f64 = 300.0;
 
 fn start(policy: PolicyConfig) -> (Server, Arc<SharedClock>) {
-    let args = ntp_server::cli::ServeArgs { clock_offset: Some(OFFSET), ..Default::default() };
+    start_with(policy, 0.0)
+}
+
+fn start_with(policy: PolicyConfig, drift_ppm: f64) -> (Server, Arc<SharedClock>) {
+    let args = ntp_server::cli::ServeArgs {
+        clock_offset: Some(OFFSET),
+        clock_drift_ppm: Some(drift_ppm),
+        ..Default::default()
+    };
     let config = ServeConfig::merge(FileConfig::default(), &args).unwrap();
     let clock = Arc::new(SharedClock::new(primary_snapshot(&config, -20)));
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -194,6 +202,25 @@ fn a_clock_update_reaches_the_next_reply() {
     let reply = Header::decode(&exchange(&server, &client, &request(Version::V4, 1)).unwrap()).unwrap();
     assert_eq!((reply.stratum, reply.reference_id), (Stratum(4), ReferenceId([127, 0, 0, 9])));
     assert!((reply.receive - t1).abs() < NtpDuration::from_seconds_f64(0.1));
+}
+
+#[test]
+fn a_drifting_clock_runs_away_at_its_rate() {
+    // 2 % fast: over 0.5 s the offset grows by 10 ms, far above loopback jitter.
+    let (server, _clock) = start_with(PolicyConfig::default(), 20_000.0);
+    let client = client();
+    let offset_now = || {
+        let t1 = SharedClock::system_now();
+        let reply = Header::decode(&exchange(&server, &client, &request(Version::V4, 1)).unwrap()).unwrap();
+        let t4 = SharedClock::system_now();
+        ntp_proto::Timestamps { t1, t2: reply.receive, t3: reply.transmit, t4 }.offset().to_seconds_f64()
+    };
+    let first = offset_now();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = offset_now();
+    assert!((first - OFFSET).abs() < 0.01, "offset {first}");
+    let growth = second - first;
+    assert!((growth - 0.010).abs() < 0.003, "grew {growth} s in 0.5 s");
 }
 
 #[tokio::test]
