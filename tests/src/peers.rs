@@ -10,7 +10,8 @@ use crate::process::wait_for;
 /// Panics with a clear message when a peer program is missing: `.ci/run`
 /// installs them, and a test that needs one must not pass without it.
 pub fn require(program: &str) -> PathBuf {
-    let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().map(|dir| Path::new(dir).join(program)).find(|p| p.exists());
+    let found =
+        ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().map(|dir| Path::new(dir).join(program)).find(|p| p.exists());
     found.unwrap_or_else(|| panic!("peer `{program}` is not installed: run .ci/run or see shared/PEERS.md"))
 }
 
@@ -29,20 +30,14 @@ impl ChronyServer {
         let chronyd = require("chronyd");
         let dir = tempfile::tempdir().expect("temp dir");
         let pidfile = dir.path().join("chronyd.pid");
-        let mut config = format!(
-            "port {port}\nbindaddress 127.0.0.1\nallow 127.0.0.1\ncmdport 0\npidfile {}\n",
-            pidfile.display()
-        );
+        let mut config =
+            format!("port {port}\nbindaddress 127.0.0.1\nallow 127.0.0.1\ncmdport 0\npidfile {}\n", pidfile.display());
         if let Some(stratum) = stratum {
             config += &format!("local stratum {stratum}\n");
         }
         let conf = dir.path().join("chrony.conf");
         std::fs::write(&conf, config).expect("write chrony.conf");
-        let status = Command::new(chronyd)
-            .args(["-x", "-u", "root", "-f"])
-            .arg(&conf)
-            .status()
-            .expect("run chronyd");
+        let status = Command::new(chronyd).args(["-x", "-u", "root", "-f"]).arg(&conf).status().expect("run chronyd");
         assert!(status.success(), "chronyd failed to start");
         let server = Self { port, dir };
         wait_for(Duration::from_secs(5), || server.pid()).expect("chronyd wrote no pid file");
@@ -75,7 +70,8 @@ pub fn chronyd_query_offset(port: u16) -> Result<f64, String> {
         .output()
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    let line = text.lines().find(|l| l.contains("System clock wrong by")).ok_or_else(|| format!("chronyd -Q said: {text}"))?;
+    let line =
+        text.lines().find(|l| l.contains("System clock wrong by")).ok_or_else(|| format!("chronyd -Q said: {text}"))?;
     let value = line.split("wrong by").nth(1).and_then(|rest| rest.split_whitespace().next()).ok_or(line)?;
     value.parse().map_err(|_| format!("unparsable: {line}"))
 }

@@ -141,6 +141,47 @@ impl VirtualClock {
     }
 }
 
+/// A daemon's two clocks in one: the *raw* clock, the system clock plus the
+/// error the daemon was started with (the stand-in for an imperfect
+/// oscillator, never changed), and the *correction* the discipline applies on
+/// top of it. Served time is `correction(raw(system))`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DisciplinedClock {
+    /// System time to raw time: the simulated oscillator error.
+    pub oscillator: VirtualClock,
+    /// Raw time to served time: the discipline's work.
+    pub correction: VirtualClock,
+}
+
+impl DisciplinedClock {
+    /// A clock `offset` ahead of the system clock at `system_now`, running
+    /// `drift_ppm` fast, with no correction yet.
+    #[must_use]
+    pub fn new(system_now: NtpTimestamp, offset: NtpDuration, drift_ppm: f64) -> Self {
+        let oscillator = VirtualClock::new(system_now, offset, drift_ppm);
+        let correction = VirtualClock::new(oscillator.time_at(system_now), NtpDuration::ZERO, 0.0);
+        Self { oscillator, correction }
+    }
+
+    /// Raw time at a system time.
+    #[must_use]
+    pub fn raw_at(&self, system: NtpTimestamp) -> NtpTimestamp {
+        self.oscillator.time_at(system)
+    }
+
+    /// Served time at a system time.
+    #[must_use]
+    pub fn time_at(&self, system: NtpTimestamp) -> NtpTimestamp {
+        self.correction.time_at(self.oscillator.time_at(system))
+    }
+
+    /// Served minus raw time at a raw time: the correction in force.
+    #[must_use]
+    pub fn correction_at(&self, raw: NtpTimestamp) -> NtpDuration {
+        self.correction.offset_at(raw)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +192,16 @@ mod tests {
 
     fn secs(d: NtpDuration) -> f64 {
         d.to_seconds_f64()
+    }
+
+    #[test]
+    fn disciplined_clock_composes_oscillator_and_correction() {
+        let mut clock = DisciplinedClock::new(t(0.0), NtpDuration::from_seconds(5), 10.0);
+        assert!((secs(clock.time_at(t(100.0)) - t(100.0)) - 5.001).abs() < 1e-9);
+        let raw = clock.raw_at(t(100.0));
+        clock.correction.step(raw, NtpDuration::from_seconds_f64(-5.001));
+        assert!(secs(clock.time_at(t(100.0)) - t(100.0)).abs() < 1e-9);
+        assert!((secs(clock.correction_at(raw)) + 5.001).abs() < 1e-9);
     }
 
     #[test]

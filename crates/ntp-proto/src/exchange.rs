@@ -132,7 +132,7 @@ pub fn validate_reply(reply: &Header, request_transmit: NtpTimestamp) -> Result<
     if reply.origin != request_transmit || request_transmit.is_zero() {
         return Err(ReplyError::OriginMismatch);
     }
-    if reply.stratum == Stratum::UNSPECIFIED {
+    if reply.stratum == Stratum::UNSPECIFIED && is_kiss_code(reply.reference_id.0) {
         return Err(ReplyError::Kiss(KissCode::from_bytes(reply.reference_id.0)));
     }
     if reply.leap == LeapIndicator::Unsynchronized || !reply.stratum.is_synchronized() {
@@ -145,6 +145,13 @@ pub fn validate_reply(reply: &Header, request_transmit: NtpTimestamp) -> Result<
         return Err(ReplyError::ZeroTimestamp("transmit"));
     }
     Ok(())
+}
+
+/// A stratum 0 reference ID is a kiss code when it is four printable ASCII
+/// letters. An unsynchronized server such as chronyd also sends stratum 0,
+/// but with a zero reference ID and leap 3: that is not a kiss.
+fn is_kiss_code(bytes: [u8; 4]) -> bool {
+    bytes.iter().all(u8::is_ascii_uppercase)
 }
 
 #[cfg(test)]
@@ -225,6 +232,14 @@ mod tests {
         assert!(matches!(validate_reply(&unsync, nonce), Err(ReplyError::Unsynchronized { .. })));
         let stratum16 = Header { stratum: Stratum(16), ..good_reply(nonce) };
         assert!(matches!(validate_reply(&stratum16, nonce), Err(ReplyError::Unsynchronized { stratum: 16, .. })));
+        // chronyd before it is synchronized: leap 3, stratum 0, reference ID 0.
+        let chrony_unsync = Header {
+            leap: LeapIndicator::Unsynchronized,
+            stratum: Stratum(0),
+            reference_id: ReferenceId([0; 4]),
+            ..good_reply(nonce)
+        };
+        assert!(matches!(validate_reply(&chrony_unsync, nonce), Err(ReplyError::Unsynchronized { stratum: 0, .. })));
         let zero = Header { transmit: NtpTimestamp::ZERO, ..good_reply(nonce) };
         assert_eq!(validate_reply(&zero, nonce), Err(ReplyError::ZeroTimestamp("transmit")));
         let client = Header { mode: Mode::Client, ..good_reply(nonce) };

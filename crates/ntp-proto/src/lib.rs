@@ -14,6 +14,18 @@
 //!   dispersion, and the checks that make a reply usable.
 //! - [`clock`]: the `Clock` trait and the virtual clock, a pure map from
 //!   the underlying clock to a disciplined one.
+//! - [`filter`]: the 8-stage clock filter of one server (RFC 5905 §10).
+//! - [`discipline`]: the regression-based controller that steers a virtual
+//!   clock's phase and frequency.
+//! - [`selection`]: root distance, and the intersection, cluster and
+//!   combine algorithms that pick which servers to trust.
+//! - [`association`]: one upstream server: reachability, poll schedule,
+//!   burst, kiss-o'-death handling and its clock filter (RFC 5905 §9, §13).
+//! - [`system`]: the system process: selection, system peer, clock update
+//!   and what the server advertises (RFC 5905 §11).
+//! - [`synchronizer`]: the client half of a daemon as one sans-IO object
+//!   (associations + system + disciplined clock), driven by the daemon's
+//!   sockets or the simulator's event queue alike.
 //! - [`responder`]: the server's decision for one datagram (ignore, or
 //!   reply with these bytes).
 
@@ -21,10 +33,16 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 
+pub mod association;
 pub mod clock;
+pub mod discipline;
 pub mod exchange;
+pub mod filter;
 pub mod packet;
 pub mod responder;
+pub mod selection;
+pub mod synchronizer;
+pub mod system;
 pub mod time;
 
 pub use exchange::{validate_reply, ReplyError, Sample, Timestamps};

@@ -14,6 +14,9 @@
 //!   caller bound (tests bind `127.0.0.1:0`) until a shutdown future ends.
 //! - [`stats`]: lock-free counters of what was received, answered, dropped.
 //! - [`daemon`]: `ntpd-sim serve` end to end: bind, start-up log, signals.
+//! - [`simulate`]: deterministic simulation of NTP hierarchies with the
+//!   daemon's own algorithms.
+//! - [`plot`]: SVG plots of time series.
 //!
 //! Deciding what to answer is not done here: [`ntp_proto::responder`] does
 //! it, this crate carries the decision out.
@@ -25,8 +28,10 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod plot;
 pub mod policy;
 pub mod serve;
+pub mod simulate;
 pub mod stats;
 pub mod udp;
 

@@ -1,0 +1,313 @@
+//! The clock discipline: steers a virtual clock's phase and frequency to
+//! the time its servers agree on.
+//!
+//! Not the RFC 5905 §11.3 PLL/FLL, but a regression-based controller in the
+//! manner of chrony, chosen because it converges in a few polls at any poll
+//! interval and estimates frequency directly instead of integrating it
+//! slowly (see docs/discipline.md).
+//!
+//! It works in the frame of the *raw* clock: the free-running local clock
+//! before any correction. Each measurement is recorded as "server time minus
+//! raw time" at a raw instant, which our own steps and slews do not change.
+//! A weighted least-squares line through recent points gives the correction
+//! the clock should have now (phase) and its rate (frequency); a runs test
+//! on the residuals shortens the window when the points stop lying on a
+//! line. The frequency is set at once; the phase error is slewed away over
+//! a couple of update intervals at a bounded rate, or stepped when it is
+//! beyond the step threshold at start-up (or for longer than the stepout).
+
+use std::collections::VecDeque;
+
+use crate::clock::VirtualClock;
+use crate::time::{NtpDuration, NtpTimestamp};
+
+/// How the discipline behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DisciplineConfig {
+    /// Phase errors beyond this are stepped, not slewed (default 128 ms).
+    pub step_threshold: NtpDuration,
+    /// Steps are allowed freely in the first this many updates (default 3).
+    pub startup_updates: u32,
+    /// After start-up, an error beyond the threshold must persist this long
+    /// before it is stepped (default 300 s, as ntpd's stepout).
+    pub stepout: NtpDuration,
+    /// The fastest slew, as a fraction (default 10,000 ppm: 100 ms in 10 s;
+    /// chrony allows 83,333 ppm, ntpd's kernel 500 ppm).
+    pub max_slew_rate: f64,
+    /// The largest frequency correction, in ppm (default 500).
+    pub max_frequency_ppm: f64,
+    /// Points kept for the regression (default 32).
+    pub max_points: usize,
+    /// A phase error is slewed away over this many update intervals.
+    pub correction_ratio: f64,
+    /// Poll exponent bounds (log2 s) for the adaptive poll interval.
+    pub min_poll: i8,
+    /// See `min_poll`.
+    pub max_poll: i8,
+}
+
+impl Default for DisciplineConfig {
+    fn default() -> Self {
+        Self {
+            step_threshold: NtpDuration::from_seconds_f64(0.128),
+            startup_updates: 3,
+            stepout: NtpDuration::from_seconds(300),
+            max_slew_rate: 0.01,
+            max_frequency_ppm: 500.0,
+            max_points: 32,
+            correction_ratio: 2.0,
+            min_poll: 6,
+            max_poll: 10,
+        }
+    }
+}
+
+/// What an update did to the clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Adjustment {
+    /// The clock was stepped by this much.
+    Stepped(NtpDuration),
+    /// A slew of this much was started (replacing any slew in progress).
+    Slewing(NtpDuration),
+    /// The error is beyond the step threshold but stepping is not yet
+    /// allowed: nothing was done (a spike, or waiting out the stepout).
+    Held(NtpDuration),
+}
+
+/// The result of one update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[must_use]
+pub struct Update {
+    /// What was done to the clock.
+    pub adjustment: Adjustment,
+    /// The phase error found: where the servers say the clock should be,
+    /// minus where it was.
+    pub offset: NtpDuration,
+    /// The correction frequency now in force, in ppm.
+    pub frequency_ppm: f64,
+    /// RMS of the regression residuals: the measurement noise.
+    pub jitter: NtpDuration,
+    /// Points the regression used.
+    pub points: usize,
+    /// The poll exponent the discipline asks for.
+    pub poll: i8,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    raw: NtpTimestamp,
+    server_minus_raw: NtpDuration,
+}
+
+/// The discipline's state.
+#[derive(Debug, Clone)]
+pub struct Discipline {
+    config: DisciplineConfig,
+    points: VecDeque<Point>,
+    updates: u32,
+    beyond_since: Option<NtpTimestamp>,
+    last_update: Option<NtpTimestamp>,
+    poll: i8,
+    good_streak: u32,
+}
+
+/// Consecutive calm updates before the poll interval doubles.
+const POLL_UP_STREAK: u32 = 8;
+/// An error within this many jitters counts as calm (RFC 5905 PGATE).
+const POLL_GATE: f64 = 4.0;
+
+impl Discipline {
+    /// A discipline that has seen nothing yet.
+    #[must_use]
+    pub fn new(config: DisciplineConfig) -> Self {
+        Self {
+            config,
+            points: VecDeque::new(),
+            updates: 0,
+            beyond_since: None,
+            last_update: None,
+            poll: config.min_poll,
+            good_streak: 0,
+        }
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &DisciplineConfig {
+        &self.config
+    }
+
+    /// The poll exponent currently asked for.
+    #[must_use]
+    pub fn poll(&self) -> i8 {
+        self.poll
+    }
+
+    /// Updates done so far.
+    #[must_use]
+    pub fn updates(&self) -> u32 {
+        self.updates
+    }
+
+    /// Takes one measurement and corrects `correction`, the map from raw
+    /// to disciplined time.
+    ///
+    /// `server_minus_raw` is the servers' time minus the raw clock at raw
+    /// instant `measured_at`; `raw_now` is the raw time now; `sample_jitter`
+    /// is the jitter the selection reported.
+    pub fn update(
+        &mut self,
+        correction: &mut VirtualClock,
+        raw_now: NtpTimestamp,
+        measured_at: NtpTimestamp,
+        server_minus_raw: NtpDuration,
+        sample_jitter: NtpDuration,
+    ) -> Update {
+        self.points.push_back(Point { raw: measured_at, server_minus_raw });
+        while self.points.len() > self.config.max_points {
+            self.points.pop_front();
+        }
+        let fit = self.fit();
+        let interval =
+            self.last_update.map_or(NtpDuration::ONE_SECOND, |last| raw_now - last).max(NtpDuration::ONE_SECOND);
+        self.last_update = Some(raw_now);
+        self.updates += 1;
+
+        if let Some(slope) = fit.slope {
+            let limit = self.config.max_frequency_ppm;
+            let target_ppm = (slope * 1e6).clamp(-limit, limit);
+            correction.adjust_frequency(raw_now, target_ppm - correction.frequency_ppm());
+        }
+        let newest = fit.reference;
+        let elapsed = (raw_now - newest.raw).to_seconds_f64();
+        let slope = fit.slope.unwrap_or(correction.frequency_ppm() * 1e-6);
+        let target = newest.server_minus_raw + NtpDuration::from_seconds_f64(fit.intercept + slope * elapsed);
+        let offset = target - correction.offset_at(raw_now);
+
+        let adjustment = self.correct(correction, raw_now, offset, interval);
+        let jitter = fit.residual_rms.max(sample_jitter.to_seconds_f64());
+        self.adapt_poll(offset, jitter);
+        Update {
+            adjustment,
+            offset,
+            frequency_ppm: correction.frequency_ppm(),
+            jitter: NtpDuration::from_seconds_f64(jitter),
+            points: fit.points,
+            poll: self.poll,
+        }
+    }
+
+    fn correct(
+        &mut self,
+        clock: &mut VirtualClock,
+        now: NtpTimestamp,
+        offset: NtpDuration,
+        interval: NtpDuration,
+    ) -> Adjustment {
+        if offset.abs() > self.config.step_threshold {
+            let since = *self.beyond_since.get_or_insert(now);
+            let startup = self.updates <= self.config.startup_updates;
+            if startup || now - since >= self.config.stepout {
+                clock.step(now, offset);
+                self.beyond_since = None;
+                // A step means the old points described another timeline.
+                while self.points.len() > 1 {
+                    self.points.pop_front();
+                }
+                return Adjustment::Stepped(offset);
+            }
+            // Keep a suspected spike out of the regression.
+            self.points.pop_back();
+            return Adjustment::Held(offset);
+        }
+        self.beyond_since = None;
+        let over = interval.mul_f64(self.config.correction_ratio);
+        clock.slew(now, offset, over, self.config.max_slew_rate);
+        Adjustment::Slewing(offset)
+    }
+
+    fn adapt_poll(&mut self, offset: NtpDuration, jitter: f64) {
+        if offset.to_seconds_f64().abs() <= POLL_GATE * jitter.max(1e-6) {
+            self.good_streak += 1;
+            if self.good_streak >= POLL_UP_STREAK {
+                self.poll = (self.poll + 1).min(self.config.max_poll);
+                self.good_streak = 0;
+            }
+        } else {
+            self.good_streak = 0;
+            self.poll = (self.poll - 1).max(self.config.min_poll);
+        }
+    }
+
+    /// Least squares through the points, shortened from the oldest end
+    /// while the residuals' signs form too few runs to be noise.
+    fn fit(&mut self) -> Fit {
+        loop {
+            let fit = line_fit(&self.points);
+            if self.points.len() <= 3 || fit.runs >= min_runs(self.points.len()) {
+                return fit;
+            }
+            self.points.pop_front();
+        }
+    }
+}
+
+struct Fit {
+    reference: Point,
+    /// Value of the line at the reference point, relative to it (seconds).
+    intercept: f64,
+    slope: Option<f64>,
+    residual_rms: f64,
+    runs: usize,
+    points: usize,
+}
+
+/// Least-squares line y = a + b·x with x, y taken relative to the newest
+/// point, so the arithmetic stays small and exact enough in f64.
+fn line_fit(points: &VecDeque<Point>) -> Fit {
+    let Some(&reference) = points.back() else {
+        return Fit {
+            reference: Point { raw: NtpTimestamp::ZERO, server_minus_raw: NtpDuration::ZERO },
+            intercept: 0.0,
+            slope: None,
+            residual_rms: 0.0,
+            runs: 0,
+            points: 0,
+        };
+    };
+    let xy: Vec<(f64, f64)> = points
+        .iter()
+        .map(|p| {
+            (
+                (p.raw - reference.raw).to_seconds_f64(),
+                (p.server_minus_raw - reference.server_minus_raw).to_seconds_f64(),
+            )
+        })
+        .collect();
+    let n = xy.len() as f64;
+    if xy.len() < 3 {
+        return Fit { reference, intercept: 0.0, slope: None, residual_rms: 0.0, runs: xy.len(), points: xy.len() };
+    }
+    let mean_x = xy.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = xy.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = xy.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    let sxy: f64 = xy.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    let intercept = mean_y - slope * mean_x;
+    let residuals: Vec<f64> = xy.iter().map(|p| p.1 - (intercept + slope * p.0)).collect();
+    let residual_rms = (residuals.iter().map(|r| r * r).sum::<f64>() / (n - 2.0).max(1.0)).sqrt();
+    let runs = 1 + residuals.windows(2).filter(|w| (w[0] >= 0.0) != (w[1] >= 0.0)).count();
+    Fit { reference, intercept, slope: Some(slope), residual_rms, runs, points: xy.len() }
+}
+
+/// The fewest sign runs that `n` residuals of pure noise show, less two
+/// standard deviations: fewer means the points are curving, not scattering.
+fn min_runs(n: usize) -> usize {
+    let n = n as f64;
+    let expected = n / 2.0 + 1.0;
+    let deviation = ((n - 1.0) / 4.0).sqrt();
+    (expected - 2.0 * deviation).floor().max(2.0) as usize
+}
+
+#[cfg(test)]
+mod tests;

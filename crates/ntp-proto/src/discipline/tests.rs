@@ -1,0 +1,156 @@
+//! Virtual-time tests of the discipline: an oscillator that starts wrong and
+//! drifts, measured with noise, must be brought to true time.
+
+use super::*;
+use crate::clock::VirtualClock;
+
+/// A deterministic noise source (a linear congruential generator) giving
+/// values uniform in ±amplitude.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self, amplitude: f64) -> f64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * amplitude
+    }
+}
+
+fn t0() -> NtpTimestamp {
+    NtpTimestamp::from_unix(1_800_000_000, 0)
+}
+
+fn secs(s: f64) -> NtpDuration {
+    NtpDuration::from_seconds_f64(s)
+}
+
+struct Run {
+    oscillator: VirtualClock,
+    correction: VirtualClock,
+    discipline: Discipline,
+    noise: Noise,
+}
+
+impl Run {
+    fn new(offset: f64, drift_ppm: f64, config: DisciplineConfig) -> Self {
+        Self {
+            oscillator: VirtualClock::new(t0(), secs(offset), drift_ppm),
+            correction: VirtualClock::new(t0(), NtpDuration::ZERO, 0.0),
+            discipline: Discipline::new(config),
+            noise: Noise(7),
+        }
+    }
+
+    /// Disciplined time minus true time at true time `at` (seconds from t0).
+    fn error(&self, at: f64) -> f64 {
+        let true_time = t0() + secs(at);
+        (self.correction.time_at(self.oscillator.time_at(true_time)) - true_time).to_seconds_f64()
+    }
+
+    /// One measurement at true time `at` with ±`noise` seconds of error.
+    fn measure(&mut self, at: f64, noise: f64) -> Update {
+        let true_time = t0() + secs(at);
+        let raw = self.oscillator.time_at(true_time);
+        let server_minus_raw = (true_time - raw) + secs(self.noise.next(noise));
+        self.discipline.update(&mut self.correction, raw, raw, server_minus_raw, secs(noise / 2.0))
+    }
+}
+
+fn config(min_poll: i8, max_poll: i8) -> DisciplineConfig {
+    DisciplineConfig { min_poll, max_poll, ..DisciplineConfig::default() }
+}
+
+#[test]
+fn five_minutes_off_is_stepped_at_once() {
+    let mut run = Run::new(300.0, 0.0, config(0, 0));
+    let update = run.measure(0.0, 0.0);
+    assert!(matches!(update.adjustment, Adjustment::Stepped(d) if (d.to_seconds_f64() + 300.0).abs() < 1e-6));
+    assert!(run.error(0.0).abs() < 1e-6);
+}
+
+#[test]
+fn small_offsets_are_slewed_and_time_never_runs_backwards() {
+    let mut run = Run::new(0.05, 0.0, config(0, 0));
+    let update = run.measure(0.0, 0.0);
+    assert!(matches!(update.adjustment, Adjustment::Slewing(_)));
+    let mut last = run.correction.time_at(run.oscillator.time_at(t0()));
+    for ms in 1..=200_000 {
+        let true_time = t0() + secs(f64::from(ms) * 1e-3);
+        let now = run.correction.time_at(run.oscillator.time_at(true_time));
+        assert!(now - last > NtpDuration::ZERO, "time went backwards at {ms} ms");
+        last = now;
+        if ms % 1000 == 0 {
+            let _ = run.measure(f64::from(ms) * 1e-3, 0.0);
+        }
+    }
+    assert!(run.error(200.0).abs() < 1e-5, "error {}", run.error(200.0));
+}
+
+#[test]
+fn drift_is_learnt_and_noise_averaged() {
+    // 100 ms off, 100 ppm fast, ±100 µs of noise, polled every second:
+    // chrony's own simulation stress case.
+    let mut run = Run::new(0.1, 100.0, config(0, 0));
+    let mut worst_after = 0.0f64;
+    let mut within_1ms = None;
+    for s in 0..600 {
+        let update = run.measure(f64::from(s), 100e-6);
+        let error = run.error(f64::from(s) + 0.5).abs();
+        if within_1ms.is_none() && error < 1e-3 {
+            within_1ms = Some(s);
+        }
+        if s >= 120 {
+            worst_after = worst_after.max(error);
+            assert!((update.frequency_ppm + 100.0).abs() < 5.0, "frequency {}", update.frequency_ppm);
+        }
+    }
+    eprintln!("within 1 ms after {within_1ms:?} s, worst after 120 s {worst_after}");
+    assert!(within_1ms.is_some_and(|s| s < 60), "within 1 ms after {within_1ms:?} s");
+    assert!(worst_after < 100e-6, "worst error after convergence {worst_after}");
+}
+
+#[test]
+fn a_single_spike_is_held_not_stepped() {
+    let mut run = Run::new(0.0, 0.0, config(0, 0));
+    for s in 0..20 {
+        let _ = run.measure(f64::from(s), 0.0);
+    }
+    let true_time = t0() + secs(20.0);
+    let raw = run.oscillator.time_at(true_time);
+    let update = run.discipline.update(&mut run.correction, raw, raw, secs(5.0), NtpDuration::ZERO);
+    assert!(matches!(update.adjustment, Adjustment::Held(_)));
+    assert!(run.error(20.0).abs() < 1e-6);
+    let update = run.measure(21.0, 0.0);
+    assert!(matches!(update.adjustment, Adjustment::Slewing(_)));
+}
+
+#[test]
+fn a_persistent_jump_is_stepped_after_the_stepout() {
+    let cfg = DisciplineConfig { stepout: secs(10.0), ..config(0, 0) };
+    let mut run = Run::new(0.0, 0.0, cfg);
+    for s in 0..10 {
+        let _ = run.measure(f64::from(s), 0.0);
+    }
+    let mut stepped_at = None;
+    for s in 10..30 {
+        let true_time = t0() + secs(f64::from(s));
+        let raw = run.oscillator.time_at(true_time);
+        let update = run.discipline.update(&mut run.correction, raw, raw, secs(2.0), NtpDuration::ZERO);
+        if matches!(update.adjustment, Adjustment::Stepped(_)) {
+            stepped_at = Some(s);
+            break;
+        }
+    }
+    assert_eq!(stepped_at, Some(20));
+}
+
+#[test]
+fn poll_interval_grows_when_calm() {
+    let mut run = Run::new(0.0, 0.0, config(0, 4));
+    let mut at = 0.0;
+    let mut poll = 0;
+    for _ in 0..60 {
+        poll = run.measure(at, 1e-6).poll;
+        at += 2f64.powi(i32::from(poll));
+    }
+    assert_eq!(poll, 4);
+}

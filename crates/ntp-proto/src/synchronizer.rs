@@ -1,0 +1,193 @@
+//! The client half of a daemon as one sans-IO object: its upstream
+//! associations, the system process and the disciplined clock they steer.
+//!
+//! The daemon drives it with sockets and timers, the simulator with a
+//! discrete-event queue; both hand it the time and carry out what it asks
+//! (when to poll whom). All times it is given and gives back are *raw*
+//! clock times (see [`crate::clock::DisciplinedClock`]).
+
+use crate::association::{Association, PollConfig};
+use crate::clock::DisciplinedClock;
+use crate::exchange::{validate_reply, ReplyError, Sample, Timestamps};
+use crate::packet::{Header, ReferenceId};
+use crate::responder::ServerState;
+use crate::system::{PeerView, SelectionState, Synchronization, System, SystemConfig};
+use crate::time::{NtpDuration, NtpTimestamp};
+
+/// What became of a reply.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[must_use]
+pub enum ReplyOutcome {
+    /// The reply was refused (kiss, unsynchronized, bogus origin...).
+    Rejected(ReplyError),
+    /// The sample was taken; `Some` when it also updated the clock.
+    Accepted(Option<Synchronization>),
+}
+
+/// The upstream side of a daemon.
+#[derive(Debug, Clone)]
+pub struct Synchronizer {
+    associations: Vec<(ReferenceId, Association)>,
+    system: System,
+    precision: i8,
+}
+
+impl Synchronizer {
+    /// One association per upstream, each named by the reference ID we
+    /// advertise when it is our system peer; first polls due at `raw_now`.
+    #[must_use]
+    pub fn new(config: SystemConfig, poll: PollConfig, upstreams: &[ReferenceId], raw_now: NtpTimestamp) -> Self {
+        Self {
+            associations: upstreams.iter().map(|&id| (id, Association::new(poll, raw_now))).collect(),
+            system: System::new(config),
+            precision: config.precision,
+        }
+    }
+
+    /// Our own reference IDs, for loop detection.
+    pub fn set_own_reference_ids(&mut self, ids: Vec<ReferenceId>) {
+        self.system.set_own_reference_ids(ids);
+    }
+
+    /// The associations, in the order the upstreams were given.
+    pub fn associations(&self) -> impl Iterator<Item = &Association> {
+        self.associations.iter().map(|(_, a)| a)
+    }
+
+    /// The system process (selection states, last synchronization).
+    #[must_use]
+    pub fn system(&self) -> &System {
+        &self.system
+    }
+
+    /// Each association's selection state, as of the last update.
+    #[must_use]
+    pub fn selection(&self, index: usize) -> Option<SelectionState> {
+        self.system.selection().get(index).copied()
+    }
+
+    /// The association due next and when, if any is active.
+    #[must_use]
+    pub fn next_poll(&self) -> Option<(usize, NtpTimestamp)> {
+        let mut due = self.associations.iter().enumerate().filter_map(|(i, (_, a))| a.next_poll().map(|at| (i, at)));
+        let first = due.next()?;
+        // Compared by wrapping difference, as NTP times must be.
+        Some(due.fold(first, |best, next| if next.1 - best.1 < NtpDuration::ZERO { next } else { best }))
+    }
+
+    /// Records that a request went to upstream `index` at `raw_now`.
+    pub fn poll_sent(&mut self, index: usize, raw_now: NtpTimestamp) {
+        if let Some((_, association)) = self.associations.get_mut(index) {
+            association.on_poll_sent(raw_now);
+        }
+    }
+
+    /// Takes a reply of upstream `index` that answered our request but is
+    /// unusable (kiss-o'-death, unsynchronized): kiss codes are obeyed.
+    pub fn on_reply_error(&mut self, index: usize, reply: &Header, error: ReplyError) {
+        if let Some((_, association)) = self.associations.get_mut(index) {
+            association.on_reply_error(reply, error);
+        }
+    }
+
+    /// Takes the reply of upstream `index` to the request whose transmit
+    /// timestamp was `request_transmit`, with the exchange's timestamps and
+    /// the raw time now.
+    ///
+    /// T1 and T4 must be read from the *raw* clock: then the offset is
+    /// server minus raw time, and neither a step nor a slew between the two
+    /// readings can corrupt the sample.
+    pub fn on_reply(
+        &mut self,
+        index: usize,
+        clock: &mut DisciplinedClock,
+        raw_now: NtpTimestamp,
+        reply: &Header,
+        request_transmit: NtpTimestamp,
+        timestamps: &Timestamps,
+    ) -> ReplyOutcome {
+        let warming_up = self.system.warming_up();
+        let Some((_, association)) = self.associations.get_mut(index) else {
+            return ReplyOutcome::Accepted(None);
+        };
+        if let Err(error) = validate_reply(reply, request_transmit) {
+            association.on_reply_error(reply, error);
+            return ReplyOutcome::Rejected(error);
+        }
+        let sample = Sample { time: raw_now, ..Sample::new(timestamps, reply.precision, self.precision) };
+        let _ = association.on_reply(raw_now, reply, sample, warming_up);
+        let views: Vec<PeerView<'_>> =
+            self.associations.iter().map(|(id, a)| PeerView { reference_id: *id, association: a }).collect();
+        let sync = self.system.update(raw_now, &views, &mut clock.correction);
+        let poll = self.system.poll();
+        for (_, association) in &mut self.associations {
+            association.set_poll(poll);
+        }
+        ReplyOutcome::Accepted(sync)
+    }
+
+    /// What to advertise at raw time `raw_now`.
+    #[must_use]
+    pub fn server_state(&self, raw_now: NtpTimestamp) -> ServerState {
+        self.system.server_state(raw_now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discipline::DisciplineConfig;
+    use crate::packet::{LeapIndicator, Mode, Stratum};
+    use crate::time::NtpShort;
+
+    fn t(s: f64) -> NtpTimestamp {
+        NtpTimestamp::from_unix(1_800_000_000, 0) + NtpDuration::from_seconds_f64(s)
+    }
+
+    /// A client 300 s fast and 50 ppm fast, polling a perfect server over a
+    /// symmetric 1 ms path, converges and advertises stratum 2.
+    #[test]
+    fn converges_from_five_minutes_off() {
+        let config = SystemConfig {
+            discipline: DisciplineConfig { min_poll: 0, max_poll: 2, ..DisciplineConfig::default() },
+            ..SystemConfig::default()
+        };
+        let poll = PollConfig { min_poll: 0, max_poll: 2, iburst: true };
+        let mut clock = DisciplinedClock::new(t(0.0), NtpDuration::from_seconds(300), 50.0);
+        let refid = ReferenceId([127, 0, 0, 1]);
+        let mut sync = Synchronizer::new(config, poll, &[refid], clock.raw_at(t(0.0)));
+        let mut true_now = 0.0;
+        for _ in 0..200 {
+            let (index, due_raw) = sync.next_poll().unwrap();
+            // Raw runs at 1 + 50 ppm: true time of the deadline.
+            let raw_now = clock.raw_at(t(true_now));
+            true_now += (due_raw - raw_now).to_seconds_f64().max(0.0) / (1.0 + 50e-6);
+            let t1 = clock.raw_at(t(true_now));
+            sync.poll_sent(index, t1);
+            let nonce = NtpTimestamp::from_bits(0xdead_beef_0000_0001 ^ t1.to_bits());
+            let server_time = t(true_now + 0.0005);
+            let reply = Header {
+                mode: Mode::Server,
+                stratum: Stratum(1),
+                leap: LeapIndicator::NoWarning,
+                root_dispersion: NtpShort::from_seconds_f64(1e-5),
+                origin: nonce,
+                receive: server_time,
+                transmit: server_time,
+                ..Header::default()
+            };
+            true_now += 0.001;
+            let t4 = clock.raw_at(t(true_now));
+            let ts = Timestamps { t1, t2: server_time, t3: server_time, t4 };
+            let raw_now = clock.raw_at(t(true_now));
+            let outcome = sync.on_reply(index, &mut clock, raw_now, &reply, nonce, &ts);
+            assert!(matches!(outcome, ReplyOutcome::Accepted(_)));
+        }
+        let error = (clock.time_at(t(true_now)) - t(true_now)).to_seconds_f64();
+        assert!(error.abs() < 1e-5, "error {error}");
+        let state = sync.server_state(clock.raw_at(t(true_now)));
+        assert_eq!(state.stratum, Stratum(2));
+        assert_eq!(state.reference_id, refid);
+        assert_eq!(sync.selection(0), Some(SelectionState::SystemPeer));
+    }
+}

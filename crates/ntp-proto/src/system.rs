@@ -1,0 +1,320 @@
+//! The system process (RFC 5905 §11): from all associations, pick the
+//! truechimers, the survivors and the system peer; feed the combined offset
+//! to the discipline; and keep what the server advertises (stratum,
+//! reference, root delay and dispersion, leap), including falling back to
+//! unsynchronized after a holdover without upstreams.
+
+use crate::association::Association;
+use crate::clock::VirtualClock;
+use crate::discipline::{Discipline, DisciplineConfig, Update};
+use crate::exchange::{Sample, PHI};
+use crate::packet::{LeapIndicator, ReferenceId, Stratum};
+use crate::responder::ServerState;
+use crate::selection::{aged, cluster, combine, intersect, root_distance, Candidate, Intersection, Survivor};
+use crate::time::{NtpDuration, NtpShort, NtpTimestamp};
+
+/// MAXDIST: a server whose root distance exceeds this is not selectable.
+pub const MAX_DISTANCE: f64 = 1.5;
+
+/// Clock updates made with the newest sample of each server rather than
+/// its lowest-delay one, so the frequency is learnt within a few polls.
+pub const WARM_UP_UPDATES: u32 = 8;
+
+/// How the system process behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SystemConfig {
+    /// The clock discipline's settings.
+    pub discipline: DisciplineConfig,
+    /// After every upstream has been unusable this long, advertise
+    /// unsynchronized (leap 3, stratum 0).
+    pub holdover: NtpDuration,
+    /// Precision exponent of our clock.
+    pub precision: i8,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        Self { discipline: DisciplineConfig::default(), holdover: NtpDuration::from_seconds(3600), precision: -20 }
+    }
+}
+
+/// Where each association stands after the last selection, as
+/// `chronyc sources` and `ntpq -p` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectionState {
+    /// Chosen: our time comes from it.
+    SystemPeer,
+    /// Survived selection and is combined with the system peer.
+    Candidate,
+    /// A truechimer pruned by the cluster algorithm.
+    Outlier,
+    /// Outside the interval a majority agrees on.
+    Falseticker,
+    /// Not considered, and why.
+    Unfit(Unfit),
+}
+
+/// Why an association cannot be selected (RFC 5905 A.5.5.1, "fit").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfit {
+    /// No reply among the last eight polls.
+    Unreachable,
+    /// A kiss-o'-death told us to stop.
+    Stopped,
+    /// No sample yet.
+    NoSample,
+    /// It says it is unsynchronized, or its stratum is too high.
+    Unsynchronized,
+    /// Its root distance exceeds MAXDIST.
+    TooFar,
+    /// It is synchronized to us: selecting it would make a loop.
+    Loop,
+}
+
+/// One association as the system sees it: the reference ID we would
+/// advertise if it became our system peer (from its address), and its state.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerView<'a> {
+    /// Our reference ID when synchronized to this server.
+    pub reference_id: ReferenceId,
+    /// The association.
+    pub association: &'a Association,
+}
+
+/// What we are synchronized to, from the last clock update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Synchronization {
+    /// Index of the system peer among the associations.
+    pub peer: usize,
+    /// Our stratum: the system peer's plus one.
+    pub stratum: Stratum,
+    /// Leap warning passed on from the system peer.
+    pub leap: LeapIndicator,
+    /// Reference ID of the system peer.
+    pub reference_id: ReferenceId,
+    /// Root delay through the system peer.
+    pub root_delay: NtpDuration,
+    /// Root dispersion at the update.
+    pub root_dispersion: NtpDuration,
+    /// Raw time of the last clock update.
+    pub updated_raw: NtpTimestamp,
+    /// Disciplined time of the last clock update.
+    pub reference_time: NtpTimestamp,
+    /// The discipline's report of that update.
+    pub update: Update,
+}
+
+/// The system process's state.
+#[derive(Debug, Clone)]
+pub struct System {
+    config: SystemConfig,
+    discipline: Discipline,
+    own_reference_ids: Vec<ReferenceId>,
+    selection: Vec<SelectionState>,
+    sync: Option<Synchronization>,
+    last_sample: Option<NtpTimestamp>,
+    last_usable: Option<NtpTimestamp>,
+}
+
+impl System {
+    /// A system that has not synchronized yet.
+    #[must_use]
+    pub fn new(config: SystemConfig) -> Self {
+        Self {
+            config,
+            discipline: Discipline::new(config.discipline),
+            own_reference_ids: Vec::new(),
+            selection: Vec::new(),
+            sync: None,
+            last_sample: None,
+            last_usable: None,
+        }
+    }
+
+    /// Reference IDs that mean "us" (our addresses): an upstream that
+    /// reports one of them is synchronized to us and is not selected.
+    pub fn set_own_reference_ids(&mut self, ids: Vec<ReferenceId>) {
+        self.own_reference_ids = ids;
+    }
+
+    /// Each association's state after the last selection.
+    #[must_use]
+    pub fn selection(&self) -> &[SelectionState] {
+        &self.selection
+    }
+
+    /// The last synchronization, if any.
+    #[must_use]
+    pub fn synchronization(&self) -> Option<&Synchronization> {
+        self.sync.as_ref()
+    }
+
+    /// True until the discipline has made [`WARM_UP_UPDATES`] updates: the
+    /// clock filters then hand on every new sample.
+    #[must_use]
+    pub fn warming_up(&self) -> bool {
+        self.discipline.updates() < WARM_UP_UPDATES
+    }
+
+    /// The poll exponent the discipline asks associations to use.
+    #[must_use]
+    pub fn poll(&self) -> i8 {
+        self.discipline.poll()
+    }
+
+    /// Runs selection at raw time `raw_now` and, when the system peer has a
+    /// sample newer than the last one used, updates the clock. Offsets in
+    /// the associations are server time minus raw time. Returns the
+    /// synchronization when the clock was updated.
+    pub fn update(
+        &mut self,
+        raw_now: NtpTimestamp,
+        peers: &[PeerView<'_>],
+        correction: &mut VirtualClock,
+    ) -> Option<Synchronization> {
+        // Offsets are server minus *raw* time, which moves at the raw
+        // clock's frequency error. Samples of different ages are compared
+        // and combined after being brought to a common instant at the
+        // frequency the discipline has estimated: first `raw_now`, then, once
+        // the system peer is known, the time of its sample.
+        let slope = correction.frequency_ppm() * 1e-6;
+        let fitness: Vec<Result<Survivor, Unfit>> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.fitness(raw_now, p, slope).map(|s| Survivor { index: i, ..s }))
+            .collect();
+        self.selection =
+            fitness.iter().map(|f| f.map_or_else(SelectionState::Unfit, |_| SelectionState::Outlier)).collect();
+        let fit: Vec<Survivor> = fitness.iter().filter_map(|f| f.ok()).collect();
+        if fit.is_empty() {
+            return None;
+        }
+        let candidates: Vec<Candidate> =
+            fit.iter().map(|s| Candidate { offset: s.offset, root_distance: s.root_distance }).collect();
+        let Some(Intersection { truechimers, .. }) = intersect(&candidates) else {
+            // No majority agrees: there is no telling which server is right,
+            // so we are no longer synchronized (as chrony does).
+            for survivor in &fit {
+                self.selection[survivor.index] = SelectionState::Falseticker;
+            }
+            self.sync = None;
+            return None;
+        };
+        self.last_usable = Some(raw_now);
+        for (k, survivor) in fit.iter().enumerate() {
+            if !truechimers.contains(&k) {
+                self.selection[survivor.index] = SelectionState::Falseticker;
+            }
+        }
+        let survivors = cluster(truechimers.iter().map(|&k| fit[k]).collect());
+        let peer = *survivors.first()?;
+        let association = peers[peer.index].association;
+        let output = association.output()?;
+        let info = association.info()?;
+        let back_to_peer_sample = (output.time - raw_now).mul_f64(slope);
+        let at_peer_sample: Vec<Survivor> =
+            survivors.iter().map(|s| Survivor { offset: s.offset + back_to_peer_sample, ..*s }).collect();
+        let (offset, jitter) = combine(&at_peer_sample)?;
+        for s in &survivors {
+            self.selection[s.index] = SelectionState::Candidate;
+        }
+        self.selection[peer.index] = SelectionState::SystemPeer;
+
+        if self.last_sample.is_some_and(|last| output.time - last <= NtpDuration::ZERO) {
+            return None;
+        }
+        self.last_sample = Some(output.time);
+        let update = self.discipline.update(correction, raw_now, output.time, offset, jitter);
+        let root_delay = info.root_delay.to_duration() + output.delay;
+        let root_dispersion = info.root_dispersion.to_duration()
+            + output.dispersion
+            + jitter
+            + update.offset.abs()
+            + (raw_now - output.time).max(NtpDuration::ZERO).mul_f64(PHI);
+        let sync = Synchronization {
+            peer: peer.index,
+            stratum: Stratum(info.stratum.0.saturating_add(1)),
+            leap: info.leap,
+            reference_id: peers[peer.index].reference_id,
+            root_delay,
+            root_dispersion,
+            updated_raw: raw_now,
+            reference_time: correction.time_at(raw_now),
+            update,
+        };
+        self.sync = Some(sync);
+        Some(sync)
+    }
+
+    /// Is this association selectable? If so, as what survivor.
+    fn fitness(&self, raw_now: NtpTimestamp, peer: &PeerView<'_>, slope: f64) -> Result<Survivor, Unfit> {
+        let association = peer.association;
+        if association.stopped().is_some() {
+            return Err(Unfit::Stopped);
+        }
+        if !association.is_reachable() {
+            return Err(Unfit::Unreachable);
+        }
+        let (Some(output), Some(info)) = (association.output(), association.info()) else {
+            return Err(Unfit::NoSample);
+        };
+        if info.leap == LeapIndicator::Unsynchronized || !info.stratum.is_synchronized() || info.stratum.0 >= 15 {
+            return Err(Unfit::Unsynchronized);
+        }
+        if self.own_reference_ids.contains(&info.reference_id) {
+            return Err(Unfit::Loop);
+        }
+        let sample =
+            Sample { offset: output.offset, delay: output.delay, dispersion: output.dispersion, time: output.time };
+        let distance =
+            aged(root_distance(&sample, info.root_delay, info.root_dispersion, output.jitter), raw_now - output.time);
+        if distance.to_seconds_f64() > MAX_DISTANCE {
+            return Err(Unfit::TooFar);
+        }
+        Ok(Survivor {
+            index: 0,
+            offset: output.offset + (raw_now - output.time).mul_f64(slope),
+            root_distance: distance,
+            jitter: output.jitter,
+            stratum: info.stratum.0,
+        })
+    }
+
+    /// What to advertise at raw time `raw_now`: the synchronization, or
+    /// unsynchronized (leap 3, stratum 0) before the first update and after
+    /// a holdover without any usable upstream.
+    #[must_use]
+    pub fn server_state(&self, raw_now: NtpTimestamp) -> ServerState {
+        let held_over = self.last_usable.is_none_or(|last| raw_now - last > self.config.holdover);
+        match self.sync {
+            Some(sync) if !held_over => ServerState {
+                leap: sync.leap,
+                stratum: sync.stratum,
+                precision: self.config.precision,
+                root_delay: NtpShort::from_duration(sync.root_delay),
+                root_dispersion: NtpShort::from_duration(sync.root_dispersion),
+                reference_id: sync.reference_id,
+                reference_time: sync.reference_time,
+            },
+            _ => unsynchronized(self.config.precision, self.sync.map_or(NtpTimestamp::ZERO, |s| s.reference_time)),
+        }
+    }
+}
+
+/// The state of a server that is not synchronized: leap 3, stratum 0, and
+/// the largest root dispersion (MAXDISP, 16 s).
+#[must_use]
+pub fn unsynchronized(precision: i8, reference_time: NtpTimestamp) -> ServerState {
+    ServerState {
+        leap: LeapIndicator::Unsynchronized,
+        stratum: Stratum::UNSPECIFIED,
+        precision,
+        root_delay: NtpShort::ZERO,
+        root_dispersion: NtpShort::from_duration(NtpDuration::from_seconds(16)),
+        reference_id: ReferenceId::default(),
+        reference_time,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+//! Virtual-time tests of the system process: several upstreams, one liar,
+//! loops, holdover.
+
+use super::*;
+use crate::association::PollConfig;
+use crate::packet::{Header, Mode};
+
+fn t(s: f64) -> NtpTimestamp {
+    NtpTimestamp::from_unix(1_800_000_000, 0) + NtpDuration::from_seconds_f64(s)
+}
+
+fn secs(s: f64) -> NtpDuration {
+    NtpDuration::from_seconds_f64(s)
+}
+
+fn reply(stratum: u8, reference_id: [u8; 4]) -> Header {
+    Header {
+        mode: Mode::Server,
+        stratum: Stratum(stratum),
+        reference_id: ReferenceId(reference_id),
+        root_delay: NtpShort::from_seconds_f64(1e-4),
+        root_dispersion: NtpShort::from_seconds_f64(1e-4),
+        ..Header::default()
+    }
+}
+
+/// Upstreams whose time is true time plus `lies[i]`; our raw clock is
+/// `start_offset` ahead of true time. Polls every second for `seconds`.
+fn run(
+    lies: &[f64],
+    start_offset: f64,
+    seconds: u32,
+    config: SystemConfig,
+) -> (System, VirtualClock, Vec<Association>) {
+    let poll = PollConfig { min_poll: 0, max_poll: 0, iburst: false };
+    let mut associations: Vec<Association> = lies.iter().map(|_| Association::new(poll, t(0.0))).collect();
+    let mut system = System::new(config);
+    let mut correction = VirtualClock::new(t(0.0), NtpDuration::ZERO, 0.0);
+    for s in 0..seconds {
+        let true_time = t(f64::from(s));
+        let raw = true_time + secs(start_offset);
+        for (i, lie) in lies.iter().enumerate() {
+            associations[i].on_poll_sent(raw);
+            let sample =
+                Sample { offset: (true_time + secs(*lie)) - raw, delay: secs(2e-4), dispersion: secs(1e-6), time: raw };
+            let _ = associations[i].on_reply(raw, &reply(1, *b"GPS\0"), sample, false);
+        }
+        let views: Vec<PeerView<'_>> = associations
+            .iter()
+            .enumerate()
+            .map(|(i, a)| PeerView { reference_id: ReferenceId([127, 0, 0, i as u8 + 1]), association: a })
+            .collect();
+        let _ = system.update(raw, &views, &mut correction);
+    }
+    (system, correction, associations)
+}
+
+fn config() -> SystemConfig {
+    SystemConfig {
+        discipline: DisciplineConfig { min_poll: 0, max_poll: 0, ..DisciplineConfig::default() },
+        ..SystemConfig::default()
+    }
+}
+
+#[test]
+fn a_lying_server_is_voted_out_and_the_clock_follows_the_majority() {
+    let (system, correction, _) = run(&[0.0, 10.0, 0.0002], 5.0, 30, config());
+    assert_eq!(system.selection()[1], SelectionState::Falseticker);
+    assert!(matches!(system.selection()[0], SelectionState::SystemPeer | SelectionState::Candidate));
+    let raw = t(30.0) + secs(5.0);
+    let error = (correction.time_at(raw) - t(30.0)).to_seconds_f64();
+    assert!(error.abs() < 5e-4, "clock follows the truechimers, error {error}");
+    let state = system.server_state(raw);
+    assert_eq!(state.stratum, Stratum(2));
+    assert_eq!(state.leap, LeapIndicator::NoWarning);
+}
+
+#[test]
+fn advertises_stratum_plus_one_and_the_peer_address() {
+    let (system, _, _) = run(&[0.0], 0.0, 5, config());
+    let state = system.server_state(t(5.0));
+    assert_eq!(state.stratum, Stratum(2));
+    assert_eq!(state.reference_id, ReferenceId([127, 0, 0, 1]));
+    assert!(state.root_delay.to_seconds_f64() >= 3e-4);
+}
+
+#[test]
+fn unsynchronized_before_the_first_update_and_after_the_holdover() {
+    let system = System::new(config());
+    assert_eq!(system.server_state(t(0.0)).leap, LeapIndicator::Unsynchronized);
+    assert_eq!(system.server_state(t(0.0)).stratum, Stratum(0));
+    let cfg = SystemConfig { holdover: secs(60.0), ..config() };
+    let (system, _, _) = run(&[0.0], 0.0, 5, cfg);
+    assert_eq!(system.server_state(t(30.0)).stratum, Stratum(2), "still within the holdover");
+    assert_eq!(system.server_state(t(100.0)).leap, LeapIndicator::Unsynchronized);
+}
+
+#[test]
+fn an_upstream_synchronized_to_us_is_a_loop() {
+    let mut system = System::new(config());
+    system.set_own_reference_ids(vec![ReferenceId(*b"GPS\0")]);
+    let mut association = Association::new(PollConfig { min_poll: 0, max_poll: 0, iburst: false }, t(0.0));
+    association.on_poll_sent(t(0.0));
+    let sample = Sample { offset: NtpDuration::ZERO, delay: secs(1e-4), dispersion: secs(1e-6), time: t(0.0) };
+    let _ = association.on_reply(t(0.0), &reply(2, *b"GPS\0"), sample, false);
+    let mut correction = VirtualClock::new(t(0.0), NtpDuration::ZERO, 0.0);
+    let views = [PeerView { reference_id: ReferenceId([127, 0, 0, 9]), association: &association }];
+    assert!(system.update(t(0.0), &views, &mut correction).is_none());
+    assert_eq!(system.selection()[0], SelectionState::Unfit(Unfit::Loop));
+}
+
+#[test]
+fn two_servers_that_disagree_leave_us_unsynchronized() {
+    let (system, _, _) = run(&[0.0, 300.0], 0.0, 10, config());
+    assert_eq!(system.selection(), [SelectionState::Falseticker, SelectionState::Falseticker]);
+    assert_eq!(system.server_state(t(10.0)).leap, LeapIndicator::Unsynchronized);
+}
