@@ -97,7 +97,7 @@ impl RateLimiter {
             slot.tokens -= 1.0;
             return RateVerdict::Allow;
         }
-        let may_kiss = slot.last_kiss_nanos.map_or(true, |last| now_nanos.saturating_sub(last) >= kiss_interval);
+        let may_kiss = slot.last_kiss_nanos.is_none_or(|last| now_nanos.saturating_sub(last) >= kiss_interval);
         if may_kiss {
             slot.last_kiss_nanos = Some(now_nanos);
             RateVerdict::Kiss
