@@ -1,8 +1,10 @@
 //! The daemon's clock: a virtual clock over the host's system clock, shared
 //! lock-free between the serving threads and (later) the discipline.
 //!
-//! Replies are built from a [`ClockSnapshot`]: the virtual clock and what the
-//! server advertises about its synchronisation. The snapshot is swapped as a
+//! Replies are built from a [`ClockSnapshot`]: the daemon's clock (a
+//! [`DisciplinedClock`]: the raw clock, system time plus the configured
+//! offset and drift, under the discipline's correction) and what the server
+//! advertises about its synchronisation. The snapshot is swapped as a
 //! whole (arc-swap), so a serving thread reads a consistent pair without
 //! taking a lock, and the discipline changes both with [`SharedClock::update`].
 //! The host's clock is only ever read.
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, Guard};
-use ntp_proto::clock::{Clock, VirtualClock};
+use ntp_proto::clock::{Clock, DisciplinedClock};
 use ntp_proto::responder::ServerState;
 use ntp_proto::NtpTimestamp;
 
@@ -19,8 +21,9 @@ use ntp_proto::NtpTimestamp;
 /// swapped atomically so the fast path takes no lock.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClockSnapshot {
-    /// Maps system time to the server's time.
-    pub clock: VirtualClock,
+    /// Maps system time to raw time (`raw_at`) and to served time (`time_at`);
+    /// the discipline steers its `correction`.
+    pub clock: DisciplinedClock,
     /// Stratum, reference ID, root delay and dispersion, reference time, leap.
     pub state: ServerState,
 }
@@ -51,10 +54,17 @@ impl SharedClock {
         NtpTimestamp::from_system_time(SystemTime::now())
     }
 
-    /// The server's time now.
+    /// The server's time now (what it serves).
     #[must_use]
     pub fn now(&self) -> NtpTimestamp {
         self.snapshot().clock.time_at(Self::system_now())
+    }
+
+    /// The raw clock now: system time plus the oscillator error, before any
+    /// correction. What a discipline measures its upstreams against.
+    #[must_use]
+    pub fn raw_now(&self) -> NtpTimestamp {
+        self.snapshot().clock.raw_at(Self::system_now())
     }
 
     /// Copy, modify, store: how the discipline steps or slews the clock and
@@ -117,7 +127,7 @@ mod tests {
 
     fn snapshot(offset: f64) -> ClockSnapshot {
         ClockSnapshot {
-            clock: VirtualClock::new(SharedClock::system_now(), NtpDuration::from_seconds_f64(offset), 0.0),
+            clock: DisciplinedClock::new(SharedClock::system_now(), NtpDuration::from_seconds_f64(offset), 0.0),
             state: ServerState {
                 leap: LeapIndicator::NoWarning,
                 stratum: Stratum(1),
@@ -143,13 +153,16 @@ mod tests {
     fn update_swaps_clock_and_state_together() {
         let clock = SharedClock::new(snapshot(0.0));
         clock.update(|s| {
-            s.clock.step(SharedClock::system_now(), NtpDuration::from_seconds(-5));
+            let raw = s.clock.raw_at(SharedClock::system_now());
+            s.clock.correction.step(raw, NtpDuration::from_seconds(-5));
             s.state.stratum = Stratum(3);
         });
         let now = clock.snapshot();
         assert_eq!(now.state.stratum, Stratum(3));
-        let offset = now.clock.offset_at(SharedClock::system_now()).to_seconds_f64();
+        let system = SharedClock::system_now();
+        let offset = (now.clock.time_at(system) - system).to_seconds_f64();
         assert!((offset + 5.0).abs() < 0.1, "offset {offset}");
+        assert!((clock.raw_now() - SharedClock::system_now()).to_seconds_f64().abs() < 0.1, "raw clock untouched");
     }
 
     #[test]

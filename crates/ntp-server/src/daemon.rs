@@ -7,7 +7,7 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ntp_proto::clock::VirtualClock;
+use ntp_proto::clock::DisciplinedClock;
 use ntp_proto::packet::LeapIndicator;
 use ntp_proto::responder::ServerState;
 use ntp_proto::{NtpDuration, NtpShort};
@@ -38,14 +38,14 @@ pub enum DaemonError {
     Signals(std::io::Error),
 }
 
-/// The clock and state of a primary server: the system clock plus the
-/// configured offset and drift, advertising the configured stratum and
+/// The clock and state of a primary server: a raw clock of the system clock
+/// plus the configured offset and drift, no correction yet, advertising the configured stratum and
 /// reference ID, synchronised now.
 #[must_use]
 pub fn primary_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
     let system_now = SharedClock::system_now();
     let clock =
-        VirtualClock::new(system_now, NtpDuration::from_seconds_f64(config.clock_offset), config.clock_drift_ppm);
+        DisciplinedClock::new(system_now, NtpDuration::from_seconds_f64(config.clock_offset), config.clock_drift_ppm);
     let state = ServerState {
         leap: LeapIndicator::NoWarning,
         stratum: config.stratum,

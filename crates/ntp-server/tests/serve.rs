@@ -194,7 +194,8 @@ fn a_clock_update_reaches_the_next_reply() {
     let (server, clock) = start(PolicyConfig::default());
     let client = client();
     clock.update(|snapshot| {
-        snapshot.clock.step(SharedClock::system_now(), NtpDuration::from_seconds(-OFFSET as i64));
+        let raw = snapshot.clock.raw_at(SharedClock::system_now());
+        snapshot.clock.correction.step(raw, NtpDuration::from_seconds(-OFFSET as i64));
         snapshot.state.stratum = Stratum(4);
         snapshot.state.reference_id = ReferenceId([127, 0, 0, 9]);
     });
