@@ -174,7 +174,9 @@ mod tests {
         };
         let svg = render_svg(&plot, 800, 500).unwrap();
         assert!(svg.starts_with("<svg"));
-        assert_eq!(svg.matches("<polyline").count(), 2 + 2, "two lines and two legend marks");
+        // Axes and ticks are black polylines too; count the groups' colours.
+        let coloured = |hex: &str| svg.lines().filter(|l| l.contains("<polyline") && l.contains(hex)).count();
+        assert_eq!((coloured("#1F77B4"), coloured("#FF7F0E")), (2, 2), "a line and a legend mark per group");
         assert!(svg.contains("stratum 2") && svg.contains("stratum 3"));
         let linear = Plot { scale: Scale::Linear, ..plot };
         assert!(render_svg(&linear, 800, 500).unwrap().contains("<polyline"));
