@@ -255,3 +255,32 @@ fn this_year() -> String {
     let output = Command::new("date").args(["-u", "+%Y"]).output().unwrap();
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
+
+#[test]
+fn flags_override_the_config_file_and_listen_takes_ipv4_and_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file_port, flag_port) = (free_udp_port(), free_udp_port());
+    let config = write_config(
+        dir.path(),
+        &format!("[server]\nlisten = [\"127.0.0.1:{file_port}\"]\nstratum = 4\nrefid = \"FILE\"\n"),
+    );
+    let v4 = format!("127.0.0.1:{flag_port}");
+    let v6 = format!("[::1]:{flag_port}");
+    let daemon = Daemon::spawn(
+        bin("ntpd-sim"),
+        &["serve", "--config", &config, "--listen", &v4, "--listen", &v6, "--refid", "FLAG"],
+    );
+    let reply = wait_for(Duration::from_secs(10), || raw_query(flag_port, 4, 1)).expect("answers on the flag's port");
+    assert_eq!((reply[1], &reply[12..16]), (4, &b"FLAG"[..]), "stratum from the file, refid from the flag");
+    let socket = UdpSocket::bind("[::1]:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut request = [0u8; 48];
+    request[0] = (3 << 3) | 3;
+    request[47] = 2;
+    socket.send_to(&request, ("::1", flag_port)).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(socket.recv(&mut buf).ok(), Some(48), "answers on [::1]");
+    assert_eq!(buf[0] >> 3 & 7, 3, "in the request's version");
+    assert_eq!(raw_query(file_port, 4, 3), None, "the file's listen is overridden");
+    assert!(daemon.stop().0.success());
+}
