@@ -141,6 +141,31 @@ fn drops_everything_that_is_not_a_client_request_and_keeps_serving() {
     assert_eq!(counts.dropped_malformed, 4 + 6 + 2 + 1);
 }
 
+#[test]
+fn random_datagrams_never_stop_it() {
+    use rand::{Rng, SeedableRng};
+    let (server, _clock) = start(PolicyConfig::default());
+    let client = client();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5905);
+    for _ in 0..3000 {
+        let len = if rng.gen_bool(0.5) { 48 } else { rng.gen_range(0..300) };
+        let mut datagram: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        // Many of them valid-looking: version 3 or 4, client mode.
+        if len > 0 && rng.gen_bool(0.5) {
+            datagram[0] = (rng.gen_range(3..=4) << 3) | 3;
+        }
+        client.send_to(&datagram, server.local_addrs()[0]).unwrap();
+    }
+    // Answers to the valid-looking ones may be queued; drain them, then ask.
+    let mut buf = [0u8; 2048];
+    while client.recv(&mut buf).is_ok() {}
+    let reply = exchange(&server, &client, &request(Version::V4, 77)).expect("still serving");
+    assert_eq!(Header::decode(&reply).unwrap().origin, NtpTimestamp::from_bits(77));
+    let counts = server.stop().unwrap().read();
+    assert_eq!(counts.received, 3001);
+    assert!(counts.answered > 100, "{counts:?}");
+}
+
 fn kiss_code(reply: &[u8]) -> Option<KissCode> {
     let header = Header::decode(reply).unwrap();
     header.stratum.is_unspecified().then(|| KissCode::from_bytes(header.reference_id.0))
