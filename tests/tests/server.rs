@@ -47,11 +47,13 @@ fn ntplib_and_chronyd_accept_it_and_measure_its_clock_offset() {
     for version in [3, 4] {
         let (stratum, measured, delay, refid) = ntplib_query(port, version).unwrap();
         assert_eq!((stratum, refid.as_str()), (1, "GPS"), "ntplib v{version}");
-        assert!((measured - OFFSET).abs() < 0.05, "ntplib v{version} measured {measured}");
-        assert!((0.0..0.05).contains(&delay), "delay {delay}");
+        // The offset's error is at most half the delay; both are sub-ms on an
+        // idle loopback, the bounds leave room for a loaded CI machine.
+        assert!((0.0..0.2).contains(&delay), "delay {delay}");
+        assert!((measured - OFFSET).abs() < 0.1, "ntplib v{version} measured {measured}");
     }
     let measured = chronyd_query_offset(port).unwrap();
-    assert!((measured - OFFSET).abs() < 0.05, "chronyd measured {measured}");
+    assert!((measured - OFFSET).abs() < 0.1, "chronyd measured {measured}");
     let (status, output) = daemon.stop();
     assert_eq!(status.code(), Some(0), "clean exit on SIGTERM: {output}");
     let startup = output.lines().find(|l| l.contains("serving NTP")).expect("a start-up line");
