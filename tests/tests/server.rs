@@ -162,7 +162,7 @@ fn write_config(dir: &Path, text: &str) -> String {
 }
 
 #[test]
-fn clients_see_deny_and_rate_kiss_codes() {
+fn access_lists_and_rate_limits_as_clients_see_them() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_udp_port();
     let config = write_config(dir.path(), "[access]\ndeny = [\"127.0.0.0/8\"]\ndeny-action = \"kiss\"\n");
@@ -170,6 +170,28 @@ fn clients_see_deny_and_rate_kiss_codes() {
         Daemon::spawn(bin("ntpd-sim"), &["serve", "--config", &config, "--listen", &format!("127.0.0.1:{port}")]);
     let seen = wait_for(Duration::from_secs(10), || ntplib_query(port, 4).ok()).expect("ntplib got a reply");
     assert_eq!((seen.0, seen.3.as_str()), (0, "DENY"));
+    assert!(daemon.stop().0.success());
+
+    // deny-action = "drop": silence; an allowed network more specific than
+    // the denied one is still served.
+    let port = free_udp_port();
+    let config = write_config(
+        dir.path(),
+        "[access]\ndeny = [\"127.0.0.0/8\"]\nallow = [\"127.0.0.2\"]\ndeny-action = \"drop\"\n",
+    );
+    let daemon = Daemon::spawn(bin("ntpd-sim"), &["serve", "--config", &config, "--port", &port.to_string()]);
+    let from_allowed = || {
+        let socket = UdpSocket::bind("127.0.0.2:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut request = [0u8; 48];
+        request[0] = (4 << 3) | 3;
+        request[47] = 1;
+        socket.send_to(&request, ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 64];
+        socket.recv(&mut buf).ok().map(|_| buf[1])
+    };
+    assert_eq!(wait_for(Duration::from_secs(10), from_allowed), Some(1), "127.0.0.2 is served at stratum 1");
+    assert_eq!(raw_query(port, 4, 2), None, "127.0.0.1 gets nothing");
     assert!(daemon.stop().0.success());
 
     let port = free_udp_port();
