@@ -308,3 +308,33 @@ fn flags_override_the_config_file_and_listen_takes_ipv4_and_ipv6() {
     assert_eq!(raw_query(file_port, 4, 3), None, "the file's listen is overridden");
     assert!(daemon.stop().0.success());
 }
+
+fn resident_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn memory_stays_flat_under_a_flood_of_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let config = write_config(dir.path(), "[rate-limit]\nenabled = true\nburst = 2\ntable-size = 4096\n");
+    let daemon = serve(port, &["--config", &config]);
+    let before = resident_kb(daemon.pid());
+    // 40,000 distinct sources, ten times the table (an unbounded table would
+    // grow by some 2 MB): every 127/8 address is
+    // this host's, so each request really comes from a new client.
+    let mut request = [0u8; 48];
+    request[0] = (4 << 3) | 3;
+    request[47] = 1;
+    for n in 0..40_000u32 {
+        let source = std::net::Ipv4Addr::from(0x7f10_0000 + n);
+        let socket = UdpSocket::bind((source, 0)).unwrap();
+        socket.send_to(&request, ("127.0.0.1", port)).unwrap();
+    }
+    assert!(raw_query(port, 4, 2).is_some(), "still answering");
+    let after = resident_kb(daemon.pid());
+    assert!(after < before + 1024, "RSS grew from {before} kB to {after} kB");
+    assert!(daemon.stop().0.success());
+}
