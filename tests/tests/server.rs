@@ -322,9 +322,9 @@ fn memory_stays_flat_under_a_flood_of_sources() {
     let config = write_config(dir.path(), "[rate-limit]\nenabled = true\nburst = 2\ntable-size = 4096\n");
     let daemon = serve(port, &["--config", &config]);
     let before = resident_kb(daemon.pid());
-    // 40,000 distinct sources, ten times the table (an unbounded table would
-    // grow by some 2 MB): every 127/8 address is
-    // this host's, so each request really comes from a new client.
+    // 40,000 distinct sources, ten times the table; an unbounded table would
+    // grow by some 2 MB. Every 127/8 address is this host's, so each request
+    // really comes from a new client.
     let mut request = [0u8; 48];
     request[0] = (4 << 3) | 3;
     request[47] = 1;
