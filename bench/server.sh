@@ -57,14 +57,19 @@ cpu_ticks() {
 }
 
 load() { # label port
-    local before after ticks
+    local before after ticks line rps
     before=$(cpu_ticks "$SERVER_PID")
-    taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$2" --label "$1" \
-        --sockets "$SOCKETS" --window "$WINDOW" --duration "$DURATION" --warmup 1
+    line=$(taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$2" --label "$1" \
+        --sockets "$SOCKETS" --window "$WINDOW" --duration "$DURATION" --warmup 1)
     after=$(cpu_ticks "$SERVER_PID")
+    echo "$line"
     ticks=$(getconf CLK_TCK)
-    # Warm-up included: the share of one core the server used under full load.
-    echo "$1: server CPU during the closed-loop run: $(( (after - before) * 100 / ticks / (DURATION + 1) ))% of a core"
+    rps=$(echo "$line" | sed 's/.*: \([0-9]*\) responses\/s.*/\1/')
+    # Warm-up included on both sides: the server's share of its core under
+    # full load, and its CPU time per response (less sensitive to noise).
+    awk -v l="$1" -v t=$((after - before)) -v hz="$ticks" -v d=$((DURATION + 1)) -v r="$rps" 'BEGIN {
+        printf "%s: server CPU during the closed-loop run: %.0f%% of a core, %.2f us per response\n",
+            l, 100 * t / hz / d, (r > 0 ? 1e6 * t / hz / d / r : 0) }'
     taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$2" --label "$1" \
         --sockets "$SOCKETS" --rate "$RATE" --duration "$DURATION"
 }

@@ -47,11 +47,13 @@ fn ntplib_and_chronyd_accept_it_and_measure_its_clock_offset() {
     for version in [3, 4] {
         let (stratum, measured, delay, refid) = ntplib_query(port, version).unwrap();
         assert_eq!((stratum, refid.as_str()), (1, "GPS"), "ntplib v{version}");
-        assert!((measured - OFFSET).abs() < 0.05, "ntplib v{version} measured {measured}");
-        assert!((0.0..0.05).contains(&delay), "delay {delay}");
+        // The offset's error is at most half the delay; both are sub-ms on an
+        // idle loopback, the bounds leave room for a loaded CI machine.
+        assert!((0.0..0.2).contains(&delay), "delay {delay}");
+        assert!((measured - OFFSET).abs() < 0.1, "ntplib v{version} measured {measured}");
     }
     let measured = chronyd_query_offset(port).unwrap();
-    assert!((measured - OFFSET).abs() < 0.05, "chronyd measured {measured}");
+    assert!((measured - OFFSET).abs() < 0.1, "chronyd measured {measured}");
     let (status, output) = daemon.stop();
     assert_eq!(status.code(), Some(0), "clean exit on SIGTERM: {output}");
     let startup = output.lines().find(|l| l.contains("serving NTP")).expect("a start-up line");
@@ -61,7 +63,7 @@ fn ntplib_and_chronyd_accept_it_and_measure_its_clock_offset() {
 }
 
 #[test]
-fn sigint_stops_it_cleanly_and_port_serves_ipv4_and_ipv6() {
+fn sigint_stops_it_cleanly_and_port_serves_every_address() {
     let port = free_udp_port();
     let mut daemon = Command::new(bin("ntpd-sim"))
         .args(["serve", "--port", &port.to_string(), "--stratum", "3"])
@@ -79,6 +81,13 @@ fn sigint_stops_it_cleanly_and_port_serves_ipv4_and_ipv6() {
     let mut reply = [0u8; 64];
     let len = socket.recv(&mut reply).expect("answers on ::1");
     assert_eq!((len, reply[1]), (48, 3));
+    // Bound to every address, it answers from the address the client asked:
+    // a connected client of 127.0.0.2 takes replies from 127.0.0.2 only.
+    let connected = UdpSocket::bind("127.0.0.1:0").unwrap();
+    connected.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    connected.connect(("127.0.0.2", port)).unwrap();
+    connected.send(&request).unwrap();
+    assert_eq!(connected.recv(&mut reply).ok(), Some(48), "reply from 127.0.0.2");
     let status = Command::new("kill").args(["-INT", &daemon.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exited = wait_for(Duration::from_secs(5), || daemon.try_wait().ok().flatten());
@@ -153,7 +162,7 @@ fn write_config(dir: &Path, text: &str) -> String {
 }
 
 #[test]
-fn clients_see_deny_and_rate_kiss_codes() {
+fn access_lists_and_rate_limits_as_clients_see_them() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_udp_port();
     let config = write_config(dir.path(), "[access]\ndeny = [\"127.0.0.0/8\"]\ndeny-action = \"kiss\"\n");
@@ -161,6 +170,28 @@ fn clients_see_deny_and_rate_kiss_codes() {
         Daemon::spawn(bin("ntpd-sim"), &["serve", "--config", &config, "--listen", &format!("127.0.0.1:{port}")]);
     let seen = wait_for(Duration::from_secs(10), || ntplib_query(port, 4).ok()).expect("ntplib got a reply");
     assert_eq!((seen.0, seen.3.as_str()), (0, "DENY"));
+    assert!(daemon.stop().0.success());
+
+    // deny-action = "drop": silence; an allowed network more specific than
+    // the denied one is still served.
+    let port = free_udp_port();
+    let config = write_config(
+        dir.path(),
+        "[access]\ndeny = [\"127.0.0.0/8\"]\nallow = [\"127.0.0.2\"]\ndeny-action = \"drop\"\n",
+    );
+    let daemon = Daemon::spawn(bin("ntpd-sim"), &["serve", "--config", &config, "--port", &port.to_string()]);
+    let from_allowed = || {
+        let socket = UdpSocket::bind("127.0.0.2:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut request = [0u8; 48];
+        request[0] = (4 << 3) | 3;
+        request[47] = 1;
+        socket.send_to(&request, ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 64];
+        socket.recv(&mut buf).ok().map(|_| buf[1])
+    };
+    assert_eq!(wait_for(Duration::from_secs(10), from_allowed), Some(1), "127.0.0.2 is served at stratum 1");
+    assert_eq!(raw_query(port, 4, 2), None, "127.0.0.1 gets nothing");
     assert!(daemon.stop().0.success());
 
     let port = free_udp_port();
@@ -247,4 +278,63 @@ fn field(layer: &serde_json::Value, tree: &str, name: &str) -> String {
 fn this_year() -> String {
     let output = Command::new("date").args(["-u", "+%Y"]).output().unwrap();
     String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[test]
+fn flags_override_the_config_file_and_listen_takes_ipv4_and_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file_port, flag_port) = (free_udp_port(), free_udp_port());
+    let config = write_config(
+        dir.path(),
+        &format!("[server]\nlisten = [\"127.0.0.1:{file_port}\"]\nstratum = 4\nrefid = \"FILE\"\n"),
+    );
+    let v4 = format!("127.0.0.1:{flag_port}");
+    let v6 = format!("[::1]:{flag_port}");
+    let daemon = Daemon::spawn(
+        bin("ntpd-sim"),
+        &["serve", "--config", &config, "--listen", &v4, "--listen", &v6, "--refid", "FLAG"],
+    );
+    let reply = wait_for(Duration::from_secs(10), || raw_query(flag_port, 4, 1)).expect("answers on the flag's port");
+    assert_eq!((reply[1], &reply[12..16]), (4, &b"FLAG"[..]), "stratum from the file, refid from the flag");
+    let socket = UdpSocket::bind("[::1]:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut request = [0u8; 48];
+    request[0] = (3 << 3) | 3;
+    request[47] = 2;
+    socket.send_to(&request, ("::1", flag_port)).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(socket.recv(&mut buf).ok(), Some(48), "answers on [::1]");
+    assert_eq!(buf[0] >> 3 & 7, 3, "in the request's version");
+    assert_eq!(raw_query(file_port, 4, 3), None, "the file's listen is overridden");
+    assert!(daemon.stop().0.success());
+}
+
+fn resident_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn memory_stays_flat_under_a_flood_of_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let config = write_config(dir.path(), "[rate-limit]\nenabled = true\nburst = 2\ntable-size = 4096\n");
+    let daemon = serve(port, &["--config", &config]);
+    let before = resident_kb(daemon.pid());
+    // 40,000 distinct sources, ten times the table; an unbounded table would
+    // grow by some 2 MB. Every 127/8 address is this host's, so each request
+    // really comes from a new client.
+    let mut request = [0u8; 48];
+    request[0] = (4 << 3) | 3;
+    request[47] = 1;
+    for n in 0..40_000u32 {
+        let source = std::net::Ipv4Addr::from(0x7f10_0000 + n);
+        let socket = UdpSocket::bind((source, 0)).unwrap();
+        socket.send_to(&request, ("127.0.0.1", port)).unwrap();
+    }
+    assert!(raw_query(port, 4, 2).is_some(), "still answering");
+    let after = resident_kb(daemon.pid());
+    assert!(after < before + 1024, "RSS grew from {before} kB to {after} kB");
+    assert!(daemon.stop().0.success());
 }

@@ -1,8 +1,10 @@
 //! The daemon's clock: a virtual clock over the host's system clock, shared
 //! lock-free between the serving threads and (later) the discipline.
 //!
-//! Replies are built from a [`ClockSnapshot`]: the virtual clock and what the
-//! server advertises about its synchronisation. The snapshot is swapped as a
+//! Replies are built from a [`ClockSnapshot`]: the daemon's clock (a
+//! [`DisciplinedClock`]: the raw clock, system time plus the configured
+//! offset and drift, under the discipline's correction) and what the server
+//! advertises about its synchronisation. The snapshot is swapped as a
 //! whole (arc-swap), so a serving thread reads a consistent pair without
 //! taking a lock, and the discipline changes both with [`SharedClock::update`].
 //! The host's clock is only ever read.
@@ -52,10 +54,17 @@ impl SharedClock {
         NtpTimestamp::from_system_time(SystemTime::now())
     }
 
-    /// The server's time now.
+    /// The server's time now (what it serves).
     #[must_use]
     pub fn now(&self) -> NtpTimestamp {
         self.snapshot().clock.time_at(Self::system_now())
+    }
+
+    /// The raw clock now: system time plus the oscillator error, before any
+    /// correction. What a discipline measures its upstreams against.
+    #[must_use]
+    pub fn raw_now(&self) -> NtpTimestamp {
+        self.snapshot().clock.raw_at(Self::system_now())
     }
 
     /// Copy, modify, store: how the discipline steps or slews the clock and
@@ -169,6 +178,7 @@ mod tests {
         let system = SharedClock::system_now();
         let offset = (now.clock.time_at(system) - system).to_seconds_f64();
         assert!((offset + 5.0).abs() < 0.1, "offset {offset}");
+        assert!((clock.raw_now() - SharedClock::system_now()).to_seconds_f64().abs() < 0.1, "raw clock untouched");
     }
 
     #[test]

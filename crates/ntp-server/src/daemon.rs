@@ -44,8 +44,8 @@ pub enum DaemonError {
     Signals(std::io::Error),
 }
 
-/// The clock and state of a primary server: the system clock plus the
-/// configured offset and drift, advertising the configured stratum and
+/// The clock and state of a primary server: a raw clock of the system clock
+/// plus the configured offset and drift, no correction yet, advertising the configured stratum and
 /// reference ID, synchronised now.
 #[must_use]
 pub fn primary_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {

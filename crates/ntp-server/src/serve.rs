@@ -190,9 +190,12 @@ impl Worker {
             match respond(datagram.payload, receive, &snapshot.state, decision.admission()) {
                 Response::Ignore(reason) => counts.ignored(reason, decision),
                 Response::Reply { bytes, kiss } => {
-                    stamp[replies.len()] = !kiss;
-                    if replies.push(source, &bytes) {
-                        counts.replied(decision);
+                    // Never full: a batch's replies fit in a batch.
+                    if let Some(flag) = stamp.get_mut(replies.len()) {
+                        *flag = !kiss;
+                        if replies.push(source, datagram.local, &bytes) {
+                            counts.replied(decision);
+                        }
                     }
                 }
             }

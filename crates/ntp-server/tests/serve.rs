@@ -17,7 +17,15 @@ use ntp_server::{PolicyConfig, Server, SharedClock};
 const OFFSET: f64 = 300.0;
 
 fn start(policy: PolicyConfig) -> (Server, Arc<SharedClock>) {
-    let args = ntp_server::cli::ServeArgs { clock_offset: Some(OFFSET), ..Default::default() };
+    start_with(policy, 0.0)
+}
+
+fn start_with(policy: PolicyConfig, drift_ppm: f64) -> (Server, Arc<SharedClock>) {
+    let args = ntp_server::cli::ServeArgs {
+        clock_offset: Some(OFFSET),
+        clock_drift_ppm: Some(drift_ppm),
+        ..Default::default()
+    };
     let config = ServeConfig::merge(FileConfig::default(), &args).unwrap();
     let clock = Arc::new(SharedClock::new(primary_snapshot(&config, -20)));
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -133,6 +141,31 @@ fn drops_everything_that_is_not_a_client_request_and_keeps_serving() {
     assert_eq!(counts.dropped_malformed, 4 + 6 + 2 + 1);
 }
 
+#[test]
+fn random_datagrams_never_stop_it() {
+    use rand::{Rng, SeedableRng};
+    let (server, _clock) = start(PolicyConfig::default());
+    let client = client();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5905);
+    for _ in 0..3000 {
+        let len = if rng.gen_bool(0.5) { 48 } else { rng.gen_range(0..300) };
+        let mut datagram: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        // Many of them valid-looking: version 3 or 4, client mode.
+        if len > 0 && rng.gen_bool(0.5) {
+            datagram[0] = (rng.gen_range(3..=4) << 3) | 3;
+        }
+        client.send_to(&datagram, server.local_addrs()[0]).unwrap();
+    }
+    // Answers to the valid-looking ones may be queued; drain them, then ask.
+    let mut buf = [0u8; 2048];
+    while client.recv(&mut buf).is_ok() {}
+    let reply = exchange(&server, &client, &request(Version::V4, 77)).expect("still serving");
+    assert_eq!(Header::decode(&reply).unwrap().origin, NtpTimestamp::from_bits(77));
+    let counts = server.stop().unwrap().read();
+    assert_eq!(counts.received, 3001);
+    assert!(counts.answered > 100, "{counts:?}");
+}
+
 fn kiss_code(reply: &[u8]) -> Option<KissCode> {
     let header = Header::decode(reply).unwrap();
     header.stratum.is_unspecified().then(|| KissCode::from_bytes(header.reference_id.0))
@@ -195,6 +228,28 @@ fn a_clock_update_reaches_the_next_reply() {
     let reply = Header::decode(&exchange(&server, &client, &request(Version::V4, 1)).unwrap()).unwrap();
     assert_eq!((reply.stratum, reply.reference_id), (Stratum(4), ReferenceId([127, 0, 0, 9])));
     assert!((reply.receive - t1).abs() < NtpDuration::from_seconds_f64(0.1));
+}
+
+#[test]
+fn a_drifting_clock_runs_away_at_its_rate() {
+    // 5 % fast: between two queries half a second apart the offset grows by
+    // 25 ms, far above loopback jitter even on a loaded machine.
+    let (server, _clock) = start_with(PolicyConfig::default(), 50_000.0);
+    let client = client();
+    let measure = || {
+        let t1 = SharedClock::system_now();
+        let reply = Header::decode(&exchange(&server, &client, &request(Version::V4, 1)).unwrap()).unwrap();
+        let t4 = SharedClock::system_now();
+        let offset = ntp_proto::Timestamps { t1, t2: reply.receive, t3: reply.transmit, t4 }.offset();
+        (offset.to_seconds_f64(), t1)
+    };
+    let (first, at_first) = measure();
+    std::thread::sleep(Duration::from_millis(500));
+    let (second, at_second) = measure();
+    assert!((first - OFFSET).abs() < 0.1, "offset {first}");
+    let expected = (at_second - at_first).to_seconds_f64() * 0.05;
+    let growth = second - first;
+    assert!((growth - expected).abs() < 0.005, "grew {growth} s, expected {expected} s");
 }
 
 #[tokio::test]

@@ -9,7 +9,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 pub use sys::{
-    enable_receive_timestamps, set_receive_buffer, wait_readable, Datagram, RecvBatch, SendBatch, MAX_DATAGRAM,
+    enable_destination_info, enable_receive_timestamps, set_receive_buffer, wait_readable, Datagram, RecvBatch,
+    SendBatch, MAX_DATAGRAM,
 };
 
 /// How long a serving thread blocks in one receive before it looks at the
@@ -20,10 +21,16 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
 pub const RECEIVE_BUFFER: usize = 1 << 20;
 
 /// Makes a bound socket ready for a serving thread: kernel receive
-/// timestamps on, a larger receive buffer (best effort), and a read timeout
-/// so the thread notices shutdown.
+/// timestamps on, destination addresses reported if it is bound to a
+/// wildcard address (so replies leave from the address the client asked),
+/// a larger receive buffer (best effort), and a read timeout so the thread
+/// notices shutdown.
 pub fn prepare(socket: &UdpSocket) -> io::Result<()> {
     enable_receive_timestamps(socket)?;
+    let local = socket.local_addr()?;
+    if local.ip().is_unspecified() {
+        enable_destination_info(socket, local.is_ipv6())?;
+    }
     if let Err(e) = set_receive_buffer(socket, RECEIVE_BUFFER) {
         tracing::debug!(error = %e, "receive buffer left at its default");
     }

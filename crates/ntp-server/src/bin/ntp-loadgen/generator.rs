@@ -170,7 +170,7 @@ impl Generator<'_> {
                     transmit: NtpTimestamp::from_bits(seq),
                     ..Header::default()
                 };
-                let _ = self.requests.push(self.args.server, &request.encode());
+                let _ = self.requests.push(self.args.server, None, &request.encode());
             }
             if self.measuring {
                 self.tally.sent += chunk.len() as u64;
@@ -252,4 +252,35 @@ fn valid_reply(payload: &[u8], version: Version, expected: NtpTimestamp, toleran
         && reply.transmit - reply.receive >= NtpDuration::ZERO
         && (reply.transmit - expected).abs() <= tolerance;
     sane.then(|| reply.origin.to_bits())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ntp_proto::packet::Stratum;
+
+    fn reply(version: Version, mode: Mode, t3: NtpTimestamp) -> Vec<u8> {
+        let header = Header {
+            version,
+            mode,
+            stratum: Stratum(1),
+            origin: NtpTimestamp::from_bits(42),
+            receive: t3 - NtpDuration::from_nanos(1000),
+            transmit: t3,
+            ..Header::default()
+        };
+        header.encode().to_vec()
+    }
+
+    #[test]
+    fn only_proper_timely_replies_count() {
+        let now = SharedClock::system_now();
+        let tolerance = NtpDuration::from_seconds_f64(0.5);
+        let check = |bytes: &[u8]| valid_reply(bytes, Version::V4, now, tolerance);
+        assert_eq!(check(&reply(Version::V4, Mode::Server, now)), Some(42));
+        assert_eq!(check(&reply(Version::V3, Mode::Server, now)), None, "wrong version");
+        assert_eq!(check(&reply(Version::V4, Mode::Client, now)), None, "not a server reply");
+        assert_eq!(check(&reply(Version::V4, Mode::Server, now + NtpDuration::from_seconds(2))), None, "wrong time");
+        assert_eq!(check(&[0u8; 12]), None, "too short");
+    }
 }

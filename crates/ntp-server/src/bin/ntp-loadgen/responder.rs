@@ -33,7 +33,7 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
             reply[12..16].copy_from_slice(b"LOCL");
             reply[24..32].copy_from_slice(&request[40..48]);
             reply[32..40].copy_from_slice(&now);
-            let _ = replies.push(source, &reply);
+            let _ = replies.push(source, datagram.local, &reply);
         }
         let now = SharedClock::system_now();
         for payload in replies.payloads_mut() {
