@@ -118,7 +118,7 @@ where
             }
             Ok(Some(Err(error))) => {
                 tracing::debug!(%server, %error, "exchange failed");
-                if worst.as_ref().map_or(true, |w| error.rank() >= w.rank()) {
+                if worst.as_ref().is_none_or(|w| error.rank() >= w.rank()) {
                     worst = Some(error);
                 }
             }
