@@ -120,6 +120,11 @@ impl ExchangeError {
 /// exchange; if nothing better arrives before the timeout, the last of them
 /// is the error. The request's transmit timestamp is a random nonce, so the
 /// request reveals nothing of the local clock.
+///
+/// The socket must not be shared by exchanges running at the same time:
+/// each reads every datagram that arrives and drops what is not its own.
+/// Use one socket per exchange (as [`crate::query`] does, which also gives
+/// each request a fresh source port) or per upstream.
 pub async fn exchange(
     socket: &TimestampedSocket,
     server: SocketAddr,
