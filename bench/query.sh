@@ -58,6 +58,25 @@ for _ in $(seq "$RUNS"); do
         sed -n 's/.*wrong by \([-0-9.]*\) seconds.*/\1/p'
 done | summary "chronyd -Q (iburst, 4 samples)"
 
+# chrony's own measurements as a long-running client polling every 0.25 s
+# (its last sample, read with `chronyc ntpdata` over a Unix socket).
+mkdir -m 770 "$DIR/sock"
+cat > "$DIR/client.conf" <<CONF
+server 127.0.0.1 port $PORT iburst minpoll -2 maxpoll -2
+port 0
+cmdport 0
+bindcmdaddress $DIR/sock/chronyd.sock
+pidfile $DIR/client.pid
+CONF
+chronyd -x -u root -f "$DIR/client.conf"
+sleep 3
+for _ in $(seq "$RUNS"); do
+    chronyc -h "$DIR/sock/chronyd.sock" ntpdata |
+        awk '/^Offset/ {offset = $3} /^Peer delay/ {delay = $4} END {print offset, delay}'
+    sleep 0.25
+done | summary "chronyd as a client (chronyc ntpdata)"
+kill "$(cat "$DIR/client.pid")"
+
 echo
 echo "Wall time of one command:"
 hyperfine --warmup 3 --runs "$RUNS" --style basic -N \

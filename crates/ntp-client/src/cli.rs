@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ntp_proto::packet::Version;
+use tracing::Instrument;
 
 use crate::exchange::ExchangeOptions;
 use crate::query::{query, QueryOptions};
@@ -129,8 +130,13 @@ async fn query_server(target: Target, family: Family, clock: SystemClock, option
         Ok(addresses) => addresses,
         Err(error) => return vec![ServerReport::unresolved(&name, &error)],
     };
-    let queries: Vec<_> =
-        addresses.iter().map(|&address| (address, tokio::spawn(query(address, clock, options)))).collect();
+    let queries: Vec<_> = addresses
+        .iter()
+        .map(|&address| {
+            let span = tracing::debug_span!("query", server = %name, %address);
+            (address, tokio::spawn(query(address, clock, options).instrument(span)))
+        })
+        .collect();
     let mut reports = Vec::new();
     for (address, handle) in queries {
         let result = handle.await.unwrap_or_else(|error| Err(std::io::Error::other(error.to_string()).into()));

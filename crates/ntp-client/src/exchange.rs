@@ -120,6 +120,11 @@ impl ExchangeError {
 /// exchange; if nothing better arrives before the timeout, the last of them
 /// is the error. The request's transmit timestamp is a random nonce, so the
 /// request reveals nothing of the local clock.
+///
+/// The socket must not be shared by exchanges running at the same time:
+/// each reads every datagram that arrives and drops what is not its own.
+/// Use one socket per exchange (as [`crate::query`] does, which also gives
+/// each request a fresh source port) or per upstream.
 pub async fn exchange(
     socket: &TimestampedSocket,
     server: SocketAddr,
@@ -289,5 +294,45 @@ mod tests {
         let error = exchange(&socket, server, &crate::SystemClock, &OPTIONS).await.unwrap_err();
         assert!(error.is_answer() && !error.is_rate_kiss());
         assert_eq!(error.to_string(), "kiss-o'-death DENY");
+    }
+
+    #[tokio::test]
+    async fn garbage_and_strangers_are_ignored() {
+        // A well-formed reply from another address is not the server's.
+        let socket = TimestampedSocket::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let ours = socket.local_addr().unwrap();
+        let server = serve_once(move |request| {
+            let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            stranger.send_to(&reply_to(request).encode(), ours).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            vec![]
+        });
+        let error = exchange(
+            &socket,
+            server,
+            &crate::SystemClock,
+            &ExchangeOptions { timeout: Duration::from_millis(300), ..OPTIONS },
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(error, ExchangeError::WrongSource { expected, .. } if expected == server), "{error}");
+
+        // A short datagram and an unknown version are skipped; the proper
+        // reply after them counts.
+        let raw = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let server = raw.local_addr().unwrap();
+        let serving = std::thread::spawn(move || {
+            let mut buf = [0u8; 128];
+            let (len, peer) = raw.recv_from(&mut buf).unwrap();
+            let request = Header::decode(&buf[..len]).unwrap();
+            raw.send_to(&[0x24; 10], peer).unwrap();
+            let mut bad_version = reply_to(&request).encode();
+            bad_version[0] = 0x3c; // version 7
+            raw.send_to(&bad_version, peer).unwrap();
+            raw.send_to(&reply_to(&request).encode(), peer).unwrap();
+        });
+        let measured = exchange(&socket, server, &crate::SystemClock, &OPTIONS).await.unwrap();
+        assert_eq!(measured.reply.stratum, Stratum(1));
+        serving.join().unwrap();
     }
 }

@@ -76,7 +76,9 @@ pub fn best_of(measurements: &[Measurement], local_precision: i8) -> Option<Esti
 /// answered, each on a socket of its own (a fresh source port). So a silent
 /// server costs `(samples - 1) * interval + timeout`, and one request
 /// answers at once with `--samples 1`. A kiss-o'-death or an
-/// unsynchronized answer stops the burst: it is the result.
+/// unsynchronized answer stops the burst and is the result, except that a
+/// RATE kiss after some good samples leaves those standing (marked
+/// [`Estimate::rate_limited`]).
 pub async fn query<C>(server: SocketAddr, clock: C, options: QueryOptions) -> Result<Estimate, ExchangeError>
 where
     C: Clock + Clone + Send + Sync + 'static,

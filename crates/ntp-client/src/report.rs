@@ -171,25 +171,17 @@ impl ServerReport {
 }
 
 /// The kiss code (if it is one) and the message for a reply that answered
-/// but carries no usable time. A stratum-0 reply whose reference ID is not
-/// a code of four letters or digits (chrony sends zeros) is an
-/// unsynchronized server, not a kiss.
+/// but carries no usable time. (`validate_reply` tells a kiss from chrony's
+/// unsynchronized stratum 0 with a zero reference ID.)
 fn rejection(reply: &Header, error: &ReplyError) -> (Option<KissCode>, String) {
-    let unsynchronized =
-        || format!("server unsynchronized (leap {}, stratum {})", reply.leap.to_bits(), reply.stratum.0);
     match error {
-        ReplyError::Kiss(code @ KissCode::Other(bytes)) => {
-            if bytes.iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
-                (Some(*code), format!("kiss-o'-death {code}"))
-            } else {
-                (None, unsynchronized())
-            }
+        ReplyError::Kiss(code) => match error.kiss_advice() {
+            Some(advice) => (Some(*code), format!("kiss-o'-death {code}: {advice}")),
+            None => (Some(*code), format!("kiss-o'-death {code}")),
+        },
+        ReplyError::Unsynchronized { .. } => {
+            (None, format!("server unsynchronized (leap {}, stratum {})", reply.leap.to_bits(), reply.stratum.0))
         }
-        ReplyError::Kiss(code) => {
-            let advice = error.kiss_advice().unwrap_or("unknown code");
-            (Some(*code), format!("kiss-o'-death {code}: {advice}"))
-        }
-        ReplyError::Unsynchronized { .. } => (None, unsynchronized()),
         other => (None, other.to_string()),
     }
 }
