@@ -15,7 +15,7 @@
 # half second; the offsets are against the host clock, which is true time
 # here, and carry ntp-query's own few-microsecond loopback bias equally for
 # both. Per stratum: time until it stayed within 1 ms, then RMS and maximum
-# |offset| over the rest of the run.
+# |offset| over the rest of the run, and over its second half alone (steady state).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-180}
@@ -69,8 +69,8 @@ python3 - "$WORK/samples.txt" "${ours[*]}" "${theirs[*]}" <<'EOF'
 import sys, math
 samples = [l.split() for l in open(sys.argv[1])]
 chains = {"ntpd-sim": sys.argv[2].split(), "chronyd": sys.argv[3].split()}
-print("| stratum | implementation | within 1 ms after | RMS after | max after |")
-print("|---|---|---|---|---|")
+print("| stratum | implementation | within 1 ms after | RMS after | max after | RMS, second half | max, second half |")
+print("|---|---|---|---|---|---|---|")
 for tier in range(4):
     for name, addresses in chains.items():
         rows = [(float(t), s, o) for t, a, s, o in samples if a == addresses[tier]]
@@ -78,10 +78,14 @@ for tier in range(4):
         bad = [i for i, r in enumerate(rows) if not good(r)]
         settled = 0 if not bad else bad[-1] + 1
         if settled >= len(rows):
-            print(f"| {tier + 1} | {name} | never | - | - |")
+            print(f"| {tier + 1} | {name} | never | - | - | - | - |")
             continue
         after = [float(r[2]) for r in rows[settled:]]
         rms = math.sqrt(sum(o * o for o in after) / len(after))
         worst = max(abs(o) for o in after)
-        print(f"| {tier + 1} | {name} | {rows[settled][0]:.1f} s | {rms * 1e6:.1f} µs | {worst * 1e6:.1f} µs |")
+        half = [float(r[2]) for r in rows[len(rows) // 2:] if r[2] != "None"]
+        rms2 = math.sqrt(sum(o * o for o in half) / len(half))
+        worst2 = max(abs(o) for o in half)
+        print(f"| {tier + 1} | {name} | {rows[settled][0]:.1f} s | {rms * 1e6:.1f} µs | {worst * 1e6:.1f} µs "
+              f"| {rms2 * 1e6:.1f} µs | {worst2 * 1e6:.1f} µs |")
 EOF

@@ -17,6 +17,8 @@ use ntp_proto::clock::{Clock, DisciplinedClock};
 use ntp_proto::responder::ServerState;
 use ntp_proto::NtpTimestamp;
 
+use crate::latency::TransmitLatency;
+
 /// What replies are built from: the virtual clock and what we advertise,
 /// swapped atomically so the fast path takes no lock.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,13 +36,19 @@ pub struct SharedClock {
     snapshot: ArcSwap<ClockSnapshot>,
     /// Serialises writers only; readers never touch it.
     writer: Mutex<()>,
+    /// How much later than T3 is read a reply leaves (see [`crate::latency`]).
+    transmit_latency: TransmitLatency,
 }
 
 impl SharedClock {
     /// A clock starting from `snapshot`.
     #[must_use]
     pub fn new(snapshot: ClockSnapshot) -> Self {
-        Self { snapshot: ArcSwap::from_pointee(snapshot), writer: Mutex::new(()) }
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            writer: Mutex::new(()),
+            transmit_latency: TransmitLatency::default(),
+        }
     }
 
     /// The current clock and state; cheap, lock-free, and consistent.
@@ -52,6 +60,12 @@ impl SharedClock {
     #[must_use]
     pub fn system_now() -> NtpTimestamp {
         NtpTimestamp::from_system_time(SystemTime::now())
+    }
+
+    /// The send latency the serving threads add to T3.
+    #[must_use]
+    pub fn transmit_latency(&self) -> &TransmitLatency {
+        &self.transmit_latency
     }
 
     /// The server's time now (what it serves).

@@ -18,6 +18,7 @@ use tracing::info;
 
 use crate::clock::{measure_precision, ClockSnapshot, SharedClock};
 use crate::config::{Listen, ServeConfig};
+use crate::latency;
 use crate::serve::{self, ServeError};
 use crate::stats::Counts;
 use crate::sync::{self, SyncError, SyncStatus};
@@ -117,6 +118,7 @@ pub async fn run_on(
         "serving NTP"
     );
     let (stop, stopped) = watch::channel(false);
+    let calibration = tokio::spawn(latency::calibrate(Arc::clone(&clock), stopped.clone()));
     let background = if config.sync.upstreams.is_empty() {
         tokio::spawn(refresh_reference(Arc::clone(&clock), stopped))
     } else {
@@ -128,6 +130,7 @@ pub async fn run_on(
     let stats = serve::run(sockets, config.policy, clock, shutdown).await;
     let _ = stop.send(true);
     let _ = background.await;
+    let _ = calibration.await;
     let counts = stats?.read();
     info!(
         received = counts.received,

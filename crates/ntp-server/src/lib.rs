@@ -12,6 +12,8 @@
 //!   unsafe code, in `udp::sys`.
 //! - [`serve`]: the serving threads; [`serve::run`] serves on sockets the
 //!   caller bound (tests bind `127.0.0.1:0`) until a shutdown future ends.
+//! - [`latency`]: measures the send latency that the serving threads add
+//!   to T3, so the transmit timestamp is when the reply really leaves.
 //! - [`stats`]: lock-free counters of what was received, answered, dropped.
 //! - [`sync`]: the upstream side: polls upstreams through `ntp-client`,
 //!   drives `ntp_proto::synchronizer`, publishes the disciplined clock.
@@ -33,6 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod latency;
 pub mod plot;
 pub mod policy;
 pub mod serve;

@@ -169,7 +169,8 @@ impl Worker {
 
     /// Decides about every datagram of the batch, then stamps and sends the
     /// replies. The transmit timestamp (T3) is read once, right before the
-    /// send; kiss-o'-death replies keep the client's timestamps.
+    /// send, and moved on by the measured send latency (see
+    /// [`crate::latency`]); kiss-o'-death replies keep the client's timestamps.
     fn answer(&mut self, received: &RecvBatch, replies: &mut SendBatch, stamp: &mut [bool; BATCH]) -> Counts {
         let snapshot = self.clock.snapshot();
         let arrival = Instant::now();
@@ -204,7 +205,8 @@ impl Worker {
             return counts;
         }
         let queued = replies.len() as u64;
-        let transmit = snapshot.clock.time_at(SharedClock::system_now());
+        // T3: read now, plus the measured latency to the kernel's send.
+        let transmit = snapshot.clock.time_at(SharedClock::system_now() + self.clock.transmit_latency().get());
         for (payload, &stamp) in replies.payloads_mut().zip(stamp.iter()) {
             if stamp {
                 write_transmit(payload, transmit);
