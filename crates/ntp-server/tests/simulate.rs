@@ -138,8 +138,10 @@ fn the_cli_runs_a_scenario_and_writes_its_outputs() {
     }
     // A typo in a scenario is refused with the key named, and exit status 1.
     let bad = out.path().join("bad.toml");
-    std::fs::write(&bad, "[simulation]\nduration = 10\nsede = 3\n[[node]]\nname = \"a\"\nkind = \"reference\"\n").unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ntpd-sim")).args(["simulate"]).arg(&bad).output().unwrap();
+    std::fs::write(&bad, "[simulation]\nduration = 10\nsede = 3\n[[node]]\nname = \"a\"\nkind = \"reference\"\n")
+        .unwrap();
+    let output =
+        std::process::Command::new(env!("CARGO_BIN_EXE_ntpd-sim")).args(["simulate"]).arg(&bad).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("sede"), "{}", String::from_utf8_lossy(&output.stderr));
 }
