@@ -77,26 +77,22 @@ pub fn chronyd_query_offset(port: u16) -> Result<f64, String> {
 }
 
 /// Queries `127.0.0.1:port` with Python's ntplib in the given version and
-/// returns (stratum, offset, delay, refid text).
+/// returns (stratum, offset, delay, the four reference-ID bytes as text).
+/// ntplib's own `ref_id_to_text` spells codes out in words, so the raw bytes
+/// are printed instead.
 pub fn ntplib_query(port: u16, version: u8) -> Result<(u8, f64, f64, String), String> {
     require("python3");
     let script = format!(
-        "import ntplib\nr = ntplib.NTPClient().request('127.0.0.1', port={port}, version={version}, timeout=3)\n\
-         print(r.stratum, r.offset, r.delay, ntplib.ref_id_to_text(r.ref_id, r.stratum))"
+        "import ntplib\nr = ntplib.NTPClient().request('127.0.0.1', port={port}, version={version}, timeout=2)\n\
+         print(r.stratum, r.offset, r.delay, r.ref_id.to_bytes(4, 'big').rstrip(b'\\0').decode('ascii'))"
     );
     let output = Command::new("/usr/bin/python3").args(["-c", &script]).output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }
-    let text = String::from_utf8_lossy(&output.stdout);
     let fields: Vec<&str> = text.split_whitespace().collect();
-    match fields.as_slice() {
-        [stratum, offset, delay, refid] => Ok((
-            stratum.parse().map_err(|_| text.to_string())?,
-            offset.parse().map_err(|_| text.to_string())?,
-            delay.parse().map_err(|_| text.to_string())?,
-            (*refid).to_string(),
-        )),
-        _ => Err(format!("unexpected ntplib output: {text}")),
-    }
+    let [stratum, offset, delay, refid] = fields.as_slice() else { return Err(format!("ntplib said: {text}")) };
+    let number = |s: &str| s.parse::<f64>().map_err(|_| format!("ntplib said: {text}"));
+    Ok((number(stratum)? as u8, number(offset)?, number(delay)?, (*refid).to_string()))
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ntp_e2e::peers::{chronyd_query_offset, require};
+use ntp_e2e::peers::{chronyd_query_offset, ntplib_query, require};
 use ntp_e2e::{bin, free_udp_port, wait_for, Daemon};
 
 const OFFSET: f64 = 300.0;
@@ -133,26 +133,6 @@ fn raw_request_with_zero_transmit() -> Vec<u8> {
     let mut request = vec![0u8; 48];
     request[0] = (4 << 3) | 3;
     request
-}
-
-/// Queries with Python's ntplib; returns (stratum, offset, delay, the four
-/// reference-ID bytes as text). ntplib's own `ref_id_to_text` spells codes
-/// out in words, so the raw bytes are printed instead.
-fn ntplib_query(port: u16, version: u8) -> Result<(u8, f64, f64, String), String> {
-    require("python3");
-    let script = format!(
-        "import ntplib\nr = ntplib.NTPClient().request('127.0.0.1', port={port}, version={version}, timeout=2)\n\
-         print(r.stratum, r.offset, r.delay, r.ref_id.to_bytes(4, 'big').rstrip(b'\\0').decode('ascii'))"
-    );
-    let output = Command::new("/usr/bin/python3").args(["-c", &script]).output().map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-    }
-    let fields: Vec<&str> = text.split_whitespace().collect();
-    let [stratum, offset, delay, refid] = fields.as_slice() else { return Err(format!("ntplib said: {text}")) };
-    let number = |s: &str| s.parse::<f64>().map_err(|_| format!("ntplib said: {text}"));
-    Ok((number(stratum)? as u8, number(offset)?, number(delay)?, (*refid).to_string()))
 }
 
 fn write_config(dir: &Path, text: &str) -> String {
