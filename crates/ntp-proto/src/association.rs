@@ -172,18 +172,20 @@ impl Association {
 
     /// Takes a validated reply and its sample (offset in whatever frame the
     /// caller works in). Returns the filter's output when it has a new one;
-    /// `warming_up` makes that the newest sample (see [`ClockFilter::add`]).
+    /// `warming_up` makes that the newest sample, `drift` is the frame's own
+    /// rate of change (see [`ClockFilter::add`]).
     pub fn on_reply(
         &mut self,
         now: NtpTimestamp,
         header: &Header,
         sample: Sample,
         warming_up: bool,
+        drift: f64,
     ) -> Option<FilterOutput> {
         self.reach |= 1;
         self.last_error = None;
         self.info = Some(ServerInfo::from_header(header));
-        self.filter.add(sample, now, warming_up)
+        self.filter.add(sample, now, warming_up, drift)
     }
 
     /// Takes a reply that failed validation. Kiss codes are obeyed: RATE
@@ -247,7 +249,7 @@ mod tests {
     fn reach_register_shifts_and_counts_replies() {
         let mut assoc = Association::new(PollConfig { min_poll: 0, max_poll: 0, iburst: false }, t(0.0));
         assoc.on_poll_sent(t(0.0));
-        assert!(assoc.on_reply(t(0.1), &reply(), sample(0.1), false).is_some());
+        assert!(assoc.on_reply(t(0.1), &reply(), sample(0.1), false, 0.0).is_some());
         assert_eq!(assoc.reach(), 1);
         for i in 1..=3 {
             assoc.on_poll_sent(t(f64::from(i)));

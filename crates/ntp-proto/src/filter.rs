@@ -77,7 +77,13 @@ impl ClockFilter {
     /// clock is synchronized, "anything goes" (RFC 5905 A.5.2), and a fresh
     /// point at every poll lets the discipline learn the frequency in a
     /// few polls rather than waiting for low-delay samples.
-    pub fn add(&mut self, sample: Sample, now: NtpTimestamp, warming_up: bool) -> Option<FilterOutput> {
+    ///
+    /// `drift` is how fast offsets in the caller's frame change by
+    /// themselves (seconds per second): in the daemon's raw frame, the
+    /// frequency error of the raw clock as estimated. The jitter compares
+    /// samples after bringing them to one instant at that rate, so a
+    /// drifting frame is not mistaken for a noisy server.
+    pub fn add(&mut self, sample: Sample, now: NtpTimestamp, warming_up: bool, drift: f64) -> Option<FilterOutput> {
         self.age(now);
         self.stages.insert(0, sample);
         self.stages.truncate(STAGES);
@@ -100,7 +106,7 @@ impl ClockFilter {
         let sum: f64 = by_delay
             .iter()
             .filter(|s| s.time != best.time)
-            .map(|s| (s.offset - best.offset).to_seconds_f64().powi(2))
+            .map(|s| (s.offset + (best.time - s.time).mul_f64(drift) - best.offset).to_seconds_f64().powi(2))
             .sum();
         let jitter = (sum / others).sqrt();
 
@@ -154,20 +160,20 @@ mod tests {
     #[test]
     fn prefers_the_lowest_delay_sample() {
         let mut filter = ClockFilter::new();
-        assert!(filter.add(sample(0, 100.0, 500.0), now(0), false).is_some());
-        let out = filter.add(sample(1, 10.0, 50.0), now(1), false).unwrap();
+        assert!(filter.add(sample(0, 100.0, 500.0), now(0), false, 0.0).is_some());
+        let out = filter.add(sample(1, 10.0, 50.0), now(1), false, 0.0).unwrap();
         assert!((out.offset.to_seconds_f64() - 10e-6).abs() < 1e-9);
         // A later, slower sample does not displace it and is not used.
-        assert_eq!(filter.add(sample(2, 900.0, 5000.0), now(2), false), None);
+        assert_eq!(filter.add(sample(2, 900.0, 5000.0), now(2), false, 0.0), None);
         assert!((filter.output().unwrap().offset.to_seconds_f64() - 10e-6).abs() < 1e-9);
     }
 
     #[test]
     fn jitter_is_the_rms_about_the_chosen_sample() {
         let mut filter = ClockFilter::new();
-        filter.add(sample(0, 0.0, 10.0), now(0), false);
-        filter.add(sample(1, 30.0, 200.0), now(1), false);
-        filter.add(sample(2, -40.0, 300.0), now(2), false);
+        filter.add(sample(0, 0.0, 10.0), now(0), false, 0.0);
+        filter.add(sample(1, 30.0, 200.0), now(1), false, 0.0);
+        filter.add(sample(2, -40.0, 300.0), now(2), false, 0.0);
         let out = filter.output().unwrap();
         let expected = ((30e-6f64.powi(2) + 40e-6f64.powi(2)) / 2.0).sqrt();
         assert!((out.jitter.to_seconds_f64() - expected).abs() < 1e-9);
@@ -176,10 +182,26 @@ mod tests {
     #[test]
     fn an_old_low_delay_sample_gives_way_to_a_fresh_one() {
         let mut filter = ClockFilter::new();
-        filter.add(sample(0, 0.0, 50.0), now(0), false);
+        filter.add(sample(0, 0.0, 50.0), now(0), false, 0.0);
         // 64 s later the first sample's dispersion has grown by ~1 ms.
-        let out = filter.add(sample(64, 7.0, 500.0), now(64), false).unwrap();
+        let out = filter.add(sample(64, 7.0, 500.0), now(64), false, 0.0).unwrap();
         assert!((out.offset.to_seconds_f64() - 7e-6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_drifting_frame_is_not_jitter() {
+        // Offsets that grow at 50 ppm, exactly: no jitter once the drift is known.
+        let mut filter = ClockFilter::new();
+        let mut out = None;
+        for i in 0..8 {
+            out = filter.add(sample(i, 50.0 * i as f64, 100.0), now(i), true, 50e-6);
+        }
+        assert!(out.unwrap().jitter.to_seconds_f64() < 1e-9);
+        let mut naive = ClockFilter::new();
+        for i in 0..8 {
+            out = naive.add(sample(i, 50.0 * i as f64, 100.0), now(i), true, 0.0);
+        }
+        assert!(out.unwrap().jitter.to_seconds_f64() > 100e-6);
     }
 
     #[test]
@@ -187,7 +209,7 @@ mod tests {
         let mut filter = ClockFilter::new();
         let mut last = f64::MAX;
         for i in 0..12 {
-            let out = filter.add(sample(i, 0.0, 100.0 - i as f64), now(i), false).unwrap();
+            let out = filter.add(sample(i, 0.0, 100.0 - i as f64), now(i), false, 0.0).unwrap();
             assert!(out.dispersion.to_seconds_f64() <= last + 1e-12);
             last = out.dispersion.to_seconds_f64();
         }

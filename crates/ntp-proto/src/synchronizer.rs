@@ -115,7 +115,10 @@ impl Synchronizer {
             return ReplyOutcome::Rejected(error);
         }
         let sample = Sample { time: raw_now, ..Sample::new(timestamps, reply.precision, self.precision) };
-        let _ = association.on_reply(raw_now, reply, sample, warming_up);
+        // Server minus raw time moves at the raw clock's frequency error,
+        // which the correction's frequency estimates.
+        let drift = clock.correction.frequency_ppm() * 1e-6;
+        let _ = association.on_reply(raw_now, reply, sample, warming_up, drift);
         let views: Vec<PeerView<'_>> =
             self.associations.iter().map(|(id, a)| PeerView { reference_id: *id, association: a }).collect();
         let sync = self.system.update(raw_now, &views, &mut clock.correction);

@@ -112,6 +112,8 @@ pub struct System {
     own_reference_ids: Vec<ReferenceId>,
     selection: Vec<SelectionState>,
     sync: Option<Synchronization>,
+    /// Index of the current system peer, kept across updates.
+    system_peer: Option<usize>,
     last_sample: Option<NtpTimestamp>,
     last_usable: Option<NtpTimestamp>,
 }
@@ -126,6 +128,7 @@ impl System {
             own_reference_ids: Vec::new(),
             selection: Vec::new(),
             sync: None,
+            system_peer: None,
             last_sample: None,
             last_usable: None,
         }
@@ -206,8 +209,15 @@ impl System {
                 self.selection[survivor.index] = SelectionState::Falseticker;
             }
         }
-        let survivors = cluster(truechimers.iter().map(|&k| fit[k]).collect());
+        let mut survivors = cluster(truechimers.iter().map(|&k| fit[k]).collect());
+        // No clock hopping: the system peer stays while it survives and no
+        // survivor has a lower stratum (RFC 5905 §11.2.3 keeps it likewise).
+        let best_stratum = survivors.first()?.stratum;
+        if let Some(k) = survivors.iter().position(|s| Some(s.index) == self.system_peer && s.stratum == best_stratum) {
+            survivors.swap(0, k);
+        }
         let peer = *survivors.first()?;
+        self.system_peer = Some(peer.index);
         let association = peers[peer.index].association;
         let output = association.output()?;
         let info = association.info()?;

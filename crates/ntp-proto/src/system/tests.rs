@@ -43,7 +43,7 @@ fn run(
             associations[i].on_poll_sent(raw);
             let sample =
                 Sample { offset: (true_time + secs(*lie)) - raw, delay: secs(2e-4), dispersion: secs(1e-6), time: raw };
-            let _ = associations[i].on_reply(raw, &reply(1, *b"GPS\0"), sample, false);
+            let _ = associations[i].on_reply(raw, &reply(1, *b"GPS\0"), sample, false, 0.0);
         }
         let views: Vec<PeerView<'_>> = associations
             .iter()
@@ -106,7 +106,7 @@ fn an_upstream_synchronized_to_us_is_a_loop() {
     let mut association = Association::new(PollConfig { min_poll: 0, max_poll: 0, iburst: false }, t(0.0));
     association.on_poll_sent(t(0.0));
     let sample = Sample { offset: NtpDuration::ZERO, delay: secs(1e-4), dispersion: secs(1e-6), time: t(0.0) };
-    let _ = association.on_reply(t(0.0), &reply(2, *b"GPS\0"), sample, false);
+    let _ = association.on_reply(t(0.0), &reply(2, *b"GPS\0"), sample, false, 0.0);
     let mut correction = VirtualClock::new(t(0.0), NtpDuration::ZERO, 0.0);
     let views = [PeerView { reference_id: ReferenceId([127, 0, 0, 9]), association: &association }];
     assert!(system.update(t(0.0), &views, &mut correction).is_none());
@@ -118,4 +118,33 @@ fn two_servers_that_disagree_leave_us_unsynchronized() {
     let (system, _, _) = run(&[0.0, 300.0], 0.0, 10, config());
     assert_eq!(system.selection(), [SelectionState::Falseticker, SelectionState::Falseticker]);
     assert_eq!(system.server_state(t(10.0)).leap, LeapIndicator::Unsynchronized);
+}
+
+#[test]
+fn the_system_peer_does_not_hop_between_equals() {
+    let poll = PollConfig { min_poll: 0, max_poll: 0, iburst: false };
+    let mut associations = [Association::new(poll, t(0.0)), Association::new(poll, t(0.0))];
+    let mut system = System::new(config());
+    let mut correction = VirtualClock::new(t(0.0), NtpDuration::ZERO, 0.0);
+    let mut peers_seen = Vec::new();
+    for s in 0..40 {
+        let now = t(f64::from(s));
+        for (i, association) in associations.iter_mut().enumerate() {
+            association.on_poll_sent(now);
+            // Alternately the better one: delays swap every second.
+            let delay = if (s + i as u32) % 2 == 0 { 1e-4 } else { 3e-4 };
+            let sample = Sample { offset: NtpDuration::ZERO, delay: secs(delay), dispersion: secs(1e-6), time: now };
+            let _ = association.on_reply(now, &reply(1, *b"GPS\0"), sample, false, 0.0);
+        }
+        let views: Vec<PeerView<'_>> = associations
+            .iter()
+            .enumerate()
+            .map(|(i, a)| PeerView { reference_id: ReferenceId([127, 0, 0, i as u8 + 1]), association: a })
+            .collect();
+        if let Some(sync) = system.update(now, &views, &mut correction) {
+            peers_seen.push(sync.peer);
+        }
+    }
+    assert!(peers_seen.len() > 10);
+    assert!(peers_seen.windows(2).all(|w| w[0] == w[1]), "one system peer throughout: {peers_seen:?}");
 }
