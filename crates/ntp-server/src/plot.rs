@@ -116,7 +116,14 @@ fn draw(plot: &Plot<'_>, out: &mut String, width: u32, height: u32) -> Result<()
             let (lo, hi) = if lo < hi { (lo, hi) } else { (lo - 1.0, lo + 1.0) };
             let pad = (hi - lo) * 0.05;
             let mut chart = chart.build_cartesian_2d(x_min..x_max, (lo - pad)..(hi + pad)).map_err(text)?;
-            chart.configure_mesh().x_desc(plot.x_label).y_desc(plot.y_label).draw().map_err(text)?;
+            let span = hi - lo;
+            chart
+                .configure_mesh()
+                .x_desc(plot.x_label)
+                .y_desc(plot.y_label)
+                .y_label_formatter(&|y| linear_label(*y, span))
+                .draw()
+                .map_err(text)?;
             for (i, s) in plot.series.iter().enumerate() {
                 let c = colour(&s.group);
                 let drawn =
@@ -137,6 +144,17 @@ fn draw(plot: &Plot<'_>, out: &mut String, width: u32, height: u32) -> Result<()
     }
     root.present().map_err(text)?;
     Ok(())
+}
+
+/// A tick label with as many digits as the axis's span needs: small
+/// spans (delays of microseconds) in scientific notation.
+fn linear_label(y: f64, span: f64) -> String {
+    if span < 1e-2 && y != 0.0 {
+        format!("{y:.3e}")
+    } else {
+        let decimals = (2.0 - span.log10().floor()).clamp(0.0, 6.0) as usize;
+        format!("{y:.decimals$}")
+    }
 }
 
 fn text(error: impl std::fmt::Display) -> String {
