@@ -38,6 +38,9 @@ pub struct Plot<'a> {
     pub scale: Scale,
     /// The lines.
     pub series: &'a [Series],
+    /// Groups in colour order, so that several plots colour alike; groups
+    /// not listed follow in order of appearance.
+    pub colours: &'a [String],
 }
 
 /// Drawing failed (only on internal plotting errors).
@@ -72,7 +75,8 @@ fn draw(plot: &Plot<'_>, out: &mut String, width: u32, height: u32) -> Result<()
     let points = || plot.series.iter().flat_map(|s| s.points.iter().copied());
     let (x_min, x_max) = points().fold((f64::MAX, f64::MIN), |(lo, hi), (x, _)| (lo.min(x), hi.max(x)));
     let (x_min, x_max) = if x_min < x_max { (x_min, x_max) } else { (0.0, 1.0) };
-    let groups: Vec<&str> = plot.series.iter().fold(Vec::new(), |mut groups, s| {
+    let listed: Vec<&str> = plot.colours.iter().map(String::as_str).collect();
+    let groups: Vec<&str> = plot.series.iter().fold(listed, |mut groups, s| {
         if !groups.contains(&s.group.as_str()) {
             groups.push(s.group.as_str());
         }
@@ -189,6 +193,7 @@ mod tests {
             y_label: "|offset| (s)",
             scale: Scale::LogAbs,
             series: &series,
+            colours: &[],
         };
         let svg = render_svg(&plot, 800, 500).unwrap();
         assert!(svg.starts_with("<svg"));

@@ -194,6 +194,13 @@ impl Statistics {
 
     /// The plots as SVG documents, each captioned.
     pub fn render(&self) -> Result<Vec<(String, String)>, PlotError> {
+        let mut colours = vec!["clock".to_string()];
+        for record in &self.peers {
+            if !colours.contains(&record.upstream) {
+                colours.push(record.upstream.clone());
+            }
+        }
+        colours[1..].sort();
         let mut out = Vec::new();
         for (what, y_label, scale, series) in self.series() {
             if series.is_empty() {
@@ -205,8 +212,14 @@ impl Statistics {
                 "jitter" => "jitter: clock (discipline) and upstreams (clock filter)".to_string(),
                 _ => "frequency correction of the clock".to_string(),
             };
-            let plot =
-                Plot { title: &title, x_label: "time since the first record (s)", y_label, scale, series: &series };
+            let plot = Plot {
+                title: &title,
+                x_label: "time since the first record (s)",
+                y_label,
+                scale,
+                series: &series,
+                colours: &colours,
+            };
             out.push((title.clone(), render_svg(&plot, SIZE.0, SIZE.1)?));
         }
         Ok(out)

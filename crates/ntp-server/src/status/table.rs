@@ -107,3 +107,67 @@ fn describe(state: Selection) -> &'static str {
 fn poll_seconds(poll: i8) -> f64 {
     2f64.powi(i32::from(poll))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Counts;
+    use crate::status::{SystemReport, UpstreamReport};
+
+    fn upstream(name: &str, state: Selection) -> UpstreamReport {
+        UpstreamReport {
+            name: name.into(),
+            address: name.into(),
+            reach: 0o377,
+            stratum: Some(1),
+            reference_id: Some("LOCL".into()),
+            poll: 2,
+            offset: Some(-4e-6),
+            delay: Some(2e-5),
+            jitter: Some(1e-6),
+            state,
+        }
+    }
+
+    #[test]
+    fn tracking_lines_then_a_row_per_upstream_marked_as_ntpq_does() {
+        let report = StatusReport {
+            system: SystemReport {
+                synchronized: true,
+                stratum: 2,
+                reference_id: "127.0.0.1".into(),
+                leap: "none".into(),
+                offset: Some(-9.8e-8),
+                frequency_ppm: -50.1,
+                host_frequency_ppm: -0.1,
+                root_delay: 3.05e-5,
+                root_dispersion: 4e-4,
+                since_update: Some(1.0),
+                poll: Some(2),
+                precision: -24,
+                system_peer: Some("a:1".into()),
+            },
+            upstreams: vec![upstream("a:1", Selection::SystemPeer), upstream("b:1", Selection::Falseticker)],
+            counters: Counts { received: 7, answered: 5, dropped_malformed: 2, ..Counts::default() },
+        };
+        let text = render(&report);
+        assert!(text.contains("Stratum           : 2\n"), "{text}");
+        assert!(text.contains("Last offset       : -98 ns\n"), "{text}");
+        assert!(text.contains("7 received, 5 answered, 0 kiss-o'-death, 2 dropped"), "{text}");
+        let rows: Vec<&str> = text.lines().filter(|l| l.contains(":1 ")).collect();
+        assert!(rows[0].starts_with("* a:1") && rows[0].contains(" 377 ") && rows[0].ends_with("system peer"));
+        assert!(rows[1].starts_with("x b:1") && rows[1].ends_with("falseticker"), "{rows:?}");
+    }
+
+    #[test]
+    fn a_primary_server_has_no_table() {
+        let json = r#"{"system":{"synchronized":true,"stratum":1,"reference_id":"LOCL","leap":"none","offset":null,
+            "frequency_ppm":0.0,"host_frequency_ppm":0.0,"root_delay":0.0,"root_dispersion":0.0,"since_update":null,
+            "poll":null,"precision":-24,"system_peer":null},"upstreams":[],"counters":{"received":0,"answered":0,
+            "kissed_rate":0,"kissed_deny":0,"dropped_malformed":0,"dropped_not_request":0,"dropped_zero_transmit":0,
+            "dropped_denied":0,"dropped_rate_limited":0,"send_errors":0}}"#;
+        let report: StatusReport = serde_json::from_str(json).unwrap();
+        let text = render(&report);
+        assert!(text.contains("Last update       : never") && text.ends_with("no upstreams: a primary server\n"));
+    }
+}
