@@ -14,10 +14,11 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::metrics::{self, Observed};
@@ -26,6 +27,10 @@ use crate::metrics::{self, Observed};
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9123";
 /// How long the client waits for an answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection that has not sent a request's headers within this is closed.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 32;
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Why an HTTP exchange failed.
@@ -52,17 +57,28 @@ pub enum HttpError {
 /// Serves `/status` and `/metrics` on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, observed: Observed, shutdown: impl Future<Output = ()>) {
     let shared = Arc::new((metrics::registry(observed.clone()), observed));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
+        let slot = tokio::select! {
             () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    debug!(%error, "accept failed");
-                    continue;
-                }
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
             },
+        };
+        let accepted = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, say: wait rather than spin.
+                debug!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
@@ -70,10 +86,14 @@ pub async fn serve(listener: TcpListener, observed: Observed, shutdown: impl Fut
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, Infallible>(route(&request, &shared.0, &shared.1)) }
             });
-            let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
             if let Err(error) = connection.await {
                 debug!(%peer, %error, "HTTP connection ended with an error");
             }
+            drop(slot);
         });
     }
 }
