@@ -145,7 +145,14 @@ pub async fn run_on(
         let (clock, sync_config) = (Arc::clone(&clock), config.sync.clone());
         tokio::spawn(sync::run(clock, upstreams, sync_config, own, status, stats_log, until_stopped))
     };
-    let server = Server::start(sockets, &config.policy, Arc::clone(&clock))?;
+    let server = match Server::start(sockets, &config.policy, Arc::clone(&clock)) {
+        Ok(server) => server,
+        Err(error) => {
+            let _ = stop.send(true);
+            let _ = background.await;
+            return Err(error.into());
+        }
+    };
     let http_task = http_listener.map(|listener| {
         let observed = Observed { clock, status: observe, stats: Arc::clone(server.stats()) };
         tokio::spawn(http::serve(listener, observed, wait_for_stop(stopped)))
