@@ -55,7 +55,9 @@ fn main() -> anyhow::Result<()> {
         Command::Status(args) => {
             let runtime =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
-            let body = runtime.block_on(http::get(args.http, "/status")).context("status")?;
+            let body = runtime
+                .block_on(http::get(args.http, "/status"))
+                .with_context(|| format!("no status from {} (is ntpd-sim serving --http there?)", args.http))?;
             if args.json {
                 print!("{body}");
             } else {
