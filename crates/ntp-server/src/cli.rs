@@ -27,6 +27,66 @@ pub enum Command {
     /// Run a scenario (see config/scenarios/) in simulated time with the
     /// daemon's own algorithms: a summary table, CSV time series, an SVG plot.
     Simulate(SimulateArgs),
+    /// Show a running daemon's state and upstreams (from its --http address),
+    /// as `chronyc tracking` and `chronyc sources` do.
+    Status(StatusArgs),
+    /// Draw a statistics directory (serve --stats-dir) as SVG or HTML:
+    /// offset, delay, jitter and frequency over time.
+    Plot(PlotArgs),
+    /// Check a config file: report every problem with its key and line;
+    /// exit 1 if there is any.
+    Validate(ValidateArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) of ntpd-sim, or write one per subcommand.
+    Man(ManArgs),
+}
+
+/// Arguments of `ntpd-sim man`.
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Write ntpd-sim.1 and ntpd-sim-SUBCOMMAND.1 into this directory
+    /// instead of printing ntpd-sim.1.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
+/// Arguments of `ntpd-sim status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The daemon's HTTP address (its serve --http).
+    #[arg(long, value_name = "ADDR:PORT", default_value = crate::http::DEFAULT_ADDRESS)]
+    pub http: SocketAddr,
+    /// Print the JSON of /status instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `ntpd-sim plot`.
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// The statistics directory (with loopstats and peerstats).
+    #[arg(long, value_name = "DIR")]
+    pub stats_dir: PathBuf,
+    /// Output file: .html (a page with every plot) or .svg (the plots stacked).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// Arguments of `ntpd-sim validate`.
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// The config file to check.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// Arguments of `ntpd-sim completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Arguments of `ntpd-sim demo`.
@@ -105,6 +165,14 @@ pub struct ServeArgs {
     /// unsynchronized (default 3600).
     #[arg(long, value_name = "SECONDS")]
     pub holdover: Option<f64>,
+    /// Serve /status (JSON) and /metrics (Prometheus) over HTTP on this
+    /// address; without a value 127.0.0.1:9123. Off unless given.
+    #[arg(long, value_name = "ADDR:PORT", num_args = 0..=1, default_missing_value = crate::http::DEFAULT_ADDRESS)]
+    pub http: Option<SocketAddr>,
+    /// Write statistics logs (loopstats: one line per clock update;
+    /// peerstats: one per upstream sample) into this directory, rotated.
+    #[arg(long, value_name = "DIR")]
+    pub stats_dir: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -116,6 +116,10 @@ pub struct ServerSection {
     pub clock_drift_ppm: Option<f64>,
     /// Log level or filter.
     pub log_level: Option<String>,
+    /// Address for `/status` and `/metrics` over HTTP.
+    pub http: Option<SocketAddr>,
+    /// Directory for the statistics logs.
+    pub stats_dir: Option<PathBuf>,
 }
 
 /// Where to listen.
@@ -147,6 +151,10 @@ pub struct ServeConfig {
     pub policy: PolicyConfig,
     /// Upstreams and the discipline's settings.
     pub sync: SyncConfig,
+    /// Where to serve `/status` and `/metrics` (None: no HTTP).
+    pub http: Option<SocketAddr>,
+    /// Where to write `loopstats` and `peerstats` (None: nowhere).
+    pub stats_dir: Option<PathBuf>,
 }
 
 /// Why the configuration is unusable.
@@ -248,6 +256,8 @@ impl ServeConfig {
             log_level: args.log_level.clone().or(server.log_level),
             policy: PolicyConfig { access: file.access, rate_limit: file.rate_limit },
             sync: SyncConfig::merge(file.sync, args)?,
+            http: args.http.or(server.http),
+            stats_dir: args.stats_dir.clone().or(server.stats_dir),
         })
     }
 }

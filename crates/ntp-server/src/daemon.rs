@@ -1,6 +1,7 @@
 //! `ntpd-sim serve` as a whole: bind the configured addresses, set up the
 //! virtual clock (a primary server's, or one disciplined from upstreams),
-//! log one start-up line, serve until SIGINT or SIGTERM.
+//! log one start-up line, serve until SIGINT or SIGTERM; with `--http`, also
+//! `/status` and `/metrics`, with `--stats-dir`, statistics logs.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -18,9 +19,12 @@ use tracing::info;
 
 use crate::clock::{measure_precision, ClockSnapshot, SharedClock};
 use crate::config::{Listen, ServeConfig};
+use crate::http;
 use crate::latency;
-use crate::serve::{self, ServeError};
+use crate::metrics::Observed;
+use crate::serve::{ServeError, Server};
 use crate::stats::Counts;
+use crate::statslog::{StatsLog, DEFAULT_MAX_BYTES};
 use crate::sync::{self, SyncError, SyncStatus};
 use crate::udp;
 
@@ -43,6 +47,12 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The HTTP address could not be bound.
+    #[error("cannot listen for HTTP on {0}: {1}")]
+    Http(SocketAddr, std::io::Error),
+    /// The statistics directory could not be opened.
+    #[error("statistics directory {0}: {1}")]
+    StatsDir(std::path::PathBuf, std::io::Error),
 }
 
 /// The clock and state of a primary server: a raw clock of the system clock
@@ -117,21 +127,47 @@ pub async fn run_on(
         clock_drift_ppm = config.clock_drift_ppm,
         "serving NTP"
     );
+    let http_listener = match config.http {
+        Some(address) => Some(bind_http(address)?),
+        None => None,
+    };
+    let stats_log = match &config.stats_dir {
+        Some(dir) => Some(StatsLog::open(dir, DEFAULT_MAX_BYTES).map_err(|e| DaemonError::StatsDir(dir.clone(), e))?),
+        None => None,
+    };
     let (stop, stopped) = watch::channel(false);
     let calibration = tokio::spawn(latency::calibrate(Arc::clone(&clock), stopped.clone()));
+    let observe = status.subscribe();
     let background = if config.sync.upstreams.is_empty() {
-        tokio::spawn(refresh_reference(Arc::clone(&clock), stopped))
+        tokio::spawn(refresh_reference(Arc::clone(&clock), stopped.clone()))
     } else {
         let upstreams = sync::connect(&config.sync).await?;
         let own: Vec<IpAddr> = local.iter().map(SocketAddr::ip).filter(|ip| !ip.is_unspecified()).collect();
-        let until_stopped = wait_for_stop(stopped);
-        tokio::spawn(sync::run(Arc::clone(&clock), upstreams, config.sync.clone(), own, status, until_stopped))
+        let until_stopped = wait_for_stop(stopped.clone());
+        let (clock, sync_config) = (Arc::clone(&clock), config.sync.clone());
+        tokio::spawn(sync::run(clock, upstreams, sync_config, own, status, stats_log, until_stopped))
     };
-    let stats = serve::run(sockets, config.policy, clock, shutdown).await;
+    let server = match Server::start(sockets, &config.policy, Arc::clone(&clock)) {
+        Ok(server) => server,
+        Err(error) => {
+            let _ = stop.send(true);
+            let _ = background.await;
+            return Err(error.into());
+        }
+    };
+    let http_task = http_listener.map(|listener| {
+        let observed = Observed { clock, status: observe, stats: Arc::clone(server.stats()) };
+        tokio::spawn(http::serve(listener, observed, wait_for_stop(stopped)))
+    });
+    shutdown.await;
+    let stats = tokio::task::spawn_blocking(move || server.stop()).await;
     let _ = stop.send(true);
     let _ = background.await;
     let _ = calibration.await;
-    let counts = stats?.read();
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
+    let counts = stats.map_err(|e| ServeError::Thread(e.to_string()))??.read();
     info!(
         received = counts.received,
         answered = counts.answered,
@@ -139,6 +175,16 @@ pub async fn run_on(
         "stopped"
     );
     Ok(counts)
+}
+
+/// Binds the HTTP address now, so a bad one stops the daemon at start-up.
+fn bind_http(address: SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
+    let fail = |e| DaemonError::Http(address, e);
+    let listener = std::net::TcpListener::bind(address).map_err(fail)?;
+    listener.set_nonblocking(true).map_err(fail)?;
+    let bound = listener.local_addr().map_err(fail)?;
+    info!(address = %bound, "serving /status and /metrics over HTTP");
+    tokio::net::TcpListener::from_std(listener).map_err(fail)
 }
 
 /// A primary server keeps its reference time fresh, so the root dispersion

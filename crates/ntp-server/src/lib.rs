@@ -18,6 +18,12 @@
 //! - [`sync`]: the upstream side: polls upstreams through `ntp-client`,
 //!   drives `ntp_proto::synchronizer`, publishes the disciplined clock.
 //! - [`daemon`]: `ntpd-sim serve` end to end: bind, start-up log, signals.
+//! - [`status`]: the status report (`/status`, `ntpd-sim status`).
+//! - [`metrics`]: `/metrics` in the Prometheus text format.
+//! - [`http`]: the HTTP server of `/status` and `/metrics`, and its client.
+//! - [`statslog`]: `loopstats` and `peerstats` files, rotated.
+//! - [`statsplot`]: `ntpd-sim plot`, those files drawn with [`plot`].
+//! - [`validate`]: `ntpd-sim validate`, every problem of a config file.
 //! - [`demo`]: `ntpd-sim demo`, a stratum 1 -> 2 -> 3 chain in one process.
 //! - [`simulate`]: `ntpd-sim simulate`, NTP hierarchies in simulated time
 //!   through the same `ntp-proto` code the daemon runs.
@@ -35,14 +41,20 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod http;
 pub mod latency;
+pub mod metrics;
 pub mod plot;
 pub mod policy;
 pub mod serve;
 pub mod simulate;
 pub mod stats;
+pub mod statslog;
+pub mod statsplot;
+pub mod status;
 pub mod sync;
 pub mod udp;
+pub mod validate;
 
 pub use clock::{ClockSnapshot, SharedClock};
 pub use config::ServeConfig;

@@ -3,10 +3,11 @@
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use ntp_server::cli::{Cli, Command};
 use ntp_server::simulate::{self, SimulateOptions};
-use ntp_server::{daemon, demo, ServeConfig};
+use ntp_server::status::{self, StatusReport};
+use ntp_server::{daemon, demo, http, statsplot, validate, ServeConfig};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
@@ -51,8 +52,62 @@ fn main() -> anyhow::Result<()> {
                 outcome.wall.as_secs_f64()
             );
         }
+        Command::Status(args) => {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+            let body = runtime
+                .block_on(http::get(args.http, "/status"))
+                .with_context(|| format!("no status from {} (is ntpd-sim serving --http there?)", args.http))?;
+            if args.json {
+                print!("{body}");
+            } else {
+                let report: StatusReport = serde_json::from_str(&body).context("the /status JSON")?;
+                print!("{}", status::render(&report));
+            }
+        }
+        Command::Plot(args) => {
+            let verdict = statsplot::plot_dir(&args.stats_dir, &args.out).context("plot")?;
+            println!("wrote {}: {verdict}", args.out.display());
+        }
+        Command::Validate(args) => {
+            let problems = validate::validate_file(&args.config)?;
+            for problem in &problems {
+                println!("{}: {problem}", args.config.display());
+            }
+            if !problems.is_empty() {
+                println!("{}: {} problem(s)", args.config.display(), problems.len());
+                std::process::exit(1);
+            }
+            println!("{}: no problems", args.config.display());
+        }
+        Command::Completions(args) => {
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "ntpd-sim", &mut script);
+            write_stdout(&script)?;
+        }
+        Command::Man(args) => match &args.out_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+                clap_mangen::generate_to(Cli::command(), dir).context("man pages")?;
+                println!("wrote ntpd-sim.1 and ntpd-sim-<subcommand>.1 into {}", dir.display());
+            }
+            None => {
+                let mut page = Vec::new();
+                clap_mangen::Man::new(Cli::command()).render(&mut page).context("man page")?;
+                write_stdout(&page)?;
+            }
+        },
     }
     Ok(())
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("stdout"),
+    }
 }
 
 fn init_logging(directive: &str) -> anyhow::Result<()> {

@@ -38,6 +38,9 @@ pub struct Plot<'a> {
     pub scale: Scale,
     /// The lines.
     pub series: &'a [Series],
+    /// Groups in colour order, so that several plots colour alike; groups
+    /// not listed follow in order of appearance.
+    pub colours: &'a [String],
 }
 
 /// Drawing failed (only on internal plotting errors).
@@ -72,7 +75,8 @@ fn draw(plot: &Plot<'_>, out: &mut String, width: u32, height: u32) -> Result<()
     let points = || plot.series.iter().flat_map(|s| s.points.iter().copied());
     let (x_min, x_max) = points().fold((f64::MAX, f64::MIN), |(lo, hi), (x, _)| (lo.min(x), hi.max(x)));
     let (x_min, x_max) = if x_min < x_max { (x_min, x_max) } else { (0.0, 1.0) };
-    let groups: Vec<&str> = plot.series.iter().fold(Vec::new(), |mut groups, s| {
+    let listed: Vec<&str> = plot.colours.iter().map(String::as_str).collect();
+    let groups: Vec<&str> = plot.series.iter().fold(listed, |mut groups, s| {
         if !groups.contains(&s.group.as_str()) {
             groups.push(s.group.as_str());
         }
@@ -116,7 +120,14 @@ fn draw(plot: &Plot<'_>, out: &mut String, width: u32, height: u32) -> Result<()
             let (lo, hi) = if lo < hi { (lo, hi) } else { (lo - 1.0, lo + 1.0) };
             let pad = (hi - lo) * 0.05;
             let mut chart = chart.build_cartesian_2d(x_min..x_max, (lo - pad)..(hi + pad)).map_err(text)?;
-            chart.configure_mesh().x_desc(plot.x_label).y_desc(plot.y_label).draw().map_err(text)?;
+            let span = hi - lo;
+            chart
+                .configure_mesh()
+                .x_desc(plot.x_label)
+                .y_desc(plot.y_label)
+                .y_label_formatter(&|y| linear_label(*y, span))
+                .draw()
+                .map_err(text)?;
             for (i, s) in plot.series.iter().enumerate() {
                 let c = colour(&s.group);
                 let drawn =
@@ -137,6 +148,17 @@ fn draw(plot: &Plot<'_>, out: &mut String, width: u32, height: u32) -> Result<()
     }
     root.present().map_err(text)?;
     Ok(())
+}
+
+/// A tick label with as many digits as the axis's span needs: small
+/// spans (delays of microseconds) in scientific notation.
+fn linear_label(y: f64, span: f64) -> String {
+    if span < 1e-2 && y != 0.0 {
+        format!("{y:.3e}")
+    } else {
+        let decimals = (2.0 - span.log10().floor()).clamp(0.0, 6.0) as usize;
+        format!("{y:.decimals$}")
+    }
 }
 
 fn text(error: impl std::fmt::Display) -> String {
@@ -171,6 +193,7 @@ mod tests {
             y_label: "|offset| (s)",
             scale: Scale::LogAbs,
             series: &series,
+            colours: &[],
         };
         let svg = render_svg(&plot, 800, 500).unwrap();
         assert!(svg.starts_with("<svg"));

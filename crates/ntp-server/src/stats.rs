@@ -1,10 +1,11 @@
 //! The server's counters: datagrams received, answered, and dropped by
 //! reason. Atomics only (no locks); each serving thread adds its batch's
-//! counts once per batch. A later issue exports them as metrics.
+//! counts once per batch. `/metrics` and `/status` read them (see `metrics`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ntp_proto::responder::IgnoreReason;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::Decision;
 
@@ -35,7 +36,7 @@ pub struct Stats {
 
 /// One batch's counts, kept in plain integers and added to [`Stats`] at
 /// the end of the batch.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// See [`Stats::received`].
     pub received: u64,

@@ -13,11 +13,12 @@ use std::time::Duration;
 use ntp_client::net::TimestampedSocket;
 use ntp_client::target::{Family, Target, TargetError};
 use ntp_client::{exchange, ExchangeError, ExchangeOptions, Measurement};
-use ntp_proto::association::PollConfig;
+use ntp_proto::association::{PollConfig, ServerInfo};
 use ntp_proto::discipline::{Adjustment, DisciplineConfig};
-use ntp_proto::packet::{ReferenceId, Version};
+use ntp_proto::filter::FilterOutput;
+use ntp_proto::packet::{KissCode, ReferenceId, Version};
 use ntp_proto::synchronizer::{ReplyOutcome, Synchronizer};
-use ntp_proto::system::{Synchronization, SystemConfig};
+use ntp_proto::system::{SelectionState, Synchronization, SystemConfig};
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -25,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::{RawClock, SharedClock};
 use crate::config::SyncConfig;
+use crate::statslog::StatsLog;
 
 /// How often the advertised state is refreshed between clock updates, so
 /// the holdover is noticed without a reply to trigger it.
@@ -59,13 +61,35 @@ pub struct Upstream {
 }
 
 /// What the status of the upstream side looks like to an observer (the
-/// demo's table, later the status endpoint).
+/// demo's table, `/status`, `/metrics`). Offsets in it are in the *raw*
+/// frame (server minus raw clock), as the synchronizer keeps them.
 #[derive(Debug, Clone, Default)]
 pub struct SyncStatus {
     /// The last clock update, if synchronized.
     pub last: Option<Synchronization>,
-    /// Per upstream: name, reach register, selection state as text.
-    pub upstreams: Vec<(String, u8, String)>,
+    /// One per upstream, in the order given.
+    pub upstreams: Vec<UpstreamStatus>,
+}
+
+/// One upstream as the synchronizer sees it.
+#[derive(Debug, Clone)]
+pub struct UpstreamStatus {
+    /// As configured (`host:port`).
+    pub name: String,
+    /// The address polled.
+    pub address: SocketAddr,
+    /// Reachability register, bit 0 the latest poll.
+    pub reach: u8,
+    /// Poll exponent in force, log2 s.
+    pub poll: i8,
+    /// What the server last said about itself (stratum, reference ID...).
+    pub info: Option<ServerInfo>,
+    /// The clock filter's output: offset (raw frame), delay, dispersion, jitter.
+    pub output: Option<FilterOutput>,
+    /// Where selection left it, once the system has run.
+    pub selection: Option<SelectionState>,
+    /// The kiss code that stopped polling it, if any.
+    pub stopped: Option<KissCode>,
 }
 
 /// Resolves `HOST[:PORT]` (port 123 by default; `[v6]:port` for IPv6) to
@@ -110,6 +134,7 @@ pub async fn run(
     config: SyncConfig,
     own_addresses: Vec<IpAddr>,
     status: watch::Sender<SyncStatus>,
+    mut stats_log: Option<StatsLog>,
     shutdown: impl Future<Output = ()>,
 ) {
     let precision = clock.snapshot().state.precision;
@@ -126,6 +151,7 @@ pub async fn run(
             .map(|a| ReferenceId::from_upstream(a.ip())),
     );
     sync.set_own_reference_ids(own);
+    publish_status(&status, &sync, &upstreams);
 
     let options = ExchangeOptions { version: Version::V4, timeout: Duration::from_secs(2), local_precision: precision };
     let (results, mut replies) =
@@ -162,7 +188,7 @@ pub async fn run(
             }
             Some((index, result)) = replies.recv() => {
                 in_flight[index] = false;
-                handle(&clock, &mut sync, &upstreams[index], index, result);
+                handle(&clock, &mut sync, &upstreams, index, result, stats_log.as_mut());
                 publish_status(&status, &sync, &upstreams);
             }
             _ = refresh.tick() => {
@@ -183,10 +209,12 @@ pub async fn run(
 fn handle(
     clock: &SharedClock,
     sync: &mut Synchronizer,
-    upstream: &Upstream,
+    upstreams: &[Upstream],
     index: usize,
     result: Result<Measurement, ExchangeError>,
+    stats_log: Option<&mut StatsLog>,
 ) {
+    let upstream = &upstreams[index];
     let measurement = match result {
         Ok(measurement) => measurement,
         Err(ExchangeError::Rejected { reply, error }) => {
@@ -207,12 +235,22 @@ fn handle(
     let raw_now = disciplined.raw_at(SharedClock::system_now());
     let was_synchronized = sync.system().synchronization().is_some();
     let reply = measurement.reply;
+    let correction_before = disciplined.correction_at(raw_now);
     let outcome = sync.on_reply(index, &mut disciplined, raw_now, &reply, reply.origin, &measurement.timestamps);
     let state = sync.server_state(raw_now);
     clock.update(|s| {
         s.clock.correction = disciplined.correction;
         s.state = state;
     });
+    if let (Some(log), ReplyOutcome::Accepted(update)) = (stats_log, outcome) {
+        let unix = SharedClock::system_now().to_unix_f64();
+        let offset = measurement.timestamps.offset() - correction_before;
+        log.peer_sample(unix, &upstream.name, offset, measurement.timestamps.delay(), sync, index);
+        if let Some(update) = update {
+            let peer = upstreams.get(update.peer).map_or("-", |u| u.name.as_str());
+            log.clock_update(unix, &update, peer);
+        }
+    }
     match outcome {
         ReplyOutcome::Accepted(Some(update)) => log_update(&update, was_synchronized, sync, index),
         ReplyOutcome::Accepted(None) => {}
@@ -247,8 +285,15 @@ fn publish_status(status: &watch::Sender<SyncStatus>, sync: &Synchronizer, upstr
         .iter()
         .zip(sync.associations())
         .enumerate()
-        .map(|(i, (u, a))| {
-            (u.name.clone(), a.reach(), sync.selection(i).map_or_else(|| "-".into(), |s| format!("{s:?}")))
+        .map(|(i, (u, a))| UpstreamStatus {
+            name: u.name.clone(),
+            address: u.address,
+            reach: a.reach(),
+            poll: a.poll(),
+            info: a.info(),
+            output: a.output(),
+            selection: sync.selection(i),
+            stopped: a.stopped(),
         })
         .collect();
     status.send_replace(SyncStatus { last: sync.system().synchronization().copied(), upstreams: rows });

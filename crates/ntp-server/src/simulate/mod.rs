@@ -157,6 +157,7 @@ fn write_outputs(dir: &Path, simulation: &Simulation<'_>, title: &str, table: &s
         y_label: "|offset| (s), log scale: dips are zero crossings",
         scale: Scale::LogAbs,
         series: &lines,
+        colours: &[],
     };
     let svg = render_svg(&plot, 1000, 600)?;
     std::fs::write(dir.join("offset.svg"), svg).map_err(fail(&dir.join("offset.svg")))?;
