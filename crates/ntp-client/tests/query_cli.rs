@@ -107,3 +107,37 @@ fn a_server_without_an_address_of_the_family_is_a_server_error_not_a_usage_error
     assert!(entry["address"].is_null());
     assert_eq!(entry["error"], "127.0.0.1:123 has no address of the requested family");
 }
+
+#[test]
+fn watch_prints_a_report_every_interval_until_sigterm_then_exits_0() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let good = FakeServer::with_offset(0.25);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ntp-query"))
+        .args(["--watch", "0.2", "-n", "1", &good.address.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run ntp-query --watch");
+    let (lines, received) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || stdout.lines().map_while(Result::ok).for_each(|l| drop(lines.send(l))));
+    let mut tables = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tables < 3 && Instant::now() < deadline {
+        if let Ok(line) = received.recv_timeout(Duration::from_millis(100)) {
+            if line.starts_with(&good.address.to_string()) {
+                assert!(line.contains("+250"), "the fake server is 250 ms ahead: {line}");
+                tables += 1;
+            }
+        }
+    }
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(tables, 3, "three reports within 20 s");
+    assert_eq!(status.code(), Some(0), "SIGTERM ends a watch cleanly");
+}
