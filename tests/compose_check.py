@@ -39,8 +39,8 @@ def main(argv):
             continue
         relative = None if reference is None or server["offset"] is None else server["offset"] - reference
         summary.append(f"{name} st {server['stratum']} refid {server['refid']} {fmt(relative)}")
-        if server["error"] is not None:
-            failures.append(f"{name}: {server['error']}")
+        if server["error"] is not None or server["offset"] is None:
+            failures.append(f"{name}: {server['error'] or 'no offset'}")
             continue
         if server["stratum"] != stratum:
             failures.append(f"{name}: stratum {server['stratum']}, expected {stratum}")
