@@ -64,7 +64,7 @@ fn json_has_every_key_with_its_type() {
         "jitter",
         "root_distance",
     ];
-    let strings = ["refid", "leap", "server_time"];
+    let strings = ["refid", "leap", "reference_time", "server_time"];
     for (entry, ok) in servers.iter().zip([true, false]) {
         let keys = entry.as_object().unwrap();
         assert_eq!(keys.len(), numbers.len() + strings.len() + 5, "{entry}");
@@ -83,6 +83,9 @@ fn json_has_every_key_with_its_type() {
     assert!((servers[0]["root_dispersion"].as_f64().unwrap() - 0.010).abs() < 1e-4);
     assert!((servers[0]["precision"].as_f64().unwrap() - 2f64.powi(-20)).abs() < 1e-12);
     assert!(servers[1]["error"].is_string());
+    let time = |key: &str| chrono::DateTime::parse_from_rfc3339(servers[0][key].as_str().unwrap()).unwrap();
+    let age = (time("server_time") - time("reference_time")).num_milliseconds();
+    assert!((9_990..=10_010).contains(&age), "the fake server's clock was set 10 s before it answered: {age} ms");
 }
 
 #[test]
@@ -129,7 +132,10 @@ fn watch_prints_a_report_every_interval_until_sigterm_then_exits_0() {
     while tables < 3 && Instant::now() < deadline {
         if let Ok(line) = received.recv_timeout(Duration::from_millis(100)) {
             if line.starts_with(&good.address.to_string()) {
-                assert!(line.contains("+250"), "the fake server is 250 ms ahead: {line}");
+                // OFFSET is the only signed column: about +250.0ms.
+                let offset = line.split_whitespace().find_map(|t| t.strip_prefix('+')?.strip_suffix("ms"));
+                let offset: f64 = offset.and_then(|o| o.parse().ok()).unwrap_or_else(|| panic!("no offset: {line}"));
+                assert!((245.0..255.0).contains(&offset), "the fake server is 250 ms ahead: {line}");
                 tables += 1;
             }
         }
