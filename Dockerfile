@@ -20,6 +20,9 @@ RUN sh docker/rootfs.sh /rootfs target/release
 
 FROM scratch
 COPY --from=build /rootfs/ /
+LABEL org.opencontainers.image.title="ntpd-sim" \
+      org.opencontainers.image.description="NTP daemon on a virtual clock (ntpd-sim) and query tool (ntp-query)" \
+      org.opencontainers.image.licenses="MIT OR Apache-2.0"
 ENV PATH=/usr/local/bin
 USER 65534:65534
 EXPOSE 12300/udp
