@@ -53,7 +53,15 @@ query() {
 echo "== build the image ($NTPD_SIM_IMAGE) with no registry"
 bash docker/build-local.sh
 [ "$(docker image inspect -f '{{.Config.User}}' "$NTPD_SIM_IMAGE")" = "65534:65534" ] || fail "image does not run as 65534"
-pass "image built, runs as user 65534"
+# Its files: the two binaries, shared libraries, glibc's name-service
+# configuration and passwd/group; the rest is what Docker adds to every
+# container (.dockerenv, dev/, proc/, sys/, etc/hosts, ...).
+probe=$(docker create "$NTPD_SIM_IMAGE")
+files=$(docker export "$probe" | tar -t | grep -v '/$'; docker rm "$probe" >/dev/null)
+extra=$(echo "$files" | grep -Ev '^(usr/local/bin/(ntpd-sim|ntp-query)|lib(64)?/.*\.so(\.[0-9]+)*|etc/(nsswitch\.conf|passwd|group|hosts|hostname|resolv\.conf|mtab)|\.dockerenv|dev/console)$' || true)
+[ -z "$extra" ] || fail "the image holds more than the binaries and their libraries: $extra"
+grep -qx 'usr/local/bin/ntp-query' <<<"$files" || fail "the image has no ntp-query"
+pass "image built: user 65534, $(echo "$files" | wc -l) files, $(docker image inspect -f '{{.Size}}' "$NTPD_SIM_IMAGE" | awk '{ printf "%.1f MB", $1 / 1e6 }')"
 
 echo "== up (each tier starts once the tier above is healthy)"
 timeout 150 "${compose_cmd[@]}" -p "$project" up -d || fail "compose up"
@@ -111,5 +119,7 @@ health=$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q stratum3)
 [ "$health" = healthy ] || fail "stratum3's healthcheck says $health"
 pass "stratum3's healthcheck (ntp-query) says healthy"
 
-compose logs --no-color client | grep -q 'stratum3:12300 .* 3  ' || fail "the client printed no table with stratum3"
+# (Into a variable first: grep -q ending the pipe early would fail it under pipefail.)
+client_log=$(compose logs --no-color client)
+grep -q 'stratum3:12300 .* 3  ' <<<"$client_log" || fail "the client printed no table with stratum3"
 pass "the client service prints its table"
