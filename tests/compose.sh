@@ -41,6 +41,7 @@ cleanup() {
     if [ "$status" = 0 ]; then echo "compose: $passed passed, 0 failed"; else echo "compose: $passed passed, 1 failed"; fi
 }
 trap cleanup EXIT
+trap "exit 143" INT TERM
 
 # One JSON report of the servers named, as the client container sees them.
 query() {
