@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ntp_e2e::{bin, free_udp_port, wait_for, Daemon};
+use ntp_e2e::{bin, free_udp_port, log_field, wait_for, Daemon};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -197,26 +197,8 @@ fn hostile_datagrams_get_no_reply_and_interleaved_clients_are_all_answered() {
     // Still up, and it counted every datagram.
     let (status, output) = daemon.stop();
     assert!(status.success(), "{output}");
-    let stopped = strip_ansi(output.lines().find(|l| l.contains("stopped")).expect("a final line"));
-    let count = |name: &str| -> u64 {
-        let field = stopped.split_whitespace().find_map(|f| f.strip_prefix(name)).expect("the field");
-        field.parse().unwrap()
-    };
+    let count = |name| log_field(&output, "stopped", name).expect("a final line with the counters");
     // Start-up probes sent before the socket was bound were never received.
-    assert!((sent + 1..=sent + probes).contains(&count("received=")), "{stopped}");
-    assert_eq!(count("answered="), answered + probe_replies, "{stopped}");
-}
-
-/// The log line without terminal colour codes (`ESC [ ... m`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            chars.by_ref().find(|&c| c == 'm');
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    assert!((sent + 1..=sent + probes).contains(&count("received")), "{output}");
+    assert_eq!(count("answered"), answered + probe_replies, "{output}");
 }
