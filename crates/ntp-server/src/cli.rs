@@ -105,6 +105,10 @@ pub struct ServeArgs {
     /// unsynchronized (default 3600).
     #[arg(long, value_name = "SECONDS")]
     pub holdover: Option<f64>,
+    /// Once the sockets are bound, become this user (uid, gid, no
+    /// supplementary groups) for good; for a start as root on port 123.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 #[cfg(test)]

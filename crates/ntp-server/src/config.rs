@@ -116,6 +116,8 @@ pub struct ServerSection {
     pub clock_drift_ppm: Option<f64>,
     /// Log level or filter.
     pub log_level: Option<String>,
+    /// User to become after binding (when started as root).
+    pub user: Option<String>,
 }
 
 /// Where to listen.
@@ -143,6 +145,8 @@ pub struct ServeConfig {
     /// Log filter given by flag or file, if any (the binary puts `RUST_LOG`
     /// between the two).
     pub log_level: Option<String>,
+    /// User to become once the sockets are bound, if any.
+    pub user: Option<String>,
     /// Access lists and rate limit.
     pub policy: PolicyConfig,
     /// Upstreams and the discipline's settings.
@@ -246,6 +250,7 @@ impl ServeConfig {
             clock_offset,
             clock_drift_ppm,
             log_level: args.log_level.clone().or(server.log_level),
+            user: args.user.clone().or(server.user),
             policy: PolicyConfig { access: file.access, rate_limit: file.rate_limit },
             sync: SyncConfig::merge(file.sync, args)?,
         })

@@ -18,6 +18,7 @@ use tracing::info;
 
 use crate::clock::{measure_precision, ClockSnapshot, SharedClock};
 use crate::config::{Listen, ServeConfig};
+use crate::privileges::{self, PrivilegeError};
 use crate::serve::{self, ServeError};
 use crate::stats::Counts;
 use crate::sync::{self, SyncError, SyncStatus};
@@ -39,6 +40,9 @@ pub enum DaemonError {
     /// The upstreams could not be set up.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// `--user` was given and could not be become.
+    #[error("cannot drop privileges: {0}")]
+    Privileges(#[from] PrivilegeError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -89,6 +93,10 @@ pub fn initial_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
 /// Runs the daemon until `shutdown` completes; returns the final counters.
 pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<Counts, DaemonError> {
     let sockets = bind(&config.listen)?;
+    if let Some(user) = &config.user {
+        let (uid, gid) = privileges::drop_to(user)?;
+        info!(user, uid, gid, "privileges dropped after binding");
+    }
     let clock = Arc::new(SharedClock::new(initial_snapshot(&config, measure_precision())));
     let (status, _) = watch::channel(SyncStatus::default());
     run_on(sockets, config, clock, status, shutdown).await
