@@ -35,6 +35,9 @@ trap cleanup EXIT
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Datagrams the kernel dropped for want of receive buffer, on any UDP socket
+# (the server's or the generator's): where lost requests went.
+udp_receive_buffer_errors() { awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
 
 taskset -c "$SERVER_CPU" "$NTPD_SIM" serve --listen "127.0.0.1:$PORT" --log-level warn &
 SERVER_PID=$!
@@ -53,20 +56,23 @@ echo "soak: ${DURATION}s open loop at $rate requests/s (half of $max) plus $BAD_
 
 rss_start=$(rss_kb "$SERVER_PID")
 ticks_start=$(cpu_ticks "$SERVER_PID")
+drops_start=$(udp_receive_buffer_errors)
+SECONDS=0
 (
-    while sleep 60; do echo "rss after $((SECONDS))s: $(rss_kb "$SERVER_PID") kB"; done
+    while sleep 60; do echo "rss after ${SECONDS}s: $(rss_kb "$SERVER_PID") kB"; done
 ) &
 SAMPLER_PID=$!
-SECONDS=0
 line=$(taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$PORT" --label soak \
     --sockets "$SOCKETS" --rate "$rate" --bad-ratio "$BAD_RATIO" --duration "$DURATION" --warmup 0)
 ticks_end=$(cpu_ticks "$SERVER_PID")
+drops_end=$(udp_receive_buffer_errors)
 rss_end=$(rss_kb "$SERVER_PID")
 kill "$SAMPLER_PID" 2>/dev/null || true
 SAMPLER_PID=
 echo "$line"
+echo "UDP receive buffer errors (host-wide) during the soak: $((drops_end - drops_start))"
 sent=$(echo "$line" | sed 's/.*sent \([0-9]*\),.*/\1/')
-valid=$(echo "$line" | sed 's/.*valid \([0-9]*\),.*/\1/')
+valid=$(echo "$line" | sed 's/.*, valid \([0-9]*\),.*/\1/')
 awk -v s="$sent" -v v="$valid" -v t=$((ticks_end - ticks_start)) -v hz="$(getconf CLK_TCK)" \
     -v r0="$rss_start" -v r1="$rss_end" 'BEGIN {
     printf "answered %.4f%% of good requests (%d of %d); RSS %d kB at start, %d kB at the end; %.2f us CPU per reply\n",

@@ -118,7 +118,13 @@ pub fn run(config: &RelayConfig) -> io::Result<()> {
     tracing::info!(listen = %config.listen, upstream = %config.upstream, out = ?config.out, back = ?config.back, "relaying");
     let mut buf = [0u8; 2048];
     loop {
-        let (len, client) = listen.recv_from(&mut buf)?;
+        let (len, client) = match listen.recv_from(&mut buf) {
+            Ok(received) => received,
+            Err(e) => {
+                tracing::debug!(error = %e, "receive failed");
+                continue;
+            }
+        };
         let known = clients.lock().unwrap_or_else(|e| e.into_inner()).get(&client).cloned();
         let upstream_socket = match known {
             Some(socket) => socket,
