@@ -9,7 +9,9 @@
 #   bash bench/soak.sh [SECONDS]
 #
 # Environment: SERVER_CPU (0), LOADGEN_CPU (1), SOCKETS (4), BAD_RATIO
-# (0.5), PORT (12450). The maximum rate is measured first (closed loop, 5 s).
+# (0.5), PORT (12450), RATE (requests/s; default half the maximum, which is
+# measured first, closed loop, 5 s: on a machine shared with other work the
+# maximum of a quiet moment can be far more than the server later gets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +40,9 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Datagrams the kernel dropped for want of receive buffer, on any UDP socket
 # (the server's or the generator's): where lost requests went.
 udp_receive_buffer_errors() { awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
+# Datagrams dropped at the server's own socket since it opened (the last
+# column of /proc/net/udp).
+server_socket_drops() { awk -v p=":$(printf '%04X' "$PORT")" '$2 ~ p"$" { print $NF }' /proc/net/udp; }
 
 taskset -c "$SERVER_CPU" "$NTPD_SIM" serve --listen "127.0.0.1:$PORT" --log-level warn &
 SERVER_PID=$!
@@ -51,8 +56,8 @@ max_line=$(taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$PORT" -
     --sockets "$SOCKETS" --window 16 --duration 5 --warmup 1)
 echo "$max_line"
 max=$(echo "$max_line" | sed 's/.*: \([0-9]*\) responses\/s.*/\1/')
-rate=$((max / 2))
-echo "soak: ${DURATION}s open loop at $rate requests/s (half of $max) plus $BAD_RATIO bad datagrams per request"
+rate=${RATE:-$((max / 2))}
+echo "soak: ${DURATION}s open loop at $rate requests/s (maximum $max) plus $BAD_RATIO bad datagrams per request"
 
 rss_start=$(rss_kb "$SERVER_PID")
 ticks_start=$(cpu_ticks "$SERVER_PID")
@@ -70,7 +75,8 @@ rss_end=$(rss_kb "$SERVER_PID")
 kill "$SAMPLER_PID" 2>/dev/null || true
 SAMPLER_PID=
 echo "$line"
-echo "UDP receive buffer errors (host-wide) during the soak: $((drops_end - drops_start))"
+echo "UDP receive buffer errors (host-wide) during the soak: $((drops_end - drops_start));" \
+    "dropped at the server's socket since it opened: $(server_socket_drops)"
 sent=$(echo "$line" | sed 's/.*sent \([0-9]*\),.*/\1/')
 valid=$(echo "$line" | sed 's/.*, valid \([0-9]*\),.*/\1/')
 awk -v s="$sent" -v v="$valid" -v t=$((ticks_end - ticks_start)) -v hz="$(getconf CLK_TCK)" \
