@@ -124,7 +124,8 @@ fn hostile_datagrams_get_no_reply_and_interleaved_clients_are_all_answered() {
     let listen = format!("127.0.0.1:{port}");
     let daemon = Daemon::spawn(bin("ntpd-sim"), &["serve", "--listen", &listen, "--clock-offset", "300"]);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    // Generous: a loaded machine may keep the server off its core for a while.
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut rng = StdRng::seed_from_u64(7822);
     let mut buf = [0u8; 2048];
     // Up and answering?
