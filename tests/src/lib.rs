@@ -10,4 +10,4 @@
 pub mod peers;
 pub mod process;
 
-pub use process::{bin, free_udp_port, wait_for, Daemon};
+pub use process::{bin, free_udp_port, log_field, wait_for, Daemon};

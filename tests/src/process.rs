@@ -94,3 +94,25 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// The numeric field `name` (as in `name=42`) of the first log line that
+/// contains `line`, terminal colour codes ignored.
+pub fn log_field(output: &str, line: &str, name: &str) -> Option<u64> {
+    let found = strip_ansi(output.lines().find(|l| l.contains(line))?);
+    let prefix = format!("{name}=");
+    found.split_whitespace().find_map(|f| f.strip_prefix(&prefix)).and_then(|v| v.parse().ok())
+}
+
+/// `line` without terminal colour codes (`ESC [ ... m`).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

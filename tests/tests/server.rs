@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ntp_e2e::peers::{chronyd_query_offset, ntplib_query, require};
-use ntp_e2e::{bin, free_udp_port, wait_for, Daemon};
+use ntp_e2e::{bin, free_udp_port, log_field, wait_for, Daemon};
 
 const OFFSET: f64 = 300.0;
 
@@ -296,27 +296,62 @@ fn resident_kb(pid: u32) -> u64 {
 }
 
 #[test]
-fn memory_stays_flat_under_a_flood_of_sources() {
+fn memory_stays_flat_and_a_client_is_served_under_a_flood_of_sources() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_udp_port();
-    let config = write_config(dir.path(), "[rate-limit]\nenabled = true\nburst = 2\ntable-size = 4096\n");
+    let config =
+        write_config(dir.path(), "[rate-limit]\nenabled = true\ninterval = 0.25\nburst = 4\ntable-size = 4096\n");
     let daemon = serve(port, &["--config", &config]);
     let before = resident_kb(daemon.pid());
-    // 40,000 distinct sources, ten times the table; an unbounded table would
-    // grow by some 2 MB. Every 127/8 address is this host's, so each request
-    // really comes from a new client.
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // A well-behaved client on 127.0.0.1 polls every 300 ms (within its
+    // rate) all through the flood; like any NTP client it may ask twice.
+    let client = {
+        let flooding = std::sync::Arc::clone(&flooding);
+        std::thread::spawn(move || {
+            let (mut polls, mut first_try, mut unanswered) = (0u32, 0u32, 0u32);
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                polls += 1;
+                match (0..3).find_map(|attempt| raw_query(port, 4, u64::from(polls)).map(|r| (attempt, r))) {
+                    Some((attempt, reply)) => {
+                        assert_eq!((reply.len(), reply[1]), (48, 1), "served time, not a kiss");
+                        first_try += u32::from(attempt == 0);
+                    }
+                    None => unanswered += 1,
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            (polls, first_try, unanswered)
+        })
+    };
+    // 24,000 distinct sources, six times the table; an unbounded table would
+    // grow by over a megabyte. Every 127/8 address is this host's, so each
+    // really is a new client, and each sends six requests at once: four
+    // within its burst, then a RATE kiss, then silence. Paced at about
+    // 6,000 sources a second so that the flood lasts a few seconds.
     let mut request = [0u8; 48];
     request[0] = (4 << 3) | 3;
     request[47] = 1;
-    for n in 0..40_000u32 {
+    let started = std::time::Instant::now();
+    for n in 0..24_000u32 {
         let source = std::net::Ipv4Addr::from(0x7f10_0000 + n);
         let socket = UdpSocket::bind((source, 0)).unwrap();
-        socket.send_to(&request, ("127.0.0.1", port)).unwrap();
+        for _ in 0..6 {
+            socket.send_to(&request, ("127.0.0.1", port)).unwrap();
+        }
+        let due = Duration::from_micros(u64::from(n) * 1_000_000 / 6_000);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
     }
-    // It may still be working through the backlog on a loaded machine; a
-    // single 300 ms wait failed now and then under a parallel test run.
-    assert!(wait_for(Duration::from_secs(10), || raw_query(port, 4, 2)).is_some(), "still answering");
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (polls, first_try, unanswered) = client.join().unwrap();
+    eprintln!("flood of {:.1} s: client polls {polls}, answered at once {first_try}", started.elapsed().as_secs_f64());
+    assert!(polls >= 8 && unanswered == 0, "{unanswered} of {polls} polls unanswered");
     let after = resident_kb(daemon.pid());
     assert!(after < before + 1024, "RSS grew from {before} kB to {after} kB");
-    assert!(daemon.stop().0.success());
+    let (status, output) = daemon.stop();
+    assert!(status.success());
+    let kissed = log_field(&output, "stopped", "kissed").expect("a final line with the counters");
+    assert!(kissed >= 10_000, "the flood was rate limited: {kissed} RATE kisses");
 }

@@ -173,6 +173,10 @@ pub struct ServeArgs {
     /// peerstats: one per upstream sample) into this directory, rotated.
     #[arg(long, value_name = "DIR")]
     pub stats_dir: Option<PathBuf>,
+    /// Once the sockets are bound, become this user (uid, gid, no
+    /// supplementary groups) for good; for a start as root on port 123.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 #[cfg(test)]

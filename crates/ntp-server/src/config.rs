@@ -120,6 +120,8 @@ pub struct ServerSection {
     pub http: Option<SocketAddr>,
     /// Directory for the statistics logs.
     pub stats_dir: Option<PathBuf>,
+    /// User to become after binding (when started as root).
+    pub user: Option<String>,
 }
 
 /// Where to listen.
@@ -147,6 +149,8 @@ pub struct ServeConfig {
     /// Log filter given by flag or file, if any (the binary puts `RUST_LOG`
     /// between the two).
     pub log_level: Option<String>,
+    /// User to become once the sockets are bound, if any.
+    pub user: Option<String>,
     /// Access lists and rate limit.
     pub policy: PolicyConfig,
     /// Upstreams and the discipline's settings.
@@ -254,6 +258,7 @@ impl ServeConfig {
             clock_offset,
             clock_drift_ppm,
             log_level: args.log_level.clone().or(server.log_level),
+            user: args.user.clone().or(server.user),
             policy: PolicyConfig { access: file.access, rate_limit: file.rate_limit },
             sync: SyncConfig::merge(file.sync, args)?,
             http: args.http.or(server.http),

@@ -22,6 +22,7 @@ use crate::config::{Listen, ServeConfig};
 use crate::http;
 use crate::latency;
 use crate::metrics::Observed;
+use crate::privileges::{self, PrivilegeError};
 use crate::serve::{ServeError, Server};
 use crate::stats::Counts;
 use crate::statslog::{StatsLog, DEFAULT_MAX_BYTES};
@@ -44,6 +45,9 @@ pub enum DaemonError {
     /// The upstreams could not be set up.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// `--user` was given and could not be become.
+    #[error("cannot drop privileges: {0}")]
+    Privileges(#[from] PrivilegeError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -100,6 +104,10 @@ pub fn initial_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
 /// Runs the daemon until `shutdown` completes; returns the final counters.
 pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<Counts, DaemonError> {
     let sockets = bind(&config.listen)?;
+    if let Some(user) = &config.user {
+        let (uid, gid) = privileges::drop_to(user)?;
+        info!(user, uid, gid, "privileges dropped after binding");
+    }
     let clock = Arc::new(SharedClock::new(initial_snapshot(&config, measure_precision())));
     let (status, _) = watch::channel(SyncStatus::default());
     run_on(sockets, config, clock, status, shutdown).await

@@ -8,8 +8,10 @@
 //! - [`clock`]: the shared virtual clock ([`clock::SharedClock`]) replies are
 //!   built from, swapped lock-free; the interface a discipline drives.
 //! - [`policy`]: access lists and per-client rate limiting, pure logic.
-//! - [`udp`]: batched socket I/O with kernel receive timestamps; the only
-//!   unsafe code, in `udp::sys`.
+//! - [`udp`]: batched socket I/O with kernel receive timestamps; unsafe
+//!   code (libc calls), in `udp::sys`.
+//! - [`privileges`]: becoming an unprivileged user after binding; the only
+//!   other unsafe code.
 //! - [`serve`]: the serving threads; [`serve::run`] serves on sockets the
 //!   caller bound (tests bind `127.0.0.1:0`) until a shutdown future ends.
 //! - [`latency`]: measures the send latency that the serving threads add
@@ -46,6 +48,7 @@ pub mod latency;
 pub mod metrics;
 pub mod plot;
 pub mod policy;
+pub mod privileges;
 pub mod serve;
 pub mod simulate;
 pub mod stats;

@@ -11,6 +11,7 @@ use ntp_proto::{NtpDuration, NtpTimestamp};
 use ntp_server::udp::{wait_readable, RecvBatch, SendBatch};
 use ntp_server::SharedClock;
 
+use crate::bad;
 use crate::report::Tally;
 use crate::RunArgs;
 
@@ -44,6 +45,9 @@ struct Generator<'a> {
     version: Version,
     expected_offset: NtpDuration,
     tolerance: NtpDuration,
+    /// Bad datagrams owed to the mix (see `--bad-ratio`), and sent so far.
+    bad_credit: f64,
+    bad_seq: u64,
 }
 
 pub fn run(args: &RunArgs) -> std::io::Result<Tally> {
@@ -61,12 +65,15 @@ pub fn run(args: &RunArgs) -> std::io::Result<Tally> {
         flows,
         next_seq: 1,
         received: RecvBatch::new(BATCH),
-        requests: SendBatch::new(BATCH),
+        // Room for a bad datagram after each valid one.
+        requests: SendBatch::new(2 * BATCH),
         tally: Tally::default(),
         measuring: false,
         version: if args.version == 3 { Version::V3 } else { Version::V4 },
         expected_offset: NtpDuration::from_seconds_f64(args.expect_offset),
         tolerance: NtpDuration::from_seconds_f64(args.tolerance),
+        bad_credit: 0.0,
+        bad_seq: 0,
     };
     match args.rate {
         Some(rate) => generator.open_loop(rate)?,
@@ -171,6 +178,13 @@ impl Generator<'_> {
                     ..Header::default()
                 };
                 let _ = self.requests.push(self.args.server, None, &request.encode());
+                self.bad_credit += self.args.bad_ratio;
+                if self.bad_credit >= 1.0 {
+                    self.bad_credit -= 1.0;
+                    self.bad_seq += 1;
+                    let _ = self.requests.push(self.args.server, None, &bad::datagram(self.bad_seq));
+                    self.tally.bad_sent += u64::from(self.measuring);
+                }
             }
             if self.measuring {
                 self.tally.sent += chunk.len() as u64;

@@ -3,6 +3,7 @@
 //! responder to measure what the generator and the kernel can do at best.
 //! Used by `bench/server.sh`; see `docs/performance.md`.
 
+mod bad;
 mod generator;
 mod report;
 mod responder;
@@ -64,6 +65,9 @@ pub struct RunArgs {
     /// See --expect-offset.
     #[arg(long, default_value_t = 0.5)]
     pub tolerance: f64,
+    /// Bad datagrams (no reply due) sent per valid request, 0 to 1, mixed in.
+    #[arg(long, default_value_t = 0.0)]
+    pub bad_ratio: f64,
     /// A label for the report line.
     #[arg(long, default_value = "server")]
     pub label: String,
@@ -78,6 +82,7 @@ fn main() -> anyhow::Result<()> {
                 "--sockets >= 1, --window 1..=65536"
             );
             anyhow::ensure!(matches!(args.version, 3 | 4), "--version is 3 or 4");
+            anyhow::ensure!((0.0..=1.0).contains(&args.bad_ratio), "--bad-ratio is 0 to 1");
             let tally = generator::run(&args)?;
             println!("{}", report::line(&args, &tally, Duration::from_secs_f64(args.duration)));
             anyhow::ensure!(tally.valid > 0, "no valid replies from {}", args.server);

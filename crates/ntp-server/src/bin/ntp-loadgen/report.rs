@@ -10,6 +10,8 @@ use crate::RunArgs;
 pub struct Tally {
     /// Requests sent.
     pub sent: u64,
+    /// Bad datagrams sent alongside (`--bad-ratio`).
+    pub bad_sent: u64,
     /// Replies that matched an outstanding request and had sane timestamps.
     pub valid: u64,
     /// Replies that did not (wrong origin, mode, version or time).
@@ -36,11 +38,12 @@ pub fn line(args: &RunArgs, tally: &Tally, duration: Duration) -> String {
         None => format!("closed-loop {}x{}", args.sockets, args.window),
     };
     format!(
-        "{label}: {mode}: {rps:.0} responses/s, sent {sent}, valid {valid}, invalid {invalid}, lost {lost}, \
+        "{label}: {mode}: {rps:.0} responses/s, sent {sent}, bad {bad}, valid {valid}, invalid {invalid}, lost {lost}, \
          latency us p50 {p50:.1} p90 {p90:.1} p99 {p99:.1} p99.9 {p999:.1} max {max:.1}",
         label = args.label,
         rps = tally.valid as f64 / duration.as_secs_f64(),
         sent = tally.sent,
+        bad = tally.bad_sent,
         valid = tally.valid,
         invalid = tally.invalid,
         lost = tally.lost,

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Soak: ntpd-sim for SECONDS (default 600) at half its maximum rate, with
+# bad datagrams mixed in (one for every two requests: truncated, wrong mode,
+# wrong version, control queries, zero transmit, malformed extension).
+# Reports the share of good requests answered (target 100%), the server's
+# RSS at start, every minute and at the end (target: flat), and its CPU
+# time per reply. Server and load generator each pinned to a core.
+#
+#   bash bench/soak.sh [SECONDS]
+#
+# Environment: SERVER_CPU (0), LOADGEN_CPU (1), SOCKETS (4), BAD_RATIO
+# (0.5), PORT (12450), RATE (requests/s; default half the maximum, which is
+# measured first, closed loop, 5 s: on a machine shared with other work the
+# maximum of a quiet moment can be far more than the server later gets).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${1:-600}
+SERVER_CPU=${SERVER_CPU:-0}
+LOADGEN_CPU=${LOADGEN_CPU:-1}
+SOCKETS=${SOCKETS:-4}
+BAD_RATIO=${BAD_RATIO:-0.5}
+PORT=${PORT:-12450}
+
+cargo build --release --quiet -p ntp-server --bins
+TARGET=${CARGO_TARGET_DIR:-target}/release
+NTPD_SIM=$TARGET/ntpd-sim
+LOADGEN=$TARGET/ntp-loadgen
+
+SERVER_PID=
+SAMPLER_PID=
+cleanup() {
+    if [ -n "$SAMPLER_PID" ]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
+    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Datagrams the kernel dropped for want of receive buffer, on any UDP socket
+# (the server's or the generator's): where lost requests went.
+udp_receive_buffer_errors() { awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
+# Datagrams dropped at the server's own socket since it opened (the last
+# column of /proc/net/udp).
+server_socket_drops() { awk -v p=":$(printf '%04X' "$PORT")" '$2 ~ p"$" { print $NF }' /proc/net/udp; }
+
+taskset -c "$SERVER_CPU" "$NTPD_SIM" serve --listen "127.0.0.1:$PORT" --log-level warn &
+SERVER_PID=$!
+for _ in $(seq 100); do
+    "$LOADGEN" run --server "127.0.0.1:$PORT" --duration 0.05 --warmup 0 --sockets 1 --window 1 >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+echo "# $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ); server on CPU $SERVER_CPU, ntp-loadgen on CPU $LOADGEN_CPU"
+max_line=$(taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$PORT" --label max \
+    --sockets "$SOCKETS" --window 16 --duration 5 --warmup 1)
+echo "$max_line"
+max=$(echo "$max_line" | sed 's/.*: \([0-9]*\) responses\/s.*/\1/')
+rate=${RATE:-$((max / 2))}
+echo "soak: ${DURATION}s open loop at $rate requests/s (maximum $max) plus $BAD_RATIO bad datagrams per request"
+
+rss_start=$(rss_kb "$SERVER_PID")
+ticks_start=$(cpu_ticks "$SERVER_PID")
+drops_start=$(udp_receive_buffer_errors)
+SECONDS=0
+(
+    while sleep 60; do echo "rss after ${SECONDS}s: $(rss_kb "$SERVER_PID") kB"; done
+) &
+SAMPLER_PID=$!
+line=$(taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$PORT" --label soak \
+    --sockets "$SOCKETS" --rate "$rate" --bad-ratio "$BAD_RATIO" --duration "$DURATION" --warmup 0)
+ticks_end=$(cpu_ticks "$SERVER_PID")
+drops_end=$(udp_receive_buffer_errors)
+rss_end=$(rss_kb "$SERVER_PID")
+kill "$SAMPLER_PID" 2>/dev/null || true
+SAMPLER_PID=
+echo "$line"
+echo "UDP receive buffer errors (host-wide) during the soak: $((drops_end - drops_start));" \
+    "dropped at the server's socket since it opened: $(server_socket_drops)"
+sent=$(echo "$line" | sed 's/.*sent \([0-9]*\),.*/\1/')
+valid=$(echo "$line" | sed 's/.*, valid \([0-9]*\),.*/\1/')
+awk -v s="$sent" -v v="$valid" -v t=$((ticks_end - ticks_start)) -v hz="$(getconf CLK_TCK)" \
+    -v r0="$rss_start" -v r1="$rss_end" 'BEGIN {
+    printf "answered %.4f%% of good requests (%d of %d); RSS %d kB at start, %d kB at the end; %.2f us CPU per reply\n",
+        100 * v / s, v, s, r0, r1, 1e6 * t / hz / v }'

@@ -1,0 +1,58 @@
+//! Least privilege: started as root (as CI runs), `ntpd-sim serve --user
+//! nobody` binds, then runs as nobody with no supplementary groups, and
+//! still serves; an unknown user stops it before it serves anything.
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::Duration;
+
+use ntp_e2e::{bin, free_udp_port, wait_for, Daemon};
+
+fn query(port: u16) -> Option<usize> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut request = [0u8; 48];
+    request[0] = (4 << 3) | 3;
+    request[47] = 1;
+    socket.send_to(&request, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 64];
+    socket.recv(&mut buf).ok()
+}
+
+fn status_line(pid: u32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find(|l| l.starts_with(key)).unwrap_or_default().to_string()
+}
+
+#[test]
+fn started_as_root_it_serves_as_nobody_after_binding() {
+    let whoami = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "0", "this test runs as root (as CI does)");
+    let nobody = Command::new("id").args(["-u", "nobody"]).output().unwrap();
+    let nobody = String::from_utf8_lossy(&nobody.stdout).trim().to_string();
+    let port = free_udp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let daemon = Daemon::spawn(bin("ntpd-sim"), &["serve", "--listen", &listen, "--user", "nobody"]);
+    assert_eq!(wait_for(Duration::from_secs(10), || query(port)), Some(48), "serves after dropping root");
+    let uids = status_line(daemon.pid(), "Uid:");
+    let ids: Vec<&str> = uids.split_whitespace().skip(1).collect();
+    assert_eq!(ids, [nobody.as_str(); 4], "real, effective, saved and filesystem uid: {uids}");
+    assert_eq!(status_line(daemon.pid(), "Groups:").split_whitespace().count(), 1, "no supplementary groups");
+    assert_eq!(status_line(daemon.pid(), "CapEff:"), "CapEff:\t0000000000000000", "no capabilities left");
+    let (status, output) = daemon.stop();
+    assert!(status.success(), "{output}");
+    assert!(output.contains("privileges dropped after binding"), "{output}");
+}
+
+#[test]
+fn an_unknown_user_is_an_error_before_serving() {
+    let port = free_udp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let output = Command::new(bin("ntpd-sim"))
+        .args(["serve", "--listen", &listen, "--user", "no-such-user-here"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no user named `no-such-user-here`"), "{stderr}");
+}
