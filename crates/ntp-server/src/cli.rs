@@ -20,7 +20,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve time over UDP (NTPv3 and v4 clients); with --upstream, also
     /// synchronize to upstream servers and serve as their stratum + 1.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a stratum 1 -> 2 -> 3 chain in this process, on loopback, with
     /// deliberately wrong clocks, and watch it converge.
     Demo(DemoArgs),
@@ -173,6 +173,15 @@ pub struct ServeArgs {
     /// peerstats: one per upstream sample) into this directory, rotated.
     #[arg(long, value_name = "DIR")]
     pub stats_dir: Option<PathBuf>,
+    /// Serve NTS (RFC 8915) with this certificate chain (PEM); needs --nts-key.
+    #[arg(long, value_name = "FILE", requires = "nts_key")]
+    pub nts_cert: Option<PathBuf>,
+    /// The private key (PEM) of --nts-cert.
+    #[arg(long, value_name = "FILE", requires = "nts_cert")]
+    pub nts_key: Option<PathBuf>,
+    /// Where NTS-KE listens (TCP; default 0.0.0.0:4460).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub nts_listen: Option<SocketAddr>,
 }
 
 #[cfg(test)]

@@ -10,11 +10,15 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::cli::ServeArgs;
+use crate::nts::NtsConfig;
 use crate::policy::{AccessConfig, RateLimitConfig};
 use crate::serve::PolicyConfig;
 
 /// The NTP port.
 pub const DEFAULT_PORT: u16 = 123;
+/// Where NTS-KE listens unless told: every IPv4 address, port 4460.
+pub const DEFAULT_NTS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), ntp_proto::nts::DEFAULT_KE_PORT);
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -120,6 +124,12 @@ pub struct ServerSection {
     pub http: Option<SocketAddr>,
     /// Directory for the statistics logs.
     pub stats_dir: Option<PathBuf>,
+    /// NTS: the certificate chain (PEM).
+    pub nts_cert: Option<PathBuf>,
+    /// NTS: its private key (PEM).
+    pub nts_key: Option<PathBuf>,
+    /// NTS: where NTS-KE listens.
+    pub nts_listen: Option<SocketAddr>,
 }
 
 /// Where to listen.
@@ -155,6 +165,8 @@ pub struct ServeConfig {
     pub http: Option<SocketAddr>,
     /// Where to write `loopstats` and `peerstats` (None: nowhere).
     pub stats_dir: Option<PathBuf>,
+    /// NTS (None: plain NTP only).
+    pub nts: Option<NtsConfig>,
 }
 
 /// Why the configuration is unusable.
@@ -240,6 +252,15 @@ impl ServeConfig {
         if !clock_drift_ppm.is_finite() || clock_drift_ppm.abs() >= 100_000.0 {
             return Err(invalid("clock-drift-ppm", format!("{clock_drift_ppm} is not within ±100000 ppm")));
         }
+        let nts = match (args.nts_cert.clone().or(server.nts_cert), args.nts_key.clone().or(server.nts_key)) {
+            (Some(cert), Some(key)) => Some(NtsConfig {
+                cert,
+                key,
+                listen: args.nts_listen.or(server.nts_listen).unwrap_or(DEFAULT_NTS_LISTEN),
+            }),
+            (None, None) if args.nts_listen.or(server.nts_listen).is_none() => None,
+            _ => return Err(invalid("nts-cert", "NTS needs both nts-cert and nts-key".into())),
+        };
         let rate = &file.rate_limit;
         if rate.enabled && !(rate.interval > 0.0 && rate.interval.is_finite() && rate.kiss_interval >= 0.0) {
             return Err(invalid("rate-limit", "interval must be > 0 and kiss-interval >= 0".into()));
@@ -258,6 +279,7 @@ impl ServeConfig {
             sync: SyncConfig::merge(file.sync, args)?,
             http: args.http.or(server.http),
             stats_dir: args.stats_dir.clone().or(server.stats_dir),
+            nts,
         })
     }
 }

@@ -12,6 +12,8 @@
 //!   unsafe code, in `udp::sys`.
 //! - [`serve`]: the serving threads; [`serve::run`] serves on sockets the
 //!   caller bound (tests bind `127.0.0.1:0`) until a shutdown future ends.
+//! - [`nts`]: NTS (RFC 8915) on the server: rotating cookie keys and the
+//!   NTS-KE listener (TLS 1.3); NTS requests are answered by the serving threads.
 //! - [`latency`]: measures the send latency that the serving threads add
 //!   to T3, so the transmit timestamp is when the reply really leaves.
 //! - [`stats`]: lock-free counters of what was received, answered, dropped.
@@ -44,6 +46,7 @@ pub mod demo;
 pub mod http;
 pub mod latency;
 pub mod metrics;
+pub mod nts;
 pub mod plot;
 pub mod policy;
 pub mod serve;

@@ -11,11 +11,13 @@
 //!   rotating master key.
 //! - [`ntp`]: the NTS extension fields (§5): building and checking an
 //!   authenticated request and reply, and the NTS NAK.
+//! - [`respond`]: the server's decision for a request carrying NTS fields.
 
 pub mod aead;
 pub mod cookie;
 pub mod ke;
 pub mod ntp;
+pub mod respond;
 
 /// NTS-KE's ALPN protocol name.
 pub const ALPN: &[u8] = b"ntske/1";
