@@ -1,5 +1,5 @@
 //! NTS test fixtures: a CA made on the spot with openssl (a server
-//! certificate for `localhost` and 127.0.0.1), chronyd as an NTS server,
+//! certificate for `localhost` and 127.0.0.1-3), chronyd as an NTS server,
 //! and chronyd as a one-shot NTS client (shared/PEERS.md, "NTS").
 
 use std::net::TcpListener;
@@ -36,7 +36,8 @@ impl TestCa {
             .chain(["-subj", "/CN=test ca"])
             .collect::<Vec<_>>());
         run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "s.key", "-out", "s.csr", "-subj", "/CN=localhost"]);
-        std::fs::write(dir.path().join("ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("write ext");
+        std::fs::write(dir.path().join("ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3\n")
+            .expect("write ext");
         run(&[
             "x509",
             "-req",

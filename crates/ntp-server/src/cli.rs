@@ -147,10 +147,15 @@ pub struct ServeArgs {
     /// Log level or filter (error, warn, info, debug, trace); overrides RUST_LOG.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// Upstream server to synchronize to, HOST[:PORT] (port 123 by default);
-    /// repeatable. With upstreams this server serves as their stratum + 1.
+    /// Upstream server to synchronize to, HOST[:PORT] (port 123 by default),
+    /// or nts://HOST[:PORT] for NTS (the NTS-KE server, port 4460 by
+    /// default); repeatable. With upstreams this server serves as their stratum + 1.
     #[arg(long = "upstream", value_name = "HOST[:PORT]")]
     pub upstreams: Vec<String>,
+    /// CA certificates (PEM) trusted for nts:// upstreams (default: the
+    /// built-in Mozilla roots).
+    #[arg(long, value_name = "FILE")]
+    pub nts_ca_file: Option<PathBuf>,
     /// Shortest poll interval, log2 seconds (default 6 = 64 s; 0 = 1 s).
     #[arg(long, value_name = "LOG2S", allow_negative_numbers = true)]
     pub min_poll: Option<i8>,

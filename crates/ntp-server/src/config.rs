@@ -48,6 +48,8 @@ pub struct SyncSection {
     pub step_threshold: Option<f64>,
     /// Holdover, seconds.
     pub holdover: Option<f64>,
+    /// CA certificates (PEM) trusted for `nts://` upstreams.
+    pub nts_ca_file: Option<PathBuf>,
 }
 
 /// How the daemon synchronizes to upstreams (empty: a primary server).
@@ -64,11 +66,21 @@ pub struct SyncConfig {
     /// Seconds without a usable upstream before going unsynchronized
     /// (default 3600).
     pub holdover: f64,
+    /// CA certificates (PEM) trusted for `nts://` upstreams (default: the
+    /// built-in Mozilla roots).
+    pub nts_ca_file: Option<PathBuf>,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        Self { upstreams: Vec::new(), min_poll: 6, max_poll: 10, step_threshold: 0.128, holdover: 3600.0 }
+        Self {
+            upstreams: Vec::new(),
+            min_poll: 6,
+            max_poll: 10,
+            step_threshold: 0.128,
+            holdover: 3600.0,
+            nts_ca_file: None,
+        }
     }
 }
 
@@ -98,7 +110,8 @@ impl SyncConfig {
         if let Some(bad) = upstreams.iter().find(|u| u.trim().is_empty()) {
             return Err(invalid("sync.upstreams", format!("`{bad}` is not HOST[:PORT]")));
         }
-        Ok(Self { upstreams, min_poll, max_poll, step_threshold, holdover })
+        let nts_ca_file = args.nts_ca_file.clone().or(file.nts_ca_file);
+        Ok(Self { upstreams, min_poll, max_poll, step_threshold, holdover, nts_ca_file })
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`stats`]: lock-free counters of what was received, answered, dropped.
 //! - [`sync`]: the upstream side: polls upstreams through `ntp-client`,
 //!   drives `ntp_proto::synchronizer`, publishes the disciplined clock.
+//! - [`upstream_nts`]: an `nts://` upstream: NTS-KE, then NTS-protected polls.
 //! - [`daemon`]: `ntpd-sim serve` end to end: bind, start-up log, signals.
 //! - [`status`]: the status report (`/status`, `ntpd-sim status`).
 //! - [`metrics`]: `/metrics` in the Prometheus text format.
@@ -57,6 +58,7 @@ pub mod statsplot;
 pub mod status;
 pub mod sync;
 pub mod udp;
+pub mod upstream_nts;
 pub mod validate;
 
 pub use clock::{ClockSnapshot, SharedClock};
