@@ -161,6 +161,13 @@ impl NtsSession {
         Self { keys, cookies: Mutex::new(cookies) }
     }
 
+    /// The session's keys (for tools that build requests by hand, such as
+    /// the load generator).
+    #[must_use]
+    pub fn keys(&self) -> &SessionKeys {
+        &self.keys
+    }
+
     /// Cookies left.
     #[must_use]
     pub fn cookies_left(&self) -> usize {

@@ -317,6 +317,25 @@ mod tests {
     }
 
     #[test]
+    fn nts_needs_both_certificate_and_key_and_flags_override_the_file() {
+        let file = FileConfig::parse(
+            "[server]\nnts-cert = \"a.crt\"\nnts-key = \"a.key\"\n[sync]\nnts-ca-file = \"ca.crt\"\n",
+        )
+        .unwrap();
+        let config = ServeConfig::merge(file.clone(), &ServeArgs::default()).unwrap();
+        let nts = config.nts.unwrap();
+        assert_eq!((nts.cert, nts.key, nts.listen), ("a.crt".into(), "a.key".into(), DEFAULT_NTS_LISTEN));
+        assert_eq!(config.sync.nts_ca_file, Some("ca.crt".into()));
+        let listen: SocketAddr = "127.0.0.1:4461".parse().unwrap();
+        let args = ServeArgs { nts_listen: Some(listen), ..Default::default() };
+        assert_eq!(ServeConfig::merge(file, &args).unwrap().nts.unwrap().listen, listen);
+        let half = FileConfig::parse("[server]\nnts-cert = \"a.crt\"\n").unwrap();
+        let err = ServeConfig::merge(half, &ServeArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("nts-key"), "{err}");
+        assert_eq!(ServeConfig::merge(FileConfig::default(), &ServeArgs::default()).unwrap().nts, None);
+    }
+
+    #[test]
     fn a_typo_is_rejected_with_the_key_named() {
         let err = FileConfig::parse("[server]\nstratun = 2\n").unwrap_err();
         assert!(err.contains("stratun"), "{err}");

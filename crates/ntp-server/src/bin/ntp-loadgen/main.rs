@@ -4,6 +4,7 @@
 //! Used by `bench/server.sh`; see `docs/performance.md`.
 
 mod generator;
+mod nts;
 mod report;
 mod responder;
 
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Send valid client requests and report responses/s and latency.
     Run(RunArgs),
+    /// Load an NTS server with authenticated requests (closed loop).
+    Nts(nts::NtsArgs),
     /// Answer every 48-byte datagram with a minimal mode 4 reply (no policy,
     /// no validation): the ceiling to compare a real server against.
     Respond {
@@ -82,6 +85,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", report::line(&args, &tally, Duration::from_secs_f64(args.duration)));
             anyhow::ensure!(tally.valid > 0, "no valid replies from {}", args.server);
         }
+        Command::Nts(args) => nts::run(&args)?,
         Command::Respond { listen } => responder::run(listen)?,
     }
     Ok(())
