@@ -97,3 +97,48 @@ fn ntp_query_nts_authenticates_ntpd_sim_and_forgeries_get_a_nak() {
     assert_eq!(len, 84, "nothing but the unique identifier");
     assert_eq!(buf[32..40], 7u64.to_be_bytes(), "a kiss carries none of our time: T2 echoes the client");
 }
+
+/// Sends `request` over TLS 1.3 with ALPN ntske/1 (openssl s_client) and
+/// returns what the NTS-KE server answered.
+fn raw_ke(ca: &TestCa, ke_port: u16, request: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(ntp_e2e::peers::require("openssl"))
+        .args(["s_client", "-quiet", "-tls1_3", "-alpn", "ntske/1", "-servername", "localhost", "-CAfile"])
+        .arg(ca.ca_cert())
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{ke_port}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run openssl s_client");
+    child.stdin.take().unwrap().write_all(request).unwrap();
+    let output = child.wait_with_output().unwrap();
+    output.stdout
+}
+
+#[test]
+fn bad_nts_ke_requests_get_the_rfc_error_records() {
+    let ca = TestCa::new();
+    let (port, ke_port) = (free_udp_port(), free_tcp_port());
+    let daemon = nts_server(&ca, port, ke_port);
+    // Next Protocol NTPv4, an unknown critical record 0x1234, End of Message:
+    // Error 0 (unrecognized critical record), End of Message.
+    let unknown = [0x80, 1, 0, 2, 0, 0, 0x92, 0x34, 0, 0, 0x80, 0, 0, 0];
+    assert_eq!(raw_ke(&ca, ke_port, &unknown), [0x80, 2, 0, 2, 0, 0, 0x80, 0, 0, 0]);
+    // No Next Protocol record: Error 1 (bad request).
+    let bad = [0x80, 4, 0, 2, 0, 15, 0x80, 0, 0, 0];
+    assert_eq!(raw_ke(&ca, ke_port, &bad), [0x80, 2, 0, 2, 0, 1, 0x80, 0, 0, 0]);
+    // A good request: NTPv4, AES-SIV, the Port record, then cookies.
+    let good = raw_ke(&ca, ke_port, &[0x80, 1, 0, 2, 0, 0, 0x80, 4, 0, 2, 0, 15, 0x80, 0, 0, 0]);
+    assert_eq!(good[..12], [0x80, 1, 0, 2, 0, 0, 0x80, 4, 0, 2, 0, 15]);
+    assert_eq!(good[12..16], [0x80, 7, 0, 2]);
+    assert_eq!(good[16..18], port.to_be_bytes());
+    assert_eq!(good[18..22], [0, 5, 0, 104], "a 104-byte cookie follows");
+    // The daemon is still up and serving after all that.
+    assert!(chronyd_nts_query_offset(ke_port, port, &ca).is_ok());
+    let (status, output) = daemon.stop();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(!output.contains("panicked"), "{output}");
+}
