@@ -74,3 +74,57 @@ fn a_three_tier_nts_chain_converges() {
         assert!(!output.contains("panicked"), "{output}");
     }
 }
+
+fn status(http: &str) -> Option<Value> {
+    let output = Command::new(bin("ntpd-sim")).args(["status", "--http", http, "--json"]).output().ok()?;
+    output.status.success().then(|| serde_json::from_slice(&output.stdout).expect("status JSON"))
+}
+
+#[test]
+fn an_nts_upstream_rekeys_when_its_server_forgets_the_cookie_keys() {
+    let ca = TestCa::new();
+    let (cert, key, ca_file) = (ca.server_cert(), ca.server_key(), ca.ca_cert());
+    let (cert, key, ca_file) = (cert.to_str().unwrap(), key.to_str().unwrap(), ca_file.to_str().unwrap());
+    let (port, ke_port, http_port) = (free_port_on("127.0.0.1"), free_tcp_port(), free_tcp_port());
+    let listen = format!("127.0.0.1:{port}");
+    let ke = format!("127.0.0.1:{ke_port}");
+    let primary_args = ["serve", "--listen", &listen, "--nts-cert", cert, "--nts-key", key, "--nts-listen", &ke];
+    let start_primary = || {
+        let daemon = Daemon::spawn(bin("ntpd-sim"), &primary_args);
+        wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", ke_port)).ok())
+            .expect("NTS-KE open");
+        daemon
+    };
+    let primary = start_primary();
+    let (listen2, http) = (format!("127.0.0.2:{}", free_port_on("127.0.0.2")), format!("127.0.0.1:{http_port}"));
+    let upstream = format!("nts://localhost:{ke_port}");
+    let _secondary = Daemon::spawn(
+        bin("ntpd-sim"),
+        &[
+            "serve",
+            "--listen",
+            &listen2,
+            "--upstream",
+            &upstream,
+            "--nts-ca-file",
+            ca_file,
+            "--min-poll",
+            "0",
+            "--max-poll",
+            "0",
+            "--http",
+            &http,
+        ],
+    );
+    let reach = |http: &str| status(http).and_then(|s| s["upstreams"][0]["reach"].as_u64());
+    wait_for(Duration::from_secs(30), || reach(&http).filter(|r| r & 0x0f == 0x0f))
+        .expect("the NTS upstream was reached");
+    // A restart loses the master keys: the secondary's cookies now get NTS
+    // NAKs, and only a new NTS-KE brings it back.
+    let (status_code, _) = primary.stop();
+    assert_eq!(status_code.code(), Some(0));
+    let _primary = start_primary();
+    std::thread::sleep(Duration::from_secs(3));
+    let recovered = wait_for(Duration::from_secs(30), || reach(&http).filter(|r| r & 0x0f == 0x0f));
+    assert!(recovered.is_some(), "upstream not reached again after the restart: reach {:?}", reach(&http));
+}
