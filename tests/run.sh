@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, and every test in the workspace
-# (unit, property, known-answer, and end-to-end against real peers).
+# The whole test suite: formatting, lints, every test in the workspace
+# (unit, property, known-answer, simulation, and end-to-end against real
+# peers), then the docker-compose stratum chain (docs/compose.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+bash tests/compose.sh

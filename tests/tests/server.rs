@@ -313,7 +313,9 @@ fn memory_stays_flat_under_a_flood_of_sources() {
         let socket = UdpSocket::bind((source, 0)).unwrap();
         socket.send_to(&request, ("127.0.0.1", port)).unwrap();
     }
-    assert!(raw_query(port, 4, 2).is_some(), "still answering");
+    // It may still be working through the backlog on a loaded machine; a
+    // single 300 ms wait failed now and then under a parallel test run.
+    assert!(wait_for(Duration::from_secs(10), || raw_query(port, 4, 2)).is_some(), "still answering");
     let after = resident_kb(daemon.pid());
     assert!(after < before + 1024, "RSS grew from {before} kB to {after} kB");
     assert!(daemon.stop().0.success());

@@ -1,6 +1,8 @@
 //! `ntp-query`'s command line (clap derive) and its library entry point:
 //! resolve every `SERVER`, query every address at once, and report.
 
+use std::future::Future;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +80,11 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Query again every SECONDS until interrupted (SIGINT or SIGTERM),
+    /// printing each report under a line with the time; exit 0 then.
+    #[arg(short = 'w', long, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub watch: Option<Duration>,
 }
 
 fn check_target(text: &str) -> Result<String, TargetError> {
@@ -219,6 +226,37 @@ async fn query_server(target: Target, family: Family, clock: SystemClock, option
         reports.push(ServerReport::new(&name, address, &result));
     }
     reports
+}
+
+/// `--watch`: a report every `every` (the first at once) written to `out`,
+/// each under a line with the time it was started, until `shutdown`
+/// completes. A round that overruns `every` delays the next, never
+/// overlaps it.
+pub async fn watch(
+    args: &Args,
+    every: Duration,
+    out: &mut impl Write,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    tokio::pin!(shutdown);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            _ = ticks.tick() => {}
+        }
+        let started =
+            chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()).format("%Y-%m-%d %H:%M:%S UTC");
+        let report = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            report = run(args) => report,
+        };
+        writeln!(out, "{started}")?;
+        out.write_all(render(&report, args.json).as_bytes())?;
+        writeln!(out)?;
+        out.flush()?;
+    }
 }
 
 /// The report as the user asked for it: a table, or JSON.

@@ -50,6 +50,9 @@ pub struct ServerReport {
     pub root_delay: Option<f64>,
     /// Root dispersion.
     pub root_dispersion: Option<f64>,
+    /// When the server's clock was last set or corrected (its reference
+    /// timestamp), RFC 3339 UTC; `None` if it never was (a zero timestamp).
+    pub reference_time: Option<String>,
     /// Server time minus local time, from the lowest-delay sample.
     pub offset: Option<f64>,
     /// Round-trip delay of that sample.
@@ -103,6 +106,7 @@ impl ServerReport {
             precision: None,
             root_delay: None,
             root_dispersion: None,
+            reference_time: None,
             offset: None,
             delay: None,
             jitter: None,
@@ -172,6 +176,8 @@ impl ServerReport {
         self.precision = Some(log2_seconds(reply.precision));
         self.root_delay = Some(reply.root_delay.to_seconds_f64());
         self.root_dispersion = Some(reply.root_dispersion.to_seconds_f64());
+        self.reference_time = (!reply.reference.is_zero())
+            .then(|| reply.reference.to_datetime().to_rfc3339_opts(SecondsFormat::Micros, true));
     }
 }
 

@@ -64,7 +64,7 @@ fn json_has_every_key_with_its_type() {
         "jitter",
         "root_distance",
     ];
-    let strings = ["refid", "leap", "server_time"];
+    let strings = ["refid", "leap", "reference_time", "server_time"];
     for (entry, ok) in servers.iter().zip([true, false]) {
         let keys = entry.as_object().unwrap();
         assert_eq!(keys.len(), numbers.len() + strings.len() + 5, "{entry}");
@@ -83,6 +83,9 @@ fn json_has_every_key_with_its_type() {
     assert!((servers[0]["root_dispersion"].as_f64().unwrap() - 0.010).abs() < 1e-4);
     assert!((servers[0]["precision"].as_f64().unwrap() - 2f64.powi(-20)).abs() < 1e-12);
     assert!(servers[1]["error"].is_string());
+    let time = |key: &str| chrono::DateTime::parse_from_rfc3339(servers[0][key].as_str().unwrap()).unwrap();
+    let age = (time("server_time") - time("reference_time")).num_milliseconds();
+    assert!((9_990..=10_010).contains(&age), "the fake server's clock was set 10 s before it answered: {age} ms");
 }
 
 #[test]
@@ -106,4 +109,41 @@ fn a_server_without_an_address_of_the_family_is_a_server_error_not_a_usage_error
     let entry = &run.json()["servers"][0];
     assert!(entry["address"].is_null());
     assert_eq!(entry["error"], "127.0.0.1:123 has no address of the requested family");
+}
+
+#[test]
+fn watch_prints_a_report_every_interval_until_sigterm_then_exits_0() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let good = FakeServer::with_offset(0.25);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ntp-query"))
+        .args(["--watch", "0.2", "-n", "1", &good.address.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run ntp-query --watch");
+    let (lines, received) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || stdout.lines().map_while(Result::ok).for_each(|l| drop(lines.send(l))));
+    let mut tables = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tables < 3 && Instant::now() < deadline {
+        if let Ok(line) = received.recv_timeout(Duration::from_millis(100)) {
+            if line.starts_with(&good.address.to_string()) {
+                // OFFSET is the only signed column: about +250.0ms.
+                let offset = line.split_whitespace().find_map(|t| t.strip_prefix('+')?.strip_suffix("ms"));
+                let offset: f64 = offset.and_then(|o| o.parse().ok()).unwrap_or_else(|| panic!("no offset: {line}"));
+                assert!((245.0..255.0).contains(&offset), "the fake server is 250 ms ahead: {line}");
+                tables += 1;
+            }
+        }
+    }
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(tables, 3, "three reports within 20 s");
+    assert_eq!(status.code(), Some(0), "SIGTERM ends a watch cleanly");
 }
