@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -10,10 +12,14 @@ use ntp_proto::packet::Version;
 use tracing::Instrument;
 
 use crate::exchange::ExchangeOptions;
+use crate::nts::{key_exchange, tls_config};
+use crate::query::query_nts;
 use crate::query::{query, QueryOptions};
 use crate::report::{table, Report, ServerReport};
 use crate::system_clock::SystemClock;
-use crate::target::{Family, Target};
+use crate::target::{Family, Host, Target, TargetError, NTP_PORT};
+use ntp_proto::nts::DEFAULT_KE_PORT;
+use std::net::IpAddr;
 
 /// Measure the offset and delay of NTP servers (a one-shot client, like
 /// `ntpdate -q`, `sntp` or `chronyd -Q`). Nothing is changed on this host.
@@ -28,8 +34,20 @@ pub struct Args {
     /// Servers to query: a host name, IPv4 or IPv6 address, optionally with
     /// a port (`host:123`, `192.0.2.1:123`, `[::1]:123`). A name is queried
     /// at every address it resolves to.
-    #[arg(value_name = "SERVER", required = true)]
-    pub servers: Vec<Target>,
+    /// With `--nts`, SERVER names the NTS-KE server (default port 4460)
+    /// and the NTP server and port come from the key exchange.
+    #[arg(value_name = "SERVER", required = true, value_parser = check_target)]
+    pub servers: Vec<String>,
+
+    /// Use Network Time Security (RFC 8915): NTS-KE over TLS 1.3 with each
+    /// SERVER, then authenticated NTP; unauthenticated replies are refused.
+    #[arg(long)]
+    pub nts: bool,
+
+    /// Trust the CA certificates in this PEM file for NTS-KE instead of
+    /// the built-in (Mozilla) root store.
+    #[arg(long, value_name = "FILE", requires = "nts")]
+    pub ca_file: Option<PathBuf>,
 
     /// Only IPv4 addresses.
     #[arg(short = '4', conflicts_with = "ipv6")]
@@ -67,6 +85,10 @@ pub struct Args {
     /// printing each report under a line with the time; exit 0 then.
     #[arg(short = 'w', long, value_name = "SECONDS", value_parser = parse_timeout)]
     pub watch: Option<Duration>,
+}
+
+fn check_target(text: &str) -> Result<String, TargetError> {
+    text.parse::<Target>().map(|_| text.to_owned())
 }
 
 fn parse_seconds(text: &str, minimum: f64) -> Result<Duration, String> {
@@ -113,22 +135,76 @@ pub async fn run(args: &Args) -> Report {
     let clock = SystemClock;
     let options = args.query_options(clock.precision());
     let family = args.family();
+    let tls = match args.nts.then(|| tls_config(args.ca_file.as_deref())).transpose() {
+        Ok(tls) => tls,
+        Err(error) => {
+            return Report::new(args.servers.iter().map(|server| ServerReport::unresolved(server, &error)).collect())
+        }
+    };
     let per_server: Vec<_> = args
         .servers
         .iter()
-        .map(|target| {
-            let target = target.clone();
-            tokio::spawn(async move { query_server(target, family, clock, options).await })
+        .map(|text| {
+            let default_port = if tls.is_some() { DEFAULT_KE_PORT } else { NTP_PORT };
+            let target = Target::parse_with_default_port(text, default_port);
+            let (tls, text) = (tls.clone(), text.clone());
+            tokio::spawn(async move {
+                let target = match target {
+                    Ok(target) => target,
+                    Err(error) => return vec![ServerReport::unresolved(&text, &error)],
+                };
+                match tls {
+                    None => query_server(target, family, clock, options).await,
+                    Some(tls) => query_nts_server(target, tls, family, clock, options).await,
+                }
+            })
         })
         .collect();
     let mut servers = Vec::new();
     for (handle, target) in per_server.into_iter().zip(&args.servers) {
         match handle.await {
             Ok(reports) => servers.extend(reports),
-            Err(error) => servers.push(ServerReport::unresolved(&target.to_string(), &error)),
+            Err(error) => servers.push(ServerReport::unresolved(target, &error)),
         }
     }
     Report::new(servers)
+}
+
+/// NTS-KE with `target`, then a burst of NTS-protected exchanges with the
+/// NTP server and port it named, every address of it.
+async fn query_nts_server(
+    target: Target,
+    tls: Arc<rustls::ClientConfig>,
+    family: Family,
+    clock: SystemClock,
+    options: QueryOptions,
+) -> Vec<ServerReport> {
+    let name = target.to_string();
+    let host = match &target.host {
+        Host::Address(address) => address.to_string(),
+        Host::Name(name) => name.clone(),
+    };
+    let timeout = options.exchange.timeout.max(Duration::from_secs(5));
+    let exchange = match key_exchange(&host, target.port, tls, timeout).await {
+        Ok(exchange) => exchange,
+        Err(error) => return vec![ServerReport::unresolved(&name, &error)],
+    };
+    let ntp = match exchange.ntp_host.parse::<IpAddr>() {
+        Ok(address) => Target { host: Host::Address(address), port: exchange.ntp_port },
+        Err(_) => Target { host: Host::Name(exchange.ntp_host.clone()), port: exchange.ntp_port },
+    };
+    let addresses = match ntp.resolve(family).await {
+        Ok(addresses) => addresses,
+        Err(error) => return vec![ServerReport::unresolved(&name, &error)],
+    };
+    // One session per address would need one NTS-KE each; the cookies of
+    // one key exchange are for the server it named, so use its first address.
+    let address = addresses[0];
+    let span = tracing::debug_span!("nts-query", server = %name, %address);
+    let result = query_nts(address, clock, options, exchange.session).instrument(span).await;
+    let mut report = ServerReport::new(&name, address, &result);
+    report.authenticated = Some(result.as_ref().is_ok_and(|estimate| estimate.authenticated));
+    vec![report]
 }
 
 async fn query_server(target: Target, family: Family, clock: SystemClock, options: QueryOptions) -> Vec<ServerReport> {

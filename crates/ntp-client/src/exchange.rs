@@ -9,12 +9,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use ntp_proto::clock::Clock;
+use ntp_proto::nts::ntp::ReplyError as NtsReplyError;
 use ntp_proto::packet::{Header, KissCode, Mode, Version};
-use ntp_proto::{DecodeError, NtpDuration, NtpTimestamp, ReplyError, Sample, Timestamps};
+use ntp_proto::{DecodeError, NtpDuration, NtpTimestamp, Packet, ReplyError, Sample, Timestamps};
 use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::net::TimestampedSocket;
+use crate::nts::NtsSession;
 
 /// How to conduct one exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub struct Measurement {
     /// Whether T4 is the kernel's receive timestamp (otherwise it was read
     /// after the process woke up).
     pub kernel_receive: bool,
+    /// Whether the reply was NTS-authenticated (RFC 8915).
+    pub authenticated: bool,
 }
 
 /// Why an exchange gave no measurement.
@@ -60,6 +64,13 @@ pub enum ExchangeError {
     /// origin not our nonce) before the timeout.
     #[error("bogus reply: {0}")]
     Bogus(ReplyError),
+    /// Only replies that failed NTS authentication came back (or an NTS
+    /// NAK, which is unauthenticated too) before the timeout.
+    #[error("NTS: {0}")]
+    Nts(NtsReplyError),
+    /// The NTS session has no cookie left: NTS-KE must be run again.
+    #[error("NTS: no cookie left, a new NTS-KE is needed")]
+    NoCookies,
     /// Only datagrams from another address came back before the timeout.
     #[error("reply came from {got}, not from {expected}")]
     WrongSource {
@@ -99,10 +110,11 @@ impl ExchangeError {
     pub fn rank(&self) -> u8 {
         match self {
             Self::Timeout(_) => 0,
-            Self::Io(_) => 1,
+            Self::Io(_) | Self::NoCookies => 1,
             Self::WrongSource { .. } => 2,
             Self::Decode(_) => 3,
             Self::Bogus(_) => 4,
+            Self::Nts(_) => 4,
             Self::Rejected { .. } => 5,
         }
     }
@@ -131,6 +143,31 @@ pub async fn exchange(
     clock: &impl Clock,
     options: &ExchangeOptions,
 ) -> Result<Measurement, ExchangeError> {
+    exchange_with(socket, server, clock, options, None).await
+}
+
+/// [`exchange`] protected by NTS (RFC 8915 §5): the request carries a
+/// cookie of `session` and is authenticated; only a reply that echoes its
+/// unique identifier and verifies under the session's key is accepted
+/// (any other is ignored like a forged one), and its cookies go back into
+/// `session`.
+pub async fn exchange_nts(
+    socket: &TimestampedSocket,
+    server: SocketAddr,
+    clock: &impl Clock,
+    options: &ExchangeOptions,
+    session: &NtsSession,
+) -> Result<Measurement, ExchangeError> {
+    exchange_with(socket, server, clock, options, Some(session)).await
+}
+
+async fn exchange_with(
+    socket: &TimestampedSocket,
+    server: SocketAddr,
+    clock: &impl Clock,
+    options: &ExchangeOptions,
+    nts: Option<&NtsSession>,
+) -> Result<Measurement, ExchangeError> {
     let nonce = loop {
         let candidate = NtpTimestamp::from_bits(rand::random());
         if !candidate.is_zero() {
@@ -138,14 +175,20 @@ pub async fn exchange(
         }
     };
     let request = Header { version: options.version, mode: Mode::Client, transmit: nonce, ..Header::default() };
-    let bytes = request.encode();
+    let (bytes, pending) = match nts {
+        None => (request.encode().to_vec(), None),
+        Some(session) => {
+            let (bytes, pending) = session.request(&request).ok_or(ExchangeError::NoCookies)?;
+            (bytes, Some((session, pending)))
+        }
+    };
     let deadline = Instant::now() + options.timeout;
     let (t1_read, sent_system) = socket
         .send_to_stamped(&bytes, server, || (clock.now(), NtpTimestamp::from_system_time(SystemTime::now())))
         .await?;
 
     let mut ignored: Option<ExchangeError> = None;
-    let mut buf = [0u8; 1024];
+    let mut buf = [0u8; 2048];
     loop {
         let Ok(received) = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await else {
             return Err(ignored.unwrap_or(ExchangeError::Timeout(options.timeout)));
@@ -168,6 +211,16 @@ pub async fn exchange(
                 continue;
             }
         };
+        if let Some((session, pending)) = &pending {
+            let checked = Packet::decode(&buf[..datagram.len]).map_err(ExchangeError::Decode).and_then(|packet| {
+                session.accept_reply(&buf[..datagram.len], &packet, pending).map_err(ExchangeError::Nts)
+            });
+            if let Err(error) = checked {
+                tracing::debug!(%server, %error, "ignoring a reply that is not NTS-authenticated");
+                ignored = Some(error);
+                continue;
+            }
+        }
         match ntp_proto::validate_reply(&reply, nonce) {
             Ok(()) => {}
             Err(error @ (ReplyError::OriginMismatch | ReplyError::WrongMode(_))) => {
@@ -200,6 +253,7 @@ pub async fn exchange(
             sample,
             kernel_transmit: kernel_transmit.is_some(),
             kernel_receive: datagram.kernel_receive.is_some(),
+            authenticated: pending.is_some(),
         });
     }
 }
@@ -334,5 +388,29 @@ mod tests {
         let measured = exchange(&socket, server, &crate::SystemClock, &OPTIONS).await.unwrap();
         assert_eq!(measured.reply.stratum, Stratum(1));
         serving.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_nts_request_never_accepts_a_plain_reply() {
+        use ntp_proto::nts::{Key, SessionKeys, KEY_LEN};
+        let session =
+            NtsSession::new(SessionKeys { c2s: Key([1; KEY_LEN]), s2c: Key([2; KEY_LEN]) }, vec![vec![9; 100]]);
+        // The fake server answers the header correctly but without NTS.
+        let raw = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let server = raw.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            let (len, peer) = raw.recv_from(&mut buf).unwrap();
+            assert!(len > 48, "the request carries NTS fields");
+            let request = Header::decode(&buf[..len]).unwrap();
+            raw.send_to(&reply_to(&request).encode(), peer).unwrap();
+        });
+        let socket = TimestampedSocket::bind_for(server).await.unwrap();
+        let options = ExchangeOptions { timeout: Duration::from_millis(300), ..OPTIONS };
+        let error = exchange_nts(&socket, server, &crate::SystemClock, &options, &session).await.unwrap_err();
+        assert!(matches!(error, ExchangeError::Nts(_)), "{error}");
+        // The one cookie is spent: the next request needs a new NTS-KE.
+        let error = exchange_nts(&socket, server, &crate::SystemClock, &options, &session).await.unwrap_err();
+        assert!(matches!(error, ExchangeError::NoCookies), "{error}");
     }
 }

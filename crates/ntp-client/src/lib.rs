@@ -10,6 +10,8 @@
 //! - [`exchange`]: one request and its reply, read against a given clock,
 //!   validated, and turned into a [`Measurement`]. The daemon reuses it to
 //!   poll its upstreams.
+//! - [`nts`]: NTS-KE over TLS 1.3 (RFC 8915 §4) and the session (keys,
+//!   cookies) that NTS-protected exchanges use.
 //! - [`query`]: a burst of exchanges with one address, reduced as the
 //!   RFC 5905 clock filter does (lowest delay wins, jitter from the rest).
 //! - [`target`]: the `SERVER` argument (`host`, `host:port`, `[v6]:port`)
@@ -21,11 +23,12 @@
 pub mod cli;
 pub mod exchange;
 pub mod net;
+pub mod nts;
 pub mod query;
 pub mod report;
 pub mod system_clock;
 pub mod target;
 
 pub use exchange::{exchange, ExchangeError, ExchangeOptions, Measurement};
-pub use query::{query, Estimate, QueryOptions};
+pub use query::{query, query_nts, Estimate, QueryOptions};
 pub use system_clock::SystemClock;

@@ -14,8 +14,9 @@ use ntp_proto::{NtpDuration, Sample, Timestamps};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::exchange::{exchange, ExchangeError, ExchangeOptions, Measurement};
+use crate::exchange::{exchange, exchange_nts, ExchangeError, ExchangeOptions, Measurement};
 use crate::net::TimestampedSocket;
+use crate::nts::NtsSession;
 
 /// How to query one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub struct Estimate {
     /// The server sent a RATE kiss-o'-death after answering some requests:
     /// the burst was cut short, the samples before it stand.
     pub rate_limited: bool,
+    /// Every sample was NTS-authenticated.
+    pub authenticated: bool,
 }
 
 /// Reduces measurements to the estimate the clock filter would make:
@@ -68,6 +71,7 @@ pub fn best_of(measurements: &[Measurement], local_precision: i8) -> Option<Esti
         jitter: NtpDuration::from_seconds_f64(jitter),
         samples: measurements.len(),
         rate_limited: false,
+        authenticated: measurements.iter().all(|m| m.authenticated),
     })
 }
 
@@ -83,11 +87,36 @@ pub async fn query<C>(server: SocketAddr, clock: C, options: QueryOptions) -> Re
 where
     C: Clock + Clone + Send + Sync + 'static,
 {
+    query_with(server, clock, options, None).await
+}
+
+/// [`query`] with every exchange protected by NTS under `session`.
+pub async fn query_nts<C>(
+    server: SocketAddr,
+    clock: C,
+    options: QueryOptions,
+    session: Arc<NtsSession>,
+) -> Result<Estimate, ExchangeError>
+where
+    C: Clock + Clone + Send + Sync + 'static,
+{
+    query_with(server, clock, options, Some(session)).await
+}
+
+async fn query_with<C>(
+    server: SocketAddr,
+    clock: C,
+    options: QueryOptions,
+    nts: Option<Arc<NtsSession>>,
+) -> Result<Estimate, ExchangeError>
+where
+    C: Clock + Clone + Send + Sync + 'static,
+{
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut exchanges = JoinSet::new();
     for i in 0..options.samples.max(1) {
-        let (clock, stop) = (clock.clone(), Arc::clone(&stop));
+        let (clock, stop, nts) = (clock.clone(), Arc::clone(&stop), nts.clone());
         let send_at = start + options.interval * i;
         exchanges.spawn(async move {
             tokio::time::sleep_until(send_at).await;
@@ -98,7 +127,10 @@ where
                 Ok(socket) => socket,
                 Err(error) => return Some(Err(ExchangeError::Io(error))),
             };
-            let result = exchange(&socket, server, &clock, &options.exchange).await;
+            let result = match &nts {
+                None => exchange(&socket, server, &clock, &options.exchange).await,
+                Some(session) => exchange_nts(&socket, server, &clock, &options.exchange, session).await,
+            };
             if result.as_ref().is_err_and(ExchangeError::is_answer) {
                 stop.store(true, Ordering::Relaxed);
             }
@@ -156,6 +188,7 @@ mod tests {
             sample: Sample::new(&timestamps, -20, -20),
             kernel_transmit: true,
             kernel_receive: true,
+            authenticated: false,
         }
     }
 

@@ -70,6 +70,10 @@ pub struct ServerReport {
     pub kiss: Option<String>,
     /// Why this server's answer is not usable, `None` if it is.
     pub error: Option<String>,
+    /// With `--nts`: whether the answer was NTS-authenticated (absent
+    /// without `--nts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authenticated: Option<bool>,
     #[serde(skip)]
     candidate: Option<Candidate>,
 }
@@ -111,6 +115,7 @@ impl ServerReport {
             samples: 0,
             kiss: None,
             error: None,
+            authenticated: None,
             candidate: None,
         }
     }

@@ -91,6 +91,14 @@ impl FromStr for Target {
     type Err = TargetError;
 
     fn from_str(text: &str) -> Result<Self, TargetError> {
+        Self::parse_with_default_port(text, NTP_PORT)
+    }
+}
+
+impl Target {
+    /// Parses `text`, with `default_port` where it names none (4460 for an
+    /// NTS-KE server).
+    pub fn parse_with_default_port(text: &str, default_port: u16) -> Result<Self, TargetError> {
         if text.is_empty() {
             return Err(TargetError::Empty);
         }
@@ -98,7 +106,7 @@ impl FromStr for Target {
             let (inside, after) = rest.split_once(']').ok_or(TargetError::Brackets)?;
             let address: Ipv6Addr = inside.parse().map_err(|_| TargetError::NotIpv6(inside.to_string()))?;
             let port = match after {
-                "" => NTP_PORT,
+                "" => default_port,
                 _ => parse_port(after.strip_prefix(':').ok_or(TargetError::Brackets)?)?,
             };
             return Ok(Self { host: Host::Address(address.into()), port });
@@ -106,11 +114,11 @@ impl FromStr for Target {
         // Two colons or more: a bare IPv6 address, which cannot carry a port.
         if text.matches(':').count() > 1 {
             let address: Ipv6Addr = text.parse().map_err(|_| TargetError::Host(text.to_string()))?;
-            return Ok(Self { host: Host::Address(address.into()), port: NTP_PORT });
+            return Ok(Self { host: Host::Address(address.into()), port: default_port });
         }
         let (host, port) = match text.split_once(':') {
             Some((host, port)) => (host, parse_port(port)?),
-            None => (text, NTP_PORT),
+            None => (text, default_port),
         };
         Ok(Self { host: parse_host(host)?, port })
     }

@@ -26,6 +26,8 @@
 //! - [`synchronizer`]: the client half of a daemon as one sans-IO object
 //!   (associations + system + disciplined clock), driven by the daemon's
 //!   sockets or the simulator's event queue alike.
+//! - [`nts`]: Network Time Security (RFC 8915): NTS-KE records, the NTS
+//!   extension fields, the AEAD and the server's cookies.
 //! - [`responder`]: the server's decision for one datagram (ignore, or
 //!   reply with these bytes).
 
@@ -38,6 +40,7 @@ pub mod clock;
 pub mod discipline;
 pub mod exchange;
 pub mod filter;
+pub mod nts;
 pub mod packet;
 pub mod responder;
 pub mod selection;

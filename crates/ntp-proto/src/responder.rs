@@ -93,7 +93,7 @@ pub fn respond(request: &[u8], receive_time: NtpTimestamp, state: &ServerState, 
 
 /// A normal reply: our time and our synchronisation state. Root dispersion
 /// grows at PHI from the last update (RFC 5905 §9.2).
-fn time_reply(request: &Header, receive_time: NtpTimestamp, state: &ServerState) -> Header {
+pub(crate) fn time_reply(request: &Header, receive_time: NtpTimestamp, state: &ServerState) -> Header {
     let since_update = (receive_time - state.reference_time).max(NtpDuration::ZERO);
     let grown = if state.leap == LeapIndicator::Unsynchronized {
         state.root_dispersion
@@ -119,7 +119,7 @@ fn time_reply(request: &Header, receive_time: NtpTimestamp, state: &ServerState)
 
 /// A kiss-o'-death: stratum 0 and the code in the reference ID. It carries
 /// none of our time: every timestamp echoes the client's own.
-fn kiss_reply(request: &Header, code: KissCode) -> Header {
+pub(crate) fn kiss_reply(request: &Header, code: KissCode) -> Header {
     Header {
         leap: LeapIndicator::Unsynchronized,
         version: request.version,

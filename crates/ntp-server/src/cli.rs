@@ -20,7 +20,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve time over UDP (NTPv3 and v4 clients); with --upstream, also
     /// synchronize to upstream servers and serve as their stratum + 1.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a stratum 1 -> 2 -> 3 chain in this process, on loopback, with
     /// deliberately wrong clocks, and watch it converge.
     Demo(DemoArgs),
@@ -147,10 +147,15 @@ pub struct ServeArgs {
     /// Log level or filter (error, warn, info, debug, trace); overrides RUST_LOG.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// Upstream server to synchronize to, HOST[:PORT] (port 123 by default);
-    /// repeatable. With upstreams this server serves as their stratum + 1.
+    /// Upstream server to synchronize to, HOST[:PORT] (port 123 by default),
+    /// or nts://HOST[:PORT] for NTS (the NTS-KE server, port 4460 by
+    /// default); repeatable. With upstreams this server serves as their stratum + 1.
     #[arg(long = "upstream", value_name = "HOST[:PORT]")]
     pub upstreams: Vec<String>,
+    /// CA certificates (PEM) trusted for nts:// upstreams (default: the
+    /// built-in Mozilla roots).
+    #[arg(long, value_name = "FILE")]
+    pub nts_ca_file: Option<PathBuf>,
     /// Shortest poll interval, log2 seconds (default 6 = 64 s; 0 = 1 s).
     #[arg(long, value_name = "LOG2S", allow_negative_numbers = true)]
     pub min_poll: Option<i8>,
@@ -177,6 +182,15 @@ pub struct ServeArgs {
     /// supplementary groups) for good; for a start as root on port 123.
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
+    /// Serve NTS (RFC 8915) with this certificate chain (PEM); needs --nts-key.
+    #[arg(long, value_name = "FILE", requires = "nts_key")]
+    pub nts_cert: Option<PathBuf>,
+    /// The private key (PEM) of --nts-cert.
+    #[arg(long, value_name = "FILE", requires = "nts_cert")]
+    pub nts_key: Option<PathBuf>,
+    /// Where NTS-KE listens (TCP; default 0.0.0.0:4460).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub nts_listen: Option<SocketAddr>,
 }
 
 #[cfg(test)]

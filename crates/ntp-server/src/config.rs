@@ -10,11 +10,15 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::cli::ServeArgs;
+use crate::nts::NtsConfig;
 use crate::policy::{AccessConfig, RateLimitConfig};
 use crate::serve::PolicyConfig;
 
 /// The NTP port.
 pub const DEFAULT_PORT: u16 = 123;
+/// Where NTS-KE listens unless told: every IPv4 address, port 4460.
+pub const DEFAULT_NTS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), ntp_proto::nts::DEFAULT_KE_PORT);
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -44,6 +48,8 @@ pub struct SyncSection {
     pub step_threshold: Option<f64>,
     /// Holdover, seconds.
     pub holdover: Option<f64>,
+    /// CA certificates (PEM) trusted for `nts://` upstreams.
+    pub nts_ca_file: Option<PathBuf>,
 }
 
 /// How the daemon synchronizes to upstreams (empty: a primary server).
@@ -60,11 +66,21 @@ pub struct SyncConfig {
     /// Seconds without a usable upstream before going unsynchronized
     /// (default 3600).
     pub holdover: f64,
+    /// CA certificates (PEM) trusted for `nts://` upstreams (default: the
+    /// built-in Mozilla roots).
+    pub nts_ca_file: Option<PathBuf>,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        Self { upstreams: Vec::new(), min_poll: 6, max_poll: 10, step_threshold: 0.128, holdover: 3600.0 }
+        Self {
+            upstreams: Vec::new(),
+            min_poll: 6,
+            max_poll: 10,
+            step_threshold: 0.128,
+            holdover: 3600.0,
+            nts_ca_file: None,
+        }
     }
 }
 
@@ -94,7 +110,8 @@ impl SyncConfig {
         if let Some(bad) = upstreams.iter().find(|u| u.trim().is_empty()) {
             return Err(invalid("sync.upstreams", format!("`{bad}` is not HOST[:PORT]")));
         }
-        Ok(Self { upstreams, min_poll, max_poll, step_threshold, holdover })
+        let nts_ca_file = args.nts_ca_file.clone().or(file.nts_ca_file);
+        Ok(Self { upstreams, min_poll, max_poll, step_threshold, holdover, nts_ca_file })
     }
 }
 
@@ -122,6 +139,12 @@ pub struct ServerSection {
     pub stats_dir: Option<PathBuf>,
     /// User to become after binding (when started as root).
     pub user: Option<String>,
+    /// NTS: the certificate chain (PEM).
+    pub nts_cert: Option<PathBuf>,
+    /// NTS: its private key (PEM).
+    pub nts_key: Option<PathBuf>,
+    /// NTS: where NTS-KE listens.
+    pub nts_listen: Option<SocketAddr>,
 }
 
 /// Where to listen.
@@ -159,6 +182,8 @@ pub struct ServeConfig {
     pub http: Option<SocketAddr>,
     /// Where to write `loopstats` and `peerstats` (None: nowhere).
     pub stats_dir: Option<PathBuf>,
+    /// NTS (None: plain NTP only).
+    pub nts: Option<NtsConfig>,
 }
 
 /// Why the configuration is unusable.
@@ -244,6 +269,15 @@ impl ServeConfig {
         if !clock_drift_ppm.is_finite() || clock_drift_ppm.abs() >= 100_000.0 {
             return Err(invalid("clock-drift-ppm", format!("{clock_drift_ppm} is not within ±100000 ppm")));
         }
+        let nts = match (args.nts_cert.clone().or(server.nts_cert), args.nts_key.clone().or(server.nts_key)) {
+            (Some(cert), Some(key)) => Some(NtsConfig {
+                cert,
+                key,
+                listen: args.nts_listen.or(server.nts_listen).unwrap_or(DEFAULT_NTS_LISTEN),
+            }),
+            (None, None) if args.nts_listen.or(server.nts_listen).is_none() => None,
+            _ => return Err(invalid("nts-cert", "NTS needs both nts-cert and nts-key".into())),
+        };
         let rate = &file.rate_limit;
         if rate.enabled && !(rate.interval > 0.0 && rate.interval.is_finite() && rate.kiss_interval >= 0.0) {
             return Err(invalid("rate-limit", "interval must be > 0 and kiss-interval >= 0".into()));
@@ -263,6 +297,7 @@ impl ServeConfig {
             sync: SyncConfig::merge(file.sync, args)?,
             http: args.http.or(server.http),
             stats_dir: args.stats_dir.clone().or(server.stats_dir),
+            nts,
         })
     }
 }
@@ -284,6 +319,25 @@ mod tests {
         let config = ServeConfig::merge(file, &ServeArgs::default()).unwrap();
         assert_eq!(config.stratum, Stratum(1));
         assert_eq!(config.reference_id, ReferenceId(*b"LOCL"));
+    }
+
+    #[test]
+    fn nts_needs_both_certificate_and_key_and_flags_override_the_file() {
+        let file = FileConfig::parse(
+            "[server]\nnts-cert = \"a.crt\"\nnts-key = \"a.key\"\n[sync]\nnts-ca-file = \"ca.crt\"\n",
+        )
+        .unwrap();
+        let config = ServeConfig::merge(file.clone(), &ServeArgs::default()).unwrap();
+        let nts = config.nts.unwrap();
+        assert_eq!((nts.cert, nts.key, nts.listen), ("a.crt".into(), "a.key".into(), DEFAULT_NTS_LISTEN));
+        assert_eq!(config.sync.nts_ca_file, Some("ca.crt".into()));
+        let listen: SocketAddr = "127.0.0.1:4461".parse().unwrap();
+        let args = ServeArgs { nts_listen: Some(listen), ..Default::default() };
+        assert_eq!(ServeConfig::merge(file, &args).unwrap().nts.unwrap().listen, listen);
+        let half = FileConfig::parse("[server]\nnts-cert = \"a.crt\"\n").unwrap();
+        let err = ServeConfig::merge(half, &ServeArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("nts-key"), "{err}");
+        assert_eq!(ServeConfig::merge(FileConfig::default(), &ServeArgs::default()).unwrap().nts, None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::config::{Listen, ServeConfig};
 use crate::http;
 use crate::latency;
 use crate::metrics::Observed;
+use crate::nts::{self, NtsConfig, NtsKeys};
 use crate::privileges::{self, PrivilegeError};
 use crate::serve::{ServeError, Server};
 use crate::stats::Counts;
@@ -54,6 +55,9 @@ pub enum DaemonError {
     /// The HTTP address could not be bound.
     #[error("cannot listen for HTTP on {0}: {1}")]
     Http(SocketAddr, std::io::Error),
+    /// NTS could not be set up (certificate, key, NTS-KE address).
+    #[error("NTS: {0}")]
+    Nts(#[from] nts::NtsSetupError),
     /// The statistics directory could not be opened.
     #[error("statistics directory {0}: {1}")]
     StatsDir(std::path::PathBuf, std::io::Error),
@@ -155,7 +159,15 @@ pub async fn run_on(
         let (clock, sync_config) = (Arc::clone(&clock), config.sync.clone());
         tokio::spawn(sync::run(clock, upstreams, sync_config, own, status, stats_log, until_stopped))
     };
-    let server = match Server::start(sockets, &config.policy, Arc::clone(&clock)) {
+    let nts = match config.nts.as_ref().map(|nts| start_nts(nts, &local, stopped.clone())).transpose() {
+        Ok(nts) => nts,
+        Err(error) => {
+            let _ = stop.send(true);
+            let _ = background.await;
+            return Err(error);
+        }
+    };
+    let server = match Server::start_with_nts(sockets, &config.policy, Arc::clone(&clock), nts) {
         Ok(server) => server,
         Err(error) => {
             let _ = stop.send(true);
@@ -183,6 +195,22 @@ pub async fn run_on(
         "stopped"
     );
     Ok(counts)
+}
+
+/// Loads the certificate, binds NTS-KE and starts it and the key rotation;
+/// the serving threads get the keys.
+fn start_nts(
+    config: &NtsConfig,
+    local: &[SocketAddr],
+    stopped: watch::Receiver<bool>,
+) -> Result<Arc<NtsKeys>, DaemonError> {
+    let tls = nts::tls_config(&config.cert, &config.key)?;
+    let listener = nts::bind(config.listen)?;
+    let keys = Arc::new(NtsKeys::new());
+    let ntp_port = local.first().map_or(crate::config::DEFAULT_PORT, SocketAddr::port);
+    tokio::spawn(nts::serve_ke(listener, tls, Arc::clone(&keys), ntp_port, wait_for_stop(stopped.clone())));
+    tokio::spawn(Arc::clone(&keys).rotate_every(nts::KEY_ROTATION, wait_for_stop(stopped)));
+    Ok(keys)
 }
 
 /// Binds the HTTP address now, so a bad one stops the daemon at start-up.

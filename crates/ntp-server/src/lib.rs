@@ -14,11 +14,14 @@
 //!   other unsafe code.
 //! - [`serve`]: the serving threads; [`serve::run`] serves on sockets the
 //!   caller bound (tests bind `127.0.0.1:0`) until a shutdown future ends.
+//! - [`nts`]: NTS (RFC 8915) on the server: rotating cookie keys and the
+//!   NTS-KE listener (TLS 1.3); NTS requests are answered by the serving threads.
 //! - [`latency`]: measures the send latency that the serving threads add
 //!   to T3, so the transmit timestamp is when the reply really leaves.
 //! - [`stats`]: lock-free counters of what was received, answered, dropped.
 //! - [`sync`]: the upstream side: polls upstreams through `ntp-client`,
 //!   drives `ntp_proto::synchronizer`, publishes the disciplined clock.
+//! - [`upstream_nts`]: an `nts://` upstream: NTS-KE, then NTS-protected polls.
 //! - [`daemon`]: `ntpd-sim serve` end to end: bind, start-up log, signals.
 //! - [`status`]: the status report (`/status`, `ntpd-sim status`).
 //! - [`metrics`]: `/metrics` in the Prometheus text format.
@@ -46,6 +49,7 @@ pub mod demo;
 pub mod http;
 pub mod latency;
 pub mod metrics;
+pub mod nts;
 pub mod plot;
 pub mod policy;
 pub mod privileges;
@@ -57,6 +61,7 @@ pub mod statsplot;
 pub mod status;
 pub mod sync;
 pub mod udp;
+pub mod upstream_nts;
 pub mod validate;
 
 pub use clock::{ClockSnapshot, SharedClock};

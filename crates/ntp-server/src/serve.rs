@@ -10,13 +10,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ntp_proto::packet::write_transmit;
+use ntp_proto::nts::ntp::has_nts_fields;
+use ntp_proto::nts::respond::{respond_nts, NtsReplyKind, NtsResponse};
+use ntp_proto::packet::{write_transmit, HEADER_LEN};
 use ntp_proto::responder::{respond, Response};
-use ntp_proto::NtpTimestamp;
+use ntp_proto::{NtpTimestamp, Packet};
 use thiserror::Error;
 use tracing::{debug, warn};
 
 use crate::clock::SharedClock;
+use crate::nts::{fill_random, NtsKeys};
 use crate::policy::{AccessConfig, Policy, RateLimitConfig};
 use crate::stats::{Counts, Stats};
 use crate::udp::{self, RecvBatch, SendBatch};
@@ -66,6 +69,18 @@ impl Server {
     /// Starts one serving thread per socket (sockets already bound, e.g. to
     /// `127.0.0.1:0` in tests).
     pub fn start(sockets: Vec<UdpSocket>, policy: &PolicyConfig, clock: Arc<SharedClock>) -> Result<Self, ServeError> {
+        Self::start_with_nts(sockets, policy, clock, None)
+    }
+
+    /// [`Server::start`], also answering NTS requests (RFC 8915 §5) with
+    /// cookies sealed under `nts`'s keys. Plain requests take the same
+    /// fast path as without NTS.
+    pub fn start_with_nts(
+        sockets: Vec<UdpSocket>,
+        policy: &PolicyConfig,
+        clock: Arc<SharedClock>,
+        nts: Option<Arc<NtsKeys>>,
+    ) -> Result<Self, ServeError> {
         if sockets.is_empty() {
             return Err(ServeError::NoSockets);
         }
@@ -83,6 +98,7 @@ impl Server {
                 policy: Policy::new(policy.access.clone(), &policy.rate_limit, Instant::now()),
                 stats: Arc::clone(&stats),
                 stop: Arc::clone(&stop),
+                nts: nts.clone(),
             };
             let name = format!("ntp-serve-{}", address.map(|a| a.to_string()).unwrap_or_default());
             let thread = std::thread::Builder::new()
@@ -144,6 +160,7 @@ struct Worker {
     policy: Policy,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
+    nts: Option<Arc<NtsKeys>>,
 }
 
 impl Worker {
@@ -188,6 +205,40 @@ impl Worker {
             };
             let decision = self.policy.admit(source.ip(), arrival);
             let receive = snapshot.clock.time_at(system_receive);
+            // NTS requests are longer than a header; plain ones never leave the fast path.
+            if let Some(nts) = self.nts.as_ref().filter(|_| datagram.payload.len() > HEADER_LEN) {
+                if Packet::decode(datagram.payload).is_ok_and(|packet| has_nts_fields(&packet)) {
+                    // T3 is authenticated, so it is read before sealing, not stamped at the send.
+                    let transmit =
+                        snapshot.clock.time_at(SharedClock::system_now() + self.clock.transmit_latency().get());
+                    let masters = nts.current();
+                    let admission = decision.admission();
+                    match respond_nts(
+                        datagram.payload,
+                        receive,
+                        transmit,
+                        &snapshot.state,
+                        admission,
+                        &masters,
+                        &mut fill_random,
+                    ) {
+                        NtsResponse::Ignore(reason) => counts.ignored(reason, decision),
+                        NtsResponse::Reply { bytes, kind } => {
+                            if let Some(flag) = stamp.get_mut(replies.len()) {
+                                *flag = false;
+                                if replies.push(source, datagram.local, &bytes) {
+                                    match kind {
+                                        // An NTS NAK is a kiss-o'-death (NTSN): counted with the refusals.
+                                        NtsReplyKind::Nak => counts.kissed_deny += 1,
+                                        NtsReplyKind::Time | NtsReplyKind::Kiss => counts.replied(decision),
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
             match respond(datagram.payload, receive, &snapshot.state, decision.admission()) {
                 Response::Ignore(reason) => counts.ignored(reason, decision),
                 Response::Reply { bytes, kiss } => {

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use crate::clock::{RawClock, SharedClock};
 use crate::config::SyncConfig;
 use crate::statslog::StatsLog;
+use crate::upstream_nts::{self, NtsUpstream};
 
 /// How often the advertised state is refreshed between clock updates, so
 /// the holdover is noticed without a reply to trigger it.
@@ -58,6 +59,7 @@ pub struct Upstream {
     /// The address polled.
     pub address: SocketAddr,
     socket: Arc<TimestampedSocket>,
+    nts: Option<Arc<NtsUpstream>>,
 }
 
 /// What the status of the upstream side looks like to an observer (the
@@ -105,9 +107,16 @@ pub async fn resolve(upstream: &str) -> Result<SocketAddr, SyncError> {
 pub async fn connect(config: &SyncConfig) -> Result<Vec<Upstream>, SyncError> {
     let mut upstreams = Vec::with_capacity(config.upstreams.len());
     for name in &config.upstreams {
-        let address = resolve(name).await?;
+        let (address, nts) = if name.starts_with(upstream_nts::SCHEME) {
+            let (nts, address) = NtsUpstream::start(name, config.nts_ca_file.as_deref())
+                .await
+                .map_err(|reason| SyncError::Resolve { upstream: name.clone(), reason })?;
+            (address, Some(Arc::new(nts)))
+        } else {
+            (resolve(name).await?, None)
+        };
         let socket = TimestampedSocket::bind_for(address).await.map_err(|e| SyncError::Socket(address, e))?;
-        upstreams.push(Upstream { name: name.clone(), address, socket: Arc::new(socket) });
+        upstreams.push(Upstream { name: name.clone(), address, socket: Arc::new(socket), nts });
     }
     Ok(upstreams)
 }
@@ -178,10 +187,14 @@ pub async fn run(
                     in_flight[index] = true;
                     let (socket, address, clock, results) =
                         (Arc::clone(&upstreams[index].socket), upstreams[index].address, Arc::clone(&clock), results.clone());
+                    let nts = upstreams[index].nts.clone();
                     let timeout = options.timeout.min(poll_interval(sync.associations().nth(index).map_or(0, |a| a.poll())));
                     let options = ExchangeOptions { timeout, ..options };
                     tokio::spawn(async move {
-                        let result = exchange(&socket, address, &RawClock(&clock), &options).await;
+                        let result = match nts {
+                            None => exchange(&socket, address, &RawClock(&clock), &options).await,
+                            Some(nts) => nts.exchange(&socket, address, &RawClock(&clock), &options).await,
+                        };
                         let _ = results.send((index, result)).await;
                     });
                 }

@@ -11,6 +11,7 @@ pub fn render(report: &Report) -> String {
     let named = report.servers.iter().any(|s| s.address.as_deref() != Some(s.server.as_str()));
     let mut rows: Vec<Vec<String>> = vec![header(named)];
     let mut errors = Vec::new();
+    let mut notes = Vec::new();
     for server in &report.servers {
         let mut row = Vec::new();
         if named {
@@ -30,6 +31,9 @@ pub fn render(report: &Report) -> String {
         row.push(server.root_dispersion.map_or("-".into(), |v| duration(v, false)));
         row.push(server.server_time.as_deref().map_or("-".into(), |t| t.replace('T', " ").replace('Z', "")));
         rows.push(row);
+        if server.authenticated == Some(true) {
+            notes.push(format!("{}: NTS authenticated ({} samples)", label(server), server.samples));
+        }
         if let Some(error) = &server.error {
             errors.push(format!("{}: {error}", label(server)));
         } else if let Some(kiss) = &server.kiss {
@@ -55,6 +59,10 @@ pub fn render(report: &Report) -> String {
             }
         }
         out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    for note in notes {
+        out.push_str(&note);
         out.push('\n');
     }
     for error in errors {

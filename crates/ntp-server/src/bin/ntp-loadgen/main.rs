@@ -5,6 +5,7 @@
 
 mod bad;
 mod generator;
+mod nts;
 mod report;
 mod responder;
 
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Send valid client requests and report responses/s and latency.
     Run(RunArgs),
+    /// Load an NTS server with authenticated requests (closed loop).
+    Nts(nts::NtsArgs),
     /// Answer every 48-byte datagram with a minimal mode 4 reply (no policy,
     /// no validation): the ceiling to compare a real server against.
     Respond {
@@ -87,6 +90,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", report::line(&args, &tally, Duration::from_secs_f64(args.duration)));
             anyhow::ensure!(tally.valid > 0, "no valid replies from {}", args.server);
         }
+        Command::Nts(args) => nts::run(&args)?,
         Command::Respond { listen } => responder::run(listen)?,
     }
     Ok(())

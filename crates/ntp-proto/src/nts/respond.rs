@@ -1,0 +1,171 @@
+//! The server's decision for a request that carries NTS extension fields
+//! (RFC 8915 §5.7): the authenticated reply with fresh cookies, an NTS NAK,
+//! or nothing. Apart from the plain responder's fixed 48-byte fast path:
+//! the shell sends a packet here only when it is longer than a header.
+
+use super::cookie::{MasterKeys, COOKIE_LEN, COOKIE_NONCE_LEN};
+use super::ntp::{self, ServerCheck, NONCE_LEN};
+use crate::packet::{DecodeError, KissCode, Mode, Packet};
+use crate::responder::{kiss_reply, time_reply, Admission, IgnoreReason, ServerState};
+use crate::NtpTimestamp;
+
+/// The decision for one NTS request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum NtsResponse {
+    /// Send nothing.
+    Ignore(IgnoreReason),
+    /// Send these bytes as they are (the transmit time is inside the
+    /// authenticated data, so it was set before sealing). Never longer
+    /// than the request.
+    Reply {
+        /// The whole reply.
+        bytes: Vec<u8>,
+        /// What kind of reply it is.
+        kind: NtsReplyKind,
+    },
+}
+
+/// What an NTS reply carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NtsReplyKind {
+    /// Authenticated time and fresh cookies.
+    Time,
+    /// The access policy's kiss-o'-death (unauthenticated, with the unique identifier).
+    Kiss,
+    /// An NTS NAK: the cookie did not open or the request did not verify.
+    Nak,
+}
+
+/// Decides what to send back for the NTS request `request`, received at
+/// `receive_time`; `transmit_time` goes into an authenticated reply.
+/// `random` fills nonces (the shell passes a CSPRNG).
+pub fn respond_nts(
+    request: &[u8],
+    receive_time: NtpTimestamp,
+    transmit_time: NtpTimestamp,
+    state: &ServerState,
+    admission: Admission,
+    masters: &MasterKeys,
+    random: &mut impl FnMut(&mut [u8]),
+) -> NtsResponse {
+    let packet = match Packet::decode(request) {
+        Ok(packet) => packet,
+        Err(err) => return NtsResponse::Ignore(IgnoreReason::Malformed(err)),
+    };
+    let header = packet.header;
+    if header.mode != Mode::Client {
+        return NtsResponse::Ignore(IgnoreReason::NotARequest(header.mode));
+    }
+    if header.transmit.is_zero() {
+        return NtsResponse::Ignore(IgnoreReason::ZeroTransmit);
+    }
+    if admission == Admission::Drop {
+        return NtsResponse::Ignore(IgnoreReason::Denied);
+    }
+    let not_nts = IgnoreReason::Malformed(DecodeError::MalformedExtension {
+        offset: crate::packet::HEADER_LEN,
+        reason: "not a well-formed NTS request",
+    });
+    match ntp::check_request(request, &packet, masters, COOKIE_LEN) {
+        ServerCheck::Drop => NtsResponse::Ignore(not_nts),
+        ServerCheck::Nak { unique_id } => {
+            let bytes = ntp::nak(&kiss_reply(&header, KissCode::NtsNak), &unique_id);
+            NtsResponse::Reply { bytes, kind: NtsReplyKind::Nak }
+        }
+        ServerCheck::Authentic { unique_id, keys, cookies } => {
+            if let Admission::Kiss(code) = admission {
+                let bytes = ntp::nak(&kiss_reply(&header, code), &unique_id);
+                return NtsResponse::Reply { bytes, kind: NtsReplyKind::Kiss };
+            }
+            let fresh: Vec<Vec<u8>> = (0..cookies)
+                .map(|_| {
+                    let mut nonce = [0; COOKIE_NONCE_LEN];
+                    random(&mut nonce);
+                    masters.make_cookie(&keys, &nonce)
+                })
+                .collect();
+            let mut nonce = [0; NONCE_LEN];
+            random(&mut nonce);
+            let reply = crate::packet::Header { transmit: transmit_time, ..time_reply(&header, receive_time, state) };
+            let bytes = ntp::server_reply(&reply, &unique_id, &keys.s2c, &fresh, &nonce);
+            NtsResponse::Reply { bytes, kind: NtsReplyKind::Time }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nts::aead::Key;
+    use crate::nts::cookie::MasterKey;
+    use crate::nts::ntp::{check_reply, ClientRequest, ReplyError, UNIQUE_ID_LEN};
+    use crate::nts::{SessionKeys, KEY_LEN};
+    use crate::packet::{Header, LeapIndicator, ReferenceId, Stratum};
+    use crate::NtpShort;
+
+    const STATE: ServerState = ServerState {
+        leap: LeapIndicator::NoWarning,
+        stratum: Stratum(1),
+        precision: -20,
+        root_delay: NtpShort::ZERO,
+        root_dispersion: NtpShort::ZERO,
+        reference_id: ReferenceId(*b"LOCL"),
+        reference_time: NtpTimestamp::ZERO,
+    };
+
+    fn fill(bytes: &mut [u8]) {
+        bytes.fill(0x5a);
+    }
+
+    #[test]
+    fn authentic_requests_get_time_forged_ones_a_nak_that_the_client_reads() {
+        let masters = MasterKeys::new(MasterKey { id: 1, key: Key([3; KEY_LEN]) });
+        let session = SessionKeys { c2s: Key([1; KEY_LEN]), s2c: Key([2; KEY_LEN]) };
+        let cookie = masters.make_cookie(&session, &[0; COOKIE_NONCE_LEN]);
+        let header = Header { mode: Mode::Client, transmit: NtpTimestamp::from_bits(42), ..Header::default() };
+        let uid = [7; UNIQUE_ID_LEN];
+        let request =
+            ClientRequest { unique_id: &uid, cookie: &cookie, placeholders: 2, nonce: &[9; 16], c2s: &session.c2s }
+                .encode(&header);
+        let (receive, transmit) = (NtpTimestamp::from_bits(1 << 40), NtpTimestamp::from_bits(2 << 40));
+        let NtsResponse::Reply { bytes, kind: NtsReplyKind::Time } =
+            respond_nts(&request, receive, transmit, &STATE, Admission::Serve, &masters, &mut fill)
+        else {
+            panic!("no time reply")
+        };
+        let reply = Packet::decode(&bytes).unwrap();
+        assert_eq!(
+            (reply.header.origin, reply.header.receive, reply.header.transmit),
+            (header.transmit, receive, transmit)
+        );
+        assert_eq!(check_reply(&bytes, &reply, &uid, &session.s2c).unwrap().len(), 3);
+
+        let wrong = ClientRequest {
+            c2s: &Key([0; KEY_LEN]),
+            unique_id: &uid,
+            cookie: &cookie,
+            placeholders: 0,
+            nonce: &[9; 16],
+        }
+        .encode(&header);
+        let NtsResponse::Reply { bytes, kind: NtsReplyKind::Nak } =
+            respond_nts(&wrong, receive, transmit, &STATE, Admission::Serve, &masters, &mut fill)
+        else {
+            panic!("no NAK")
+        };
+        let reply = Packet::decode(&bytes).unwrap();
+        assert_eq!(check_reply(&bytes, &reply, &uid, &session.s2c), Err(ReplyError::Nak));
+
+        let rate =
+            respond_nts(&request, receive, transmit, &STATE, Admission::Kiss(KissCode::Rate), &masters, &mut fill);
+        assert!(matches!(rate, NtsResponse::Reply { kind: NtsReplyKind::Kiss, .. }));
+        let dropped = respond_nts(&request, receive, transmit, &STATE, Admission::Drop, &masters, &mut fill);
+        assert_eq!(dropped, NtsResponse::Ignore(IgnoreReason::Denied));
+        let plain = Header { mode: Mode::Client, transmit: NtpTimestamp::from_bits(1), ..Header::default() }.encode();
+        assert!(matches!(
+            respond_nts(&plain, receive, transmit, &STATE, Admission::Serve, &masters, &mut fill),
+            NtsResponse::Ignore(IgnoreReason::Malformed(_))
+        ));
+    }
+}

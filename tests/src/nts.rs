@@ -1,0 +1,150 @@
+//! NTS test fixtures: a CA made on the spot with openssl (a server
+//! certificate for `localhost` and 127.0.0.1-3), chronyd as an NTS server,
+//! and chronyd as a one-shot NTS client (shared/PEERS.md, "NTS").
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::peers::require;
+use crate::process::wait_for;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A throw-away CA and a server certificate it signed, in a temp dir.
+#[derive(Debug)]
+pub struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    /// Makes the CA and the server's key and certificate (RSA 2048, 2 days).
+    pub fn new() -> Self {
+        let openssl = require("openssl");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let run = |args: &[&str]| {
+            let output = Command::new(&openssl).args(args).current_dir(dir.path()).output().expect("run openssl");
+            assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        };
+        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2"]
+            .into_iter()
+            .chain(["-subj", "/CN=test ca"])
+            .collect::<Vec<_>>());
+        run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "s.key", "-out", "s.csr", "-subj", "/CN=localhost"]);
+        std::fs::write(dir.path().join("ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3\n")
+            .expect("write ext");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "s.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "s.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        Self { dir }
+    }
+
+    /// The CA certificate (PEM), for `--ca-file` and `ntstrustedcerts`.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// The server certificate (PEM).
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.path().join("s.crt")
+    }
+
+    /// The server's private key (PEM).
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.path().join("s.key")
+    }
+
+    /// The temp dir, for other files of the test.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// chronyd as a stratum 1 NTS server: NTP on `port`, NTS-KE on `ke_port`.
+#[derive(Debug)]
+pub struct ChronyNtsServer {
+    dir: tempfile::TempDir,
+}
+
+impl ChronyNtsServer {
+    /// Starts `chronyd -x` with the CA's server certificate.
+    pub fn start(port: u16, ke_port: u16, ca: &TestCa) -> Self {
+        let chronyd = require("chronyd");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path().display();
+        let config = format!(
+            "port {port}\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 1\ncmdport 0\npidfile {d}/chronyd.pid\n\
+             ntsport {ke_port}\nntsservercert {}\nntsserverkey {}\nntsdumpdir {d}\n",
+            ca.server_cert().display(),
+            ca.server_key().display()
+        );
+        let conf = dir.path().join("chrony.conf");
+        std::fs::write(&conf, config).expect("write chrony.conf");
+        let status = Command::new(chronyd).args(["-x", "-u", "root", "-f"]).arg(&conf).status().expect("run chronyd");
+        assert!(status.success(), "chronyd failed to start");
+        let server = Self { dir };
+        wait_for(Duration::from_secs(5), || server.pid()).expect("chronyd wrote no pid file");
+        wait_for(Duration::from_secs(5), || std::net::TcpStream::connect(("127.0.0.1", ke_port)).ok())
+            .expect("chronyd's NTS-KE port never opened");
+        server
+    }
+
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("chronyd.pid")).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for ChronyNtsServer {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            let pidfile = self.dir.path().join("chronyd.pid");
+            let _ = wait_for(Duration::from_secs(5), || (!pidfile.exists()).then_some(()));
+        }
+    }
+}
+
+/// Runs chronyd as a one-shot NTS client (`-Q`, it sets nothing) of
+/// `localhost`, NTS-KE on `ke_port`, NTP on `port`, trusting `ca`. Returns
+/// its offset estimate, which it prints only when NTS authenticated; the
+/// error is everything chronyd said.
+pub fn chronyd_nts_query_offset(ke_port: u16, port: u16, ca: &TestCa) -> Result<f64, String> {
+    let chronyd = require("chronyd");
+    let output = Command::new(chronyd)
+        .args(["-u", "root", "-Q", "-t", "20"])
+        .arg(format!("ntstrustedcerts {}", ca.ca_cert().display()))
+        .arg(format!("ntsdumpdir {}", ca.dir().display()))
+        .arg(format!("server localhost iburst nts ntsport {ke_port} port {port} maxsamples 2"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let line =
+        text.lines().find(|l| l.contains("System clock wrong by")).ok_or_else(|| format!("chronyd -Q said: {text}"))?;
+    let value = line.split("wrong by").nth(1).and_then(|rest| rest.split_whitespace().next()).ok_or(line)?;
+    value.parse().map_err(|_| format!("unparsable: {line}"))
+}
