@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::peers::require;
+use crate::peers::{clock_wrong_by, require, ChronyServer};
 use crate::process::wait_for;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
@@ -88,44 +88,23 @@ impl Default for TestCa {
 /// chronyd as a stratum 1 NTS server: NTP on `port`, NTS-KE on `ke_port`.
 #[derive(Debug)]
 pub struct ChronyNtsServer {
-    dir: tempfile::TempDir,
+    _server: ChronyServer,
 }
 
 impl ChronyNtsServer {
     /// Starts `chronyd -x` with the CA's server certificate.
     pub fn start(port: u16, ke_port: u16, ca: &TestCa) -> Self {
-        let chronyd = require("chronyd");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let d = dir.path().display();
-        let config = format!(
-            "port {port}\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 1\ncmdport 0\npidfile {d}/chronyd.pid\n\
-             ntsport {ke_port}\nntsservercert {}\nntsserverkey {}\nntsdumpdir {d}\n",
-            ca.server_cert().display(),
-            ca.server_key().display()
-        );
-        let conf = dir.path().join("chrony.conf");
-        std::fs::write(&conf, config).expect("write chrony.conf");
-        let status = Command::new(chronyd).args(["-x", "-u", "root", "-f"]).arg(&conf).status().expect("run chronyd");
-        assert!(status.success(), "chronyd failed to start");
-        let server = Self { dir };
-        wait_for(Duration::from_secs(5), || server.pid()).expect("chronyd wrote no pid file");
+        let server = ChronyServer::start_with(port, |dir| {
+            format!(
+                "local stratum 1\nntsport {ke_port}\nntsservercert {}\nntsserverkey {}\nntsdumpdir {}\n",
+                ca.server_cert().display(),
+                ca.server_key().display(),
+                dir.display()
+            )
+        });
         wait_for(Duration::from_secs(5), || std::net::TcpStream::connect(("127.0.0.1", ke_port)).ok())
             .expect("chronyd's NTS-KE port never opened");
-        server
-    }
-
-    fn pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.dir.path().join("chronyd.pid")).ok()?.trim().parse().ok()
-    }
-}
-
-impl Drop for ChronyNtsServer {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid() {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            let pidfile = self.dir.path().join("chronyd.pid");
-            let _ = wait_for(Duration::from_secs(5), || (!pidfile.exists()).then_some(()));
-        }
+        Self { _server: server }
     }
 }
 
@@ -142,9 +121,5 @@ pub fn chronyd_nts_query_offset(ke_port: u16, port: u16, ca: &TestCa) -> Result<
         .arg(format!("server localhost iburst nts ntsport {ke_port} port {port} maxsamples 2"))
         .output()
         .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    let line =
-        text.lines().find(|l| l.contains("System clock wrong by")).ok_or_else(|| format!("chronyd -Q said: {text}"))?;
-    let value = line.split("wrong by").nth(1).and_then(|rest| rest.split_whitespace().next()).ok_or(line)?;
-    value.parse().map_err(|_| format!("unparsable: {line}"))
+    clock_wrong_by(&output)
 }

@@ -27,14 +27,18 @@ impl ChronyServer {
     /// Starts `chronyd -x` on `port`. With `stratum` it serves as a local
     /// reference of that stratum; without, it answers as unsynchronized.
     pub fn start(port: u16, stratum: Option<u8>) -> Self {
+        Self::start_with(port, |_| stratum.map(|s| format!("local stratum {s}\n")).unwrap_or_default())
+    }
+
+    /// Starts `chronyd -x` on `port` with more config lines, made by
+    /// `extra` from the server's own temporary directory.
+    pub fn start_with(port: u16, extra: impl FnOnce(&Path) -> String) -> Self {
         let chronyd = require("chronyd");
         let dir = tempfile::tempdir().expect("temp dir");
         let pidfile = dir.path().join("chronyd.pid");
         let mut config =
             format!("port {port}\nbindaddress 127.0.0.1\nallow 127.0.0.1\ncmdport 0\npidfile {}\n", pidfile.display());
-        if let Some(stratum) = stratum {
-            config += &format!("local stratum {stratum}\n");
-        }
+        config += &extra(dir.path());
         let conf = dir.path().join("chrony.conf");
         std::fs::write(&conf, config).expect("write chrony.conf");
         let status = Command::new(chronyd).args(["-x", "-u", "root", "-f"]).arg(&conf).status().expect("run chronyd");
@@ -69,6 +73,13 @@ pub fn chronyd_query_offset(port: u16) -> Result<f64, String> {
         .arg(format!("server 127.0.0.1 port {port} iburst maxsamples 4"))
         .output()
         .map_err(|e| e.to_string())?;
+    clock_wrong_by(&output)
+}
+
+/// chronyd -Q's estimate from "System clock wrong by X seconds (ignored)",
+/// which it prints only when it got a usable answer; the error is
+/// everything chronyd said.
+pub fn clock_wrong_by(output: &std::process::Output) -> Result<f64, String> {
     let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     let line =
         text.lines().find(|l| l.contains("System clock wrong by")).ok_or_else(|| format!("chronyd -Q said: {text}"))?;
