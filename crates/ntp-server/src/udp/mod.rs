@@ -17,8 +17,11 @@ pub use sys::{
 /// shutdown flag again.
 pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// Receive buffer asked for: room for a few thousand queued requests.
-pub const RECEIVE_BUFFER: usize = 1 << 20;
+/// Receive buffer asked for: room for several thousand queued requests, so
+/// a serving thread kept off its core for some milliseconds loses none (the
+/// kernel caps it at `net.core.rmem_max`, 4 MiB here). Kernel memory, used
+/// only while requests wait; not the process's RSS.
+pub const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// Makes a bound socket ready for a serving thread: kernel receive
 /// timestamps on, destination addresses reported if it is bound to a

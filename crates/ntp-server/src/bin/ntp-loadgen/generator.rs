@@ -57,6 +57,8 @@ pub fn run(args: &RunArgs) -> std::io::Result<Tally> {
         .map(|_| {
             let socket = UdpSocket::bind(bind)?;
             socket.set_nonblocking(true)?;
+            // The generator's own replies queue too: as much room as the server has.
+            let _ = ntp_server::udp::set_receive_buffer(&socket, ntp_server::udp::RECEIVE_BUFFER);
             Ok(Flow { socket, slots: vec![Slot::default(); slots] })
         })
         .collect::<std::io::Result<Vec<_>>>()?;
