@@ -116,3 +116,12 @@ pub fn strip_ansi(line: &str) -> String {
     }
     out
 }
+
+/// Runs `ntp-query` with `args` (which should include `--json`) and returns
+/// its exit code and the JSON it printed.
+pub fn ntp_query_json(args: &[&str]) -> (i32, serde_json::Value) {
+    let output = Command::new(bin("ntp-query")).args(args).output().expect("run ntp-query");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    (output.status.code().expect("exit code"), json)
+}

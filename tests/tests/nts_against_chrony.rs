@@ -7,12 +7,7 @@ use std::process::Command;
 use ntp_e2e::nts::{free_tcp_port, ChronyNtsServer, TestCa};
 use ntp_e2e::{bin, free_udp_port};
 
-fn ntp_query(args: &[&str]) -> (i32, serde_json::Value) {
-    let output = Command::new(bin("ntp-query")).args(args).output().expect("run ntp-query");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
-    (output.status.code().expect("exit code"), json)
-}
+use ntp_e2e::ntp_query_json as ntp_query;
 
 #[test]
 fn ntp_query_nts_is_authenticated_by_chrony() {

@@ -2,17 +2,10 @@
 //! an offset near zero that agrees with chrony's own one-shot client, an
 //! unsynchronized one is an error.
 
-use std::process::Command;
-
+use ntp_e2e::free_udp_port;
 use ntp_e2e::peers::{chronyd_query_offset, ChronyServer};
-use ntp_e2e::{bin, free_udp_port};
 
-fn ntp_query(args: &[&str]) -> (i32, serde_json::Value) {
-    let output = Command::new(bin("ntp-query")).args(args).output().expect("run ntp-query");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
-    (output.status.code().expect("exit code"), json)
-}
+use ntp_e2e::ntp_query_json as ntp_query;
 
 #[test]
 fn synchronized_chrony_gives_an_offset_near_zero() {
