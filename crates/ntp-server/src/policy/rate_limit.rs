@@ -80,7 +80,8 @@ impl RateLimiter {
             epoch,
             refill_per_nano: 1.0 / (config.interval.max(1e-9) * 1e9),
             burst: config.burst.max(1) as f32,
-            kiss_interval_nanos: Duration::from_secs_f64(config.kiss_interval.max(0.0)).as_nanos() as u64,
+            kiss_interval_nanos: Duration::try_from_secs_f64(config.kiss_interval.max(0.0))
+                .map_or(u64::MAX, |d| d.as_nanos().try_into().unwrap_or(u64::MAX)),
         }
     }
 
