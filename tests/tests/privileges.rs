@@ -56,3 +56,34 @@ fn an_unknown_user_is_an_error_before_serving() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no user named `no-such-user-here`"), "{stderr}");
 }
+
+/// Port 123 itself, in a network namespace of the test's own (so nothing
+/// on the host is in the way, and nothing outside can reach it): started
+/// as root, it binds the privileged port on every address, becomes nobody,
+/// and answers `ntp-query` run inside the same namespace.
+#[test]
+fn as_root_it_binds_port_123_then_serves_it_as_nobody() {
+    let whoami = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "0", "this test runs as root (as CI does)");
+    let serve = format!("ip link set lo up && exec {} serve --port 123 --user nobody", bin("ntpd-sim").display());
+    let daemon = Daemon::spawn("unshare", &["--net", "--", "sh", "-c", &serve]);
+    let namespace = format!("--net=/proc/{}/ns/net", daemon.pid());
+    let query = || {
+        let output = Command::new("nsenter")
+            .args([namespace.as_str(), "--"])
+            .arg(bin("ntp-query"))
+            .args(["127.0.0.1:123", "--json", "--samples", "1"])
+            .output()
+            .unwrap();
+        output.status.success().then(|| serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap())
+    };
+    let reply = wait_for(Duration::from_secs(10), query).expect("ntp-query answered on port 123");
+    assert_eq!(reply["servers"][0]["stratum"], 1, "{reply}");
+    let uid = status_line(daemon.pid(), "Uid:");
+    let nobody = Command::new("id").args(["-u", "nobody"]).output().unwrap();
+    assert_eq!(uid.split_whitespace().nth(2), Some(String::from_utf8_lossy(&nobody.stdout).trim()), "{uid}");
+    assert_eq!(status_line(daemon.pid(), "CapEff:"), "CapEff:\t0000000000000000", "no capabilities left");
+    let (status, output) = daemon.stop();
+    assert!(status.success(), "{output}");
+    assert!(output.contains("privileges dropped after binding"), "{output}");
+}

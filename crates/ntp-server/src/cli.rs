@@ -182,6 +182,11 @@ pub struct ServeArgs {
     /// supplementary groups) for good; for a start as root on port 123.
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
+    /// Receive buffer to ask for on each socket, in bytes (default 4 MiB):
+    /// room for requests that arrive while the server is kept off its CPU.
+    /// Above net.core.rmem_max only when started with CAP_NET_ADMIN (root).
+    #[arg(long, value_name = "BYTES")]
+    pub receive_buffer: Option<usize>,
     /// Serve NTS (RFC 8915) with this certificate chain (PEM); needs --nts-key.
     #[arg(long, value_name = "FILE", requires = "nts_key")]
     pub nts_cert: Option<PathBuf>,

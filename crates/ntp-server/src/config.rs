@@ -13,12 +13,23 @@ use crate::cli::ServeArgs;
 use crate::nts::NtsConfig;
 use crate::policy::{AccessConfig, RateLimitConfig};
 use crate::serve::PolicyConfig;
+use crate::udp;
 
 /// The NTP port.
 pub const DEFAULT_PORT: u16 = 123;
 /// Where NTS-KE listens unless told: every IPv4 address, port 4460.
 pub const DEFAULT_NTS_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), ntp_proto::nts::DEFAULT_KE_PORT);
+
+/// Smallest and largest `receive-buffer` accepted, bytes.
+pub const MIN_RECEIVE_BUFFER: usize = 4096;
+/// See [`MIN_RECEIVE_BUFFER`]: 1 GiB, far beyond any useful queue.
+pub const MAX_RECEIVE_BUFFER: usize = 1 << 30;
+
+/// Longest `interval` and `kiss-interval` of `[rate-limit]`: a day.
+pub const MAX_RATE_SECONDS: f64 = 86_400.0;
+/// Most clients `[rate-limit]` may remember: 16 Mi, some 800 MB a socket.
+pub const MAX_RATE_TABLE: usize = 1 << 24;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -139,6 +150,8 @@ pub struct ServerSection {
     pub stats_dir: Option<PathBuf>,
     /// User to become after binding (when started as root).
     pub user: Option<String>,
+    /// Receive buffer asked for on each socket, bytes.
+    pub receive_buffer: Option<usize>,
     /// NTS: the certificate chain (PEM).
     pub nts_cert: Option<PathBuf>,
     /// NTS: its private key (PEM).
@@ -174,6 +187,9 @@ pub struct ServeConfig {
     pub log_level: Option<String>,
     /// User to become once the sockets are bound, if any.
     pub user: Option<String>,
+    /// Receive buffer asked for on each socket, bytes (set while the
+    /// daemon still has its privileges, so root may exceed `rmem_max`).
+    pub receive_buffer: usize,
     /// Access lists and rate limit.
     pub policy: PolicyConfig,
     /// Upstreams and the discipline's settings.
@@ -269,6 +285,13 @@ impl ServeConfig {
         if !clock_drift_ppm.is_finite() || clock_drift_ppm.abs() >= 100_000.0 {
             return Err(invalid("clock-drift-ppm", format!("{clock_drift_ppm} is not within ±100000 ppm")));
         }
+        let receive_buffer = args.receive_buffer.or(server.receive_buffer).unwrap_or(udp::RECEIVE_BUFFER);
+        if !(MIN_RECEIVE_BUFFER..=MAX_RECEIVE_BUFFER).contains(&receive_buffer) {
+            return Err(invalid(
+                "receive-buffer",
+                format!("{receive_buffer} is not {MIN_RECEIVE_BUFFER}-{MAX_RECEIVE_BUFFER} bytes"),
+            ));
+        }
         let nts = match (args.nts_cert.clone().or(server.nts_cert), args.nts_key.clone().or(server.nts_key)) {
             (Some(cert), Some(key)) => Some(NtsConfig {
                 cert,
@@ -279,11 +302,15 @@ impl ServeConfig {
             _ => return Err(invalid("nts-cert", "NTS needs both nts-cert and nts-key".into())),
         };
         let rate = &file.rate_limit;
-        if rate.enabled && !(rate.interval > 0.0 && rate.interval.is_finite() && rate.kiss_interval >= 0.0) {
-            return Err(invalid("rate-limit", "interval must be > 0 and kiss-interval >= 0".into()));
+        let seconds = |value: f64, least: f64| value.is_finite() && value >= least && value <= MAX_RATE_SECONDS;
+        if rate.enabled && !(seconds(rate.interval, f64::MIN_POSITIVE) && seconds(rate.kiss_interval, 0.0)) {
+            return Err(invalid(
+                "rate-limit",
+                format!("interval must be > 0 and kiss-interval >= 0, both at most {MAX_RATE_SECONDS} s"),
+            ));
         }
-        if rate.enabled && (rate.burst == 0 || rate.table_size == 0) {
-            return Err(invalid("rate-limit", "burst and table-size must be at least 1".into()));
+        if rate.enabled && (rate.burst == 0 || !(1..=MAX_RATE_TABLE).contains(&rate.table_size)) {
+            return Err(invalid("rate-limit", format!("burst must be at least 1 and table-size 1-{MAX_RATE_TABLE}")));
         }
         Ok(Self {
             listen,
@@ -293,6 +320,7 @@ impl ServeConfig {
             clock_drift_ppm,
             log_level: args.log_level.clone().or(server.log_level),
             user: args.user.clone().or(server.user),
+            receive_buffer,
             policy: PolicyConfig { access: file.access, rate_limit: file.rate_limit },
             sync: SyncConfig::merge(file.sync, args)?,
             http: args.http.or(server.http),
@@ -392,10 +420,33 @@ mod tests {
             ServeArgs { stratum: Some(16), ..Default::default() },
             ServeArgs { refid: Some("TOOLONG".into()), ..Default::default() },
             ServeArgs { clock_offset: Some(f64::NAN), ..Default::default() },
+            ServeArgs { receive_buffer: Some(MIN_RECEIVE_BUFFER - 1), ..Default::default() },
+            ServeArgs { receive_buffer: Some(MAX_RECEIVE_BUFFER + 1), ..Default::default() },
         ] {
             assert!(ServeConfig::merge(FileConfig::default(), &args).is_err(), "{args:?}");
         }
+        for rate_limit in [
+            "interval = 0.0",
+            "interval = nan",
+            "kiss-interval = inf",
+            "kiss-interval = -1.0",
+            "burst = 0",
+            "table-size = 0",
+            "table-size = 1000000000000",
+        ] {
+            let file = FileConfig::parse(&format!("[rate-limit]\nenabled = true\n{rate_limit}\n")).unwrap();
+            assert!(ServeConfig::merge(file, &ServeArgs::default()).is_err(), "{rate_limit}");
+        }
         let defaults = ServeConfig::merge(FileConfig::default(), &ServeArgs::default()).unwrap();
         assert_eq!(defaults.listen, Listen::EveryAddress(DEFAULT_PORT));
+        assert_eq!(defaults.receive_buffer, udp::RECEIVE_BUFFER);
+    }
+
+    #[test]
+    fn the_receive_buffer_comes_from_the_file_or_the_flag() {
+        let file = FileConfig::parse("[server]\nreceive-buffer = 65536\n").unwrap();
+        assert_eq!(ServeConfig::merge(file.clone(), &ServeArgs::default()).unwrap().receive_buffer, 65536);
+        let args = ServeArgs { receive_buffer: Some(1 << 24), ..Default::default() };
+        assert_eq!(ServeConfig::merge(file, &args).unwrap().receive_buffer, 1 << 24);
     }
 }

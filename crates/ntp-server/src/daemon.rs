@@ -92,6 +92,25 @@ pub fn bind(listen: &Listen) -> Result<Vec<UdpSocket>, DaemonError> {
     .map_err(DaemonError::Bind)
 }
 
+/// Asks for a receive buffer of `bytes` on each socket (while the daemon
+/// may still force it past `rmem_max`), and says what was granted: at debug
+/// level if all of it, at info level, with the remedy, if less.
+fn size_receive_buffers(sockets: &[UdpSocket], bytes: usize) {
+    for socket in sockets {
+        let address = socket.local_addr().ok();
+        match udp::set_receive_buffer(socket, bytes) {
+            Ok(granted) if granted >= bytes => tracing::debug!(?address, granted, "receive buffer"),
+            Ok(granted) => info!(
+                ?address,
+                asked = bytes,
+                granted,
+                "receive buffer capped by net.core.rmem_max (raise it, or start as root)"
+            ),
+            Err(e) => info!(?address, error = %e, "receive buffer left at the kernel's default"),
+        }
+    }
+}
+
 /// The clock a daemon starts with: a primary server's (synchronized at
 /// once to its own clock), or, with upstreams, an unsynchronized one (leap
 /// 3, stratum 0) until the first clock update.
@@ -108,6 +127,7 @@ pub fn initial_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
 /// Runs the daemon until `shutdown` completes; returns the final counters.
 pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<Counts, DaemonError> {
     let sockets = bind(&config.listen)?;
+    size_receive_buffers(&sockets, config.receive_buffer);
     if let Some(user) = &config.user {
         let (uid, gid) = privileges::drop_to(user)?;
         info!(user, uid, gid, "privileges dropped after binding");

@@ -17,25 +17,24 @@ pub use sys::{
 /// shutdown flag again.
 pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// Receive buffer asked for: room for several thousand queued requests, so
-/// a serving thread kept off its core for some milliseconds loses none (the
-/// kernel caps it at `net.core.rmem_max`, 4 MiB here). Kernel memory, used
-/// only while requests wait; not the process's RSS.
+/// Receive buffer asked for unless configured: room for some ten thousand
+/// queued requests on loopback (each costs about 830 bytes of buffer), so
+/// a serving thread kept off its core for tens of milliseconds loses none.
+/// Without CAP_NET_ADMIN the kernel caps it at `net.core.rmem_max`. Kernel
+/// memory, used only while requests wait; not the process's RSS.
 pub const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// Makes a bound socket ready for a serving thread: kernel receive
 /// timestamps on, destination addresses reported if it is bound to a
 /// wildcard address (so replies leave from the address the client asked),
-/// a larger receive buffer (best effort), and a read timeout so the thread
-/// notices shutdown.
+/// and a read timeout so the thread notices shutdown. The receive buffer is
+/// the binder's business ([`set_receive_buffer`]), done while it may still
+/// have the privilege to exceed `rmem_max`.
 pub fn prepare(socket: &UdpSocket) -> io::Result<()> {
     enable_receive_timestamps(socket)?;
     let local = socket.local_addr()?;
     if local.ip().is_unspecified() {
         enable_destination_info(socket, local.is_ipv6())?;
-    }
-    if let Err(e) = set_receive_buffer(socket, RECEIVE_BUFFER) {
-        tracing::debug!(error = %e, "receive buffer left at its default");
     }
     socket.set_read_timeout(Some(READ_TIMEOUT))
 }

@@ -16,8 +16,11 @@ use crate::report::Tally;
 use crate::RunArgs;
 
 const BATCH: usize = 64;
-/// Outstanding requests remembered per socket in open loop.
-const OPEN_LOOP_SLOTS: usize = 8192;
+/// Outstanding requests remembered per socket in open loop: a slot is
+/// reused (and its request counted lost) after OPEN_LOOP_SLOTS × sockets
+/// requests, which should be longer than LOSS_TIMEOUT at the rates used
+/// (over a second at 200,000/s on 4 sockets), so a late reply still counts.
+const OPEN_LOOP_SLOTS: usize = 65536;
 /// Low bits of a request's transmit timestamp that name its slot.
 const SLOT_BITS: u32 = 20;
 /// A request unanswered this long is lost (and, in closed loop, replaced).
@@ -27,6 +30,8 @@ const LOSS_TIMEOUT: Duration = Duration::from_secs(1);
 struct Slot {
     seq: u64,
     sent: Option<Instant>,
+    /// Sent while measuring: counted in `sent`, so a loss counts too.
+    measured: bool,
 }
 
 struct Flow {
@@ -58,7 +63,7 @@ pub fn run(args: &RunArgs) -> std::io::Result<Tally> {
             let socket = UdpSocket::bind(bind)?;
             socket.set_nonblocking(true)?;
             // The generator's own replies queue too: as much room as the server has.
-            let _ = ntp_server::udp::set_receive_buffer(&socket, ntp_server::udp::RECEIVE_BUFFER);
+            let _ = ntp_server::udp::set_receive_buffer(&socket, args.receive_buffer);
             Ok(Flow { socket, slots: vec![Slot::default(); slots] })
         })
         .collect::<std::io::Result<Vec<_>>>()?;
@@ -137,9 +142,8 @@ impl Generator<'_> {
                 next_flow = (next_flow + 1) % self.flows.len();
                 let slot = cursor[flow];
                 cursor[flow] = (slot + 1) % OPEN_LOOP_SLOTS;
-                if self.flows[flow].slots[slot].sent.is_some() && self.measuring {
-                    self.tally.lost += 1;
-                }
+                let old = self.flows[flow].slots[slot];
+                self.tally.lost += u64::from(old.sent.is_some() && old.measured);
                 self.send(flow, &[slot])?;
                 sent_total += 1;
             }
@@ -149,12 +153,15 @@ impl Generator<'_> {
             std::hint::spin_loop();
         }
         // Replies still on their way are given the loss timeout to arrive.
-        let drain_end = Instant::now() + Duration::from_millis(200);
+        let drain_end = Instant::now() + LOSS_TIMEOUT;
         while Instant::now() < drain_end {
             for flow in 0..self.flows.len() {
                 self.receive(flow)?;
             }
         }
+        // What is still unanswered now is lost.
+        let outstanding = self.flows.iter().flat_map(|f| &f.slots).filter(|s| s.sent.is_some() && s.measured).count();
+        self.tally.lost += outstanding as u64;
         Ok(())
     }
 
@@ -171,7 +178,7 @@ impl Generator<'_> {
                 // The slot rides in the low bits, so a reply finds it directly.
                 let seq = (self.next_seq << SLOT_BITS) | slot as u64;
                 self.next_seq += 1;
-                self.flows[flow].slots[slot] = Slot { seq, sent: Some(now) };
+                self.flows[flow].slots[slot] = Slot { seq, sent: Some(now), measured: self.measuring };
                 let request = Header {
                     version: self.version,
                     mode: Mode::Client,
@@ -231,7 +238,7 @@ impl Generator<'_> {
                 };
                 slot.sent = None;
                 answered.push(index);
-                if self.measuring {
+                if slot.measured {
                     self.tally.valid += 1;
                     self.tally.latencies.push((arrived - sent).as_nanos().min(u128::from(u32::MAX)) as u32);
                 }
@@ -249,7 +256,7 @@ impl Generator<'_> {
             if slot.sent.is_some_and(|sent| now - sent > LOSS_TIMEOUT) {
                 slot.sent = None;
                 expired.push(index);
-                self.tally.lost += u64::from(self.measuring);
+                self.tally.lost += u64::from(slot.measured);
             }
         }
         expired

@@ -71,6 +71,11 @@ pub struct RunArgs {
     /// Bad datagrams (no reply due) sent per valid request, 0 to 1, mixed in.
     #[arg(long, default_value_t = 0.0)]
     pub bad_ratio: f64,
+    /// Receive buffer asked for on each client socket, bytes (forced past
+    /// net.core.rmem_max when run as root), so replies that arrive while
+    /// the generator is off its CPU wait rather than being dropped.
+    #[arg(long, default_value_t = ntp_server::udp::RECEIVE_BUFFER)]
+    pub receive_buffer: usize,
     /// A label for the report line.
     #[arg(long, default_value = "server")]
     pub label: String,

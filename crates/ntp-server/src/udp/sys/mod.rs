@@ -43,11 +43,32 @@ pub fn enable_destination_info(socket: &impl AsRawFd, ipv6: bool) -> io::Result<
     set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1).or(v4)
 }
 
-/// Asks for a receive buffer of `bytes` (the kernel caps it at
-/// `net.core.rmem_max`), so bursts wait in the queue instead of being lost.
-pub fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+/// Asks for a receive buffer of `bytes`, so bursts wait in the queue
+/// instead of being lost, and returns the size granted (in the same terms:
+/// Linux doubles the figure for its bookkeeping, and reports the double).
+/// With CAP_NET_ADMIN (root) the size is forced past `net.core.rmem_max`
+/// (SO_RCVBUFFORCE); without, the kernel caps it there.
+pub fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<usize> {
+    let fd = socket.as_raw_fd();
     let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)
+    if set_int_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes).is_err() {
+        set_int_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)?;
+    }
+    let granted = get_int_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)?;
+    Ok(usize::try_from(granted / 2).unwrap_or(0))
+}
+
+fn get_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut length = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `length` are live locals; `length` tells the kernel
+    // it may write at most one c_int into `value`, and it updates `length`.
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut libc::c_int).cast(), &mut length) };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
