@@ -26,6 +26,29 @@ pub struct ServerState {
     pub reference_time: NtpTimestamp,
 }
 
+impl ServerState {
+    /// A server that is its own reference (a primary, or a local clock
+    /// configured at some stratum): synchronized, no leap warning, nothing
+    /// between it and its reference (root delay and dispersion zero).
+    #[must_use]
+    pub const fn primary(
+        stratum: Stratum,
+        precision: i8,
+        reference_id: ReferenceId,
+        reference_time: NtpTimestamp,
+    ) -> Self {
+        Self {
+            leap: LeapIndicator::NoWarning,
+            stratum,
+            precision,
+            root_delay: NtpShort::ZERO,
+            root_dispersion: NtpShort::ZERO,
+            reference_id,
+            reference_time,
+        }
+    }
+}
+
 /// How the server's access policy treats the sender, decided by the shell
 /// (access lists, rate limits) before the packet is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -152,21 +152,13 @@ pub fn precision_exponent(interval: Duration) -> i8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ntp_proto::packet::{LeapIndicator, ReferenceId, Stratum};
-    use ntp_proto::{NtpDuration, NtpShort};
+    use ntp_proto::packet::{ReferenceId, Stratum};
+    use ntp_proto::NtpDuration;
 
     fn snapshot(offset: f64) -> ClockSnapshot {
         ClockSnapshot {
             clock: DisciplinedClock::new(SharedClock::system_now(), NtpDuration::from_seconds_f64(offset), 0.0),
-            state: ServerState {
-                leap: LeapIndicator::NoWarning,
-                stratum: Stratum(1),
-                precision: -20,
-                root_delay: NtpShort::ZERO,
-                root_dispersion: NtpShort::ZERO,
-                reference_id: ReferenceId(*b"LOCL"),
-                reference_time: NtpTimestamp::ZERO,
-            },
+            state: ServerState::primary(Stratum(1), -20, ReferenceId(*b"LOCL"), NtpTimestamp::ZERO),
         }
     }
 

@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ntp_proto::clock::DisciplinedClock;
-use ntp_proto::packet::LeapIndicator;
 use ntp_proto::responder::ServerState;
 use ntp_proto::system::unsynchronized;
-use ntp_proto::{NtpDuration, NtpShort, NtpTimestamp};
+use ntp_proto::{NtpDuration, NtpTimestamp};
 use thiserror::Error;
 use tokio::sync::watch;
 use tracing::info;
@@ -71,15 +70,7 @@ pub fn primary_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
     let system_now = SharedClock::system_now();
     let clock =
         DisciplinedClock::new(system_now, NtpDuration::from_seconds_f64(config.clock_offset), config.clock_drift_ppm);
-    let state = ServerState {
-        leap: LeapIndicator::NoWarning,
-        stratum: config.stratum,
-        precision,
-        root_delay: NtpShort::ZERO,
-        root_dispersion: NtpShort::ZERO,
-        reference_id: config.reference_id,
-        reference_time: clock.time_at(system_now),
-    };
+    let state = ServerState::primary(config.stratum, precision, config.reference_id, clock.time_at(system_now));
     ClockSnapshot { clock, state }
 }
 

@@ -101,18 +101,9 @@ mod tests {
     use crate::nts::cookie::MasterKey;
     use crate::nts::ntp::{check_reply, ClientRequest, ReplyError, UNIQUE_ID_LEN};
     use crate::nts::{SessionKeys, KEY_LEN};
-    use crate::packet::{Header, LeapIndicator, ReferenceId, Stratum};
-    use crate::NtpShort;
+    use crate::packet::{Header, ReferenceId, Stratum};
 
-    const STATE: ServerState = ServerState {
-        leap: LeapIndicator::NoWarning,
-        stratum: Stratum(1),
-        precision: -20,
-        root_delay: NtpShort::ZERO,
-        root_dispersion: NtpShort::ZERO,
-        reference_id: ReferenceId(*b"LOCL"),
-        reference_time: NtpTimestamp::ZERO,
-    };
+    const STATE: ServerState = ServerState::primary(Stratum(1), -20, ReferenceId(*b"LOCL"), NtpTimestamp::ZERO);
 
     fn fill(bytes: &mut [u8]) {
         bytes.fill(0x5a);

@@ -11,11 +11,11 @@ use ntp_proto::association::PollConfig;
 use ntp_proto::clock::DisciplinedClock;
 use ntp_proto::discipline::DisciplineConfig;
 use ntp_proto::exchange::Timestamps;
-use ntp_proto::packet::{write_transmit, Header, LeapIndicator, Mode, ReferenceId, Stratum, Version};
+use ntp_proto::packet::{write_transmit, Header, Mode, ReferenceId, Stratum, Version};
 use ntp_proto::responder::{respond, Admission, Response, ServerState};
 use ntp_proto::synchronizer::Synchronizer;
 use ntp_proto::system::SystemConfig;
-use ntp_proto::{NtpDuration, NtpShort, NtpTimestamp};
+use ntp_proto::{NtpDuration, NtpTimestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -298,15 +298,12 @@ impl<'a> Simulation<'a> {
         let node = &self.nodes[i];
         match &node.sync {
             Some(sync) => sync.server_state(node.clock.raw_at(true_now)),
-            None => ServerState {
-                leap: LeapIndicator::NoWarning,
-                stratum: Stratum::PRIMARY,
-                precision: PRECISION,
-                root_delay: NtpShort::ZERO,
-                root_dispersion: NtpShort::ZERO,
-                reference_id: ReferenceId(*b"GPS\0"),
-                reference_time: node.clock.time_at(true_now) + node.lie,
-            },
+            None => ServerState::primary(
+                Stratum::PRIMARY,
+                PRECISION,
+                ReferenceId(*b"GPS\0"),
+                node.clock.time_at(true_now) + node.lie,
+            ),
         }
     }
 

@@ -24,21 +24,13 @@ pub fn datagram(n: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ntp_proto::packet::{LeapIndicator, ReferenceId, Stratum};
+    use ntp_proto::packet::{ReferenceId, Stratum};
     use ntp_proto::responder::{respond, Admission, Response, ServerState};
-    use ntp_proto::{NtpShort, NtpTimestamp};
+    use ntp_proto::NtpTimestamp;
 
     #[test]
     fn every_kind_is_ignored_by_the_responder() {
-        let state = ServerState {
-            leap: LeapIndicator::NoWarning,
-            stratum: Stratum(1),
-            precision: -20,
-            root_delay: NtpShort::ZERO,
-            root_dispersion: NtpShort::ZERO,
-            reference_id: ReferenceId(*b"LOCL"),
-            reference_time: NtpTimestamp::from_bits(1 << 63),
-        };
+        let state = ServerState::primary(Stratum(1), -20, ReferenceId(*b"LOCL"), NtpTimestamp::from_bits(1 << 63));
         for n in 0..KINDS * 2 {
             let response = respond(&datagram(n), NtpTimestamp::from_bits(1 << 63), &state, Admission::Serve);
             assert!(matches!(response, Response::Ignore(_)), "kind {}: {response:?}", n % KINDS);
