@@ -2,6 +2,7 @@
 //! the simulator and `ntpd-sim plot`: one line per series, coloured by
 //! group, so a person sees at a glance whether clocks have converged.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use thiserror::Error;
 
@@ -98,22 +99,7 @@ fn draw(plot: &Plot<'_>, out: &mut String, width: u32, height: u32) -> Result<()
                 .y_label_formatter(&|y| format!("{y:.0e}"))
                 .draw()
                 .map_err(text)?;
-            for (i, s) in plot.series.iter().enumerate() {
-                let c = colour(&s.group);
-                let line = s.points.iter().map(|&(x, y)| (x, y.abs().max(lo)));
-                let drawn = chart.draw_series(LineSeries::new(line, c.stroke_width(1))).map_err(text)?;
-                if first_of_group(plot.series, i) {
-                    drawn
-                        .label(s.group.clone())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
-                }
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(text)?;
+            draw_lines(&mut chart, plot.series, &colour, |y| y.abs().max(lo))?;
         }
         Scale::Linear => {
             let (lo, hi) = points().fold((f64::MAX, f64::MIN), |(lo, hi), (_, y)| (lo.min(y), hi.max(y)));
@@ -128,25 +114,33 @@ fn draw(plot: &Plot<'_>, out: &mut String, width: u32, height: u32) -> Result<()
                 .y_label_formatter(&|y| linear_label(*y, span))
                 .draw()
                 .map_err(text)?;
-            for (i, s) in plot.series.iter().enumerate() {
-                let c = colour(&s.group);
-                let drawn =
-                    chart.draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(1))).map_err(text)?;
-                if first_of_group(plot.series, i) {
-                    drawn
-                        .label(s.group.clone())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
-                }
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(text)?;
+            draw_lines(&mut chart, plot.series, &colour, |y| y)?;
         }
     }
     root.present().map_err(text)?;
+    Ok(())
+}
+
+/// Draws each series as a line (its y values through `y`), coloured by
+/// group, with a legend entry for the first series of each group: the same
+/// for a linear and a log axis.
+fn draw_lines<'a, Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+    series: &[Series],
+    colour: &dyn Fn(&str) -> RGBColor,
+    y: impl Fn(f64) -> f64,
+) -> Result<(), String> {
+    for (i, s) in series.iter().enumerate() {
+        let c = colour(&s.group);
+        let line = s.points.iter().map(|&(px, py)| (px, y(py)));
+        let drawn = chart.draw_series(LineSeries::new(line, c.stroke_width(1))).map_err(text)?;
+        if first_of_group(series, i) {
+            drawn
+                .label(s.group.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+        }
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(text)?;
     Ok(())
 }
 
