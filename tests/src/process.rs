@@ -18,7 +18,13 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_udp_port() -> u16 {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    free_udp_port_on("127.0.0.1")
+}
+
+/// A UDP port on loopback address `ip` (any of 127.0.0.0/8, so that each
+/// daemon of a chain is a host of its own) that was free a moment ago.
+pub fn free_udp_port_on(ip: &str) -> u16 {
+    let socket = UdpSocket::bind((ip, 0)).expect("bind an ephemeral port");
     socket.local_addr().expect("local address").port()
 }
 
@@ -124,4 +130,13 @@ pub fn ntp_query_json(args: &[&str]) -> (i32, serde_json::Value) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
     (output.status.code().expect("exit code"), json)
+}
+
+/// Runs `ntp-query --json` with `args` and returns its entry for the first
+/// server (`servers[0]`: stratum, offset, error...), or null if it printed
+/// no JSON at all.
+pub fn ntp_query_entry(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(bin("ntp-query")).arg("--json").args(args).output().expect("run ntp-query");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    json["servers"][0].clone()
 }

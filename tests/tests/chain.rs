@@ -3,18 +3,12 @@
 //! see separate hosts. Judged from outside with `ntp-query` (whose clock,
 //! the host's, is true time here) and by a chronyd below the chain.
 
-use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ntp_e2e::peers::require;
-use ntp_e2e::{bin, wait_for, Daemon};
+use ntp_e2e::{bin, free_udp_port_on, ntp_query_entry, wait_for, Daemon};
 use serde_json::Value;
-
-/// A free UDP port on a given loopback address.
-fn free_port_on(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0)).expect("bind loopback address").local_addr().expect("address").port()
-}
 
 /// `ntpd-sim serve` on `ip:port` with `args`.
 fn serve(ip: &str, port: u16, args: &[&str]) -> Daemon {
@@ -26,12 +20,7 @@ fn serve(ip: &str, port: u16, args: &[&str]) -> Daemon {
 
 /// `ntp-query --json` of one server: its entry in `servers`.
 fn query(target: &str, samples: u32) -> Value {
-    let output = Command::new(bin("ntp-query"))
-        .args(["--json", "-n", &samples.to_string(), "-i", "0.05", "-t", "1", target])
-        .output()
-        .expect("run ntp-query");
-    let json: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("ntp-query JSON: {e}"));
-    json["servers"][0].clone()
+    ntp_query_entry(&["-n", &samples.to_string(), "-i", "0.05", "-t", "1", target])
 }
 
 fn offset(entry: &Value) -> Option<f64> {
@@ -57,7 +46,7 @@ fn wait_synced(target: &str, expected: u64, bound: f64, timeout: Duration) -> Va
 #[test]
 fn four_tier_chain_converges_and_a_chronyd_below_it_is_stratum_5() {
     let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"];
-    let ports: Vec<u16> = ips.iter().map(|ip| free_port_on(ip)).collect();
+    let ports: Vec<u16> = ips.iter().map(|ip| free_udp_port_on(ip)).collect();
     let target = |i: usize| format!("{}:{}", ips[i], ports[i]);
     let poll = ["--min-poll", "0", "--max-poll", "2"];
     let tiers: [&[&str]; 4] = [
@@ -105,7 +94,7 @@ fn four_tier_chain_converges_and_a_chronyd_below_it_is_stratum_5() {
     let chronyd = require("chronyd");
     let chronyc = require("chronyc");
     let dir = tempfile::tempdir().unwrap();
-    let cmdport = free_port_on("127.0.0.1");
+    let cmdport = free_udp_port_on("127.0.0.1");
     let conf = dir.path().join("chrony.conf");
     std::fs::write(
         &conf,
@@ -139,7 +128,7 @@ fn four_tier_chain_converges_and_a_chronyd_below_it_is_stratum_5() {
 #[test]
 fn a_lying_stratum_1_among_three_is_voted_out() {
     let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"];
-    let ports: Vec<u16> = ips.iter().map(|ip| free_port_on(ip)).collect();
+    let ports: Vec<u16> = ips.iter().map(|ip| free_udp_port_on(ip)).collect();
     let target = |i: usize| format!("{}:{}", ips[i], ports[i]);
     let _honest1 = serve(ips[0], ports[0], &["--refid", "GPS"]);
     let _liar = serve(ips[1], ports[1], &["--refid", "GPS", "--clock-offset", "10"]);
@@ -160,7 +149,7 @@ fn a_lying_stratum_1_among_three_is_voted_out() {
 #[test]
 fn losing_the_upstream_means_holdover_then_unsynchronized_then_recovery() {
     let (up_ip, down_ip) = ("127.0.0.21", "127.0.0.22");
-    let (up_port, down_port) = (free_port_on(up_ip), free_port_on(down_ip));
+    let (up_port, down_port) = (free_udp_port_on(up_ip), free_udp_port_on(down_ip));
     let upstream_target = format!("{up_ip}:{up_port}");
     let downstream = format!("{down_ip}:{down_port}");
     let upstream = serve(up_ip, up_port, &[]);

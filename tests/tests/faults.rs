@@ -8,12 +8,11 @@
 //! `chain.rs`.)
 
 use std::net::UdpSocket;
-use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ntp_e2e::{bin, wait_for, Daemon};
+use ntp_e2e::{bin, free_udp_port_on, ntp_query_entry, wait_for, Daemon};
 use ntp_proto::packet::{Header, LeapIndicator, Mode, ReferenceId, Stratum};
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use serde_json::Value;
@@ -99,18 +98,9 @@ fn answer(request: &Header, behaviour: u8) -> Header {
     reply
 }
 
-fn free_port_on(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0)).expect("bind loopback address").local_addr().expect("address").port()
-}
-
 /// `ntp-query --json` of one server: its entry.
 fn query(target: &str) -> Value {
-    let output = Command::new(bin("ntp-query"))
-        .args(["--json", "-n", "2", "-i", "0.05", "-t", "1", target])
-        .output()
-        .expect("run ntp-query");
-    let json: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
-    json["servers"][0].clone()
+    ntp_query_entry(&["-n", "2", "-i", "0.05", "-t", "1", target])
 }
 
 /// Stratum and offset, if it answered with time.
@@ -148,7 +138,7 @@ fn holds_true_time(target: &str, seconds: u64, phase: &str) -> Vec<f64> {
 #[test]
 fn a_lone_upstream_gone_bad_is_never_followed_and_recovery_is_automatic() {
     let fake = FakeUpstream::start("127.0.0.61");
-    let listen = format!("127.0.0.62:{}", free_port_on("127.0.0.62"));
+    let listen = format!("127.0.0.62:{}", free_udp_port_on("127.0.0.62"));
     let daemon = downstream(&listen, &[&fake.address]);
     // Past its start-up updates (when steps are allowed) once its root
     // dispersion is down to that of a full clock filter.
@@ -203,12 +193,12 @@ fn one_of_three_upstreams_stepping_is_voted_out() {
     let honest: Vec<(Daemon, String)> = ips[..2]
         .iter()
         .map(|ip| {
-            let listen = format!("{ip}:{}", free_port_on(ip));
+            let listen = format!("{ip}:{}", free_udp_port_on(ip));
             (Daemon::spawn(bin("ntpd-sim"), &["serve", "--listen", &listen, "--refid", "GPS"]), listen)
         })
         .collect();
     let fake = FakeUpstream::start(ips[2]);
-    let listen = format!("127.0.0.66:{}", free_port_on("127.0.0.66"));
+    let listen = format!("127.0.0.66:{}", free_udp_port_on("127.0.0.66"));
     let upstreams = [honest[0].1.as_str(), honest[1].1.as_str(), fake.address.as_str()];
     let daemon = downstream(&listen, &upstreams);
     wait_for(Duration::from_secs(30), || {
@@ -229,8 +219,8 @@ fn one_of_three_upstreams_stepping_is_voted_out() {
 #[test]
 fn a_daemon_killed_with_sigkill_serves_again_when_restarted() {
     let (up, down) = ("127.0.0.67", "127.0.0.68");
-    let upstream = format!("{up}:{}", free_port_on(up));
-    let listen = format!("{down}:{}", free_port_on(down));
+    let upstream = format!("{up}:{}", free_udp_port_on(up));
+    let listen = format!("{down}:{}", free_udp_port_on(down));
     let _primary = Daemon::spawn(bin("ntpd-sim"), &["serve", "--listen", &upstream]);
     let first = downstream(&listen, &[&upstream]);
     wait_for(Duration::from_secs(30), || synced(&listen).filter(|&(s, o)| s == 2 && o.abs() < 1e-3))

@@ -4,25 +4,13 @@
 //! it settles off by half the asymmetry, as the on-wire math says it must
 //! (offset = ((t2 - t1) + (t3 - t4)) / 2 takes the two legs to be equal).
 
-use std::net::UdpSocket;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ntp_e2e::{bin, wait_for, Daemon};
-use serde_json::Value;
-
-fn free_port_on(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0)).expect("bind loopback address").local_addr().expect("address").port()
-}
+use ntp_e2e::{bin, free_udp_port_on, ntp_query_entry, wait_for, Daemon};
 
 /// `ntp-query --json` of one server: (stratum, offset) if it answered with time.
 fn query(target: &str, samples: u32) -> Option<(u64, f64)> {
-    let output = Command::new(bin("ntp-query"))
-        .args(["--json", "-n", &samples.to_string(), "-i", "0.05", "-t", "1", target])
-        .output()
-        .expect("run ntp-query");
-    let json: Value = serde_json::from_slice(&output.stdout).ok()?;
-    let entry = &json["servers"][0];
+    let entry = ntp_query_entry(&["-n", &samples.to_string(), "-i", "0.05", "-t", "1", target]);
     Some((entry["stratum"].as_u64()?, entry["offset"].as_f64()?))
 }
 
@@ -31,7 +19,7 @@ fn query(target: &str, samples: u32) -> Option<(u64, f64)> {
 /// that polls through the relay every 1-2 s. Returns the processes and the
 /// stratum 2 target.
 fn chain(ips: [&str; 3], impairment: &[&str], offset: &str, drift_ppm: &str) -> (Vec<Daemon>, String) {
-    let ports = ips.map(free_port_on);
+    let ports = ips.map(free_udp_port_on);
     let [primary, relay, downstream] = [0, 1, 2].map(|i| format!("{}:{}", ips[i], ports[i]));
     let mut daemons = vec![Daemon::spawn(bin("ntpd-sim"), &["serve", "--listen", &primary])];
     let mut relay_args = vec!["--listen", &relay, "--upstream", &primary];

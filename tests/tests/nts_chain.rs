@@ -8,17 +8,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use ntp_e2e::nts::{free_tcp_port, TestCa};
-use ntp_e2e::{bin, wait_for, Daemon};
+use ntp_e2e::{bin, free_udp_port_on, ntp_query_entry, wait_for, Daemon};
 use serde_json::Value;
 
-fn free_port_on(ip: &str) -> u16 {
-    std::net::UdpSocket::bind((ip, 0)).expect("bind").local_addr().expect("address").port()
-}
-
 fn query(args: &[&str]) -> Value {
-    let output = Command::new(bin("ntp-query")).args(["--json", "-n", "1", "-t", "1"]).args(args).output().unwrap();
-    let json: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("ntp-query JSON: {e}"));
-    json["servers"][0].clone()
+    ntp_query_entry(&[&["-n", "1", "-t", "1"], args].concat())
 }
 
 #[test]
@@ -27,7 +21,7 @@ fn a_three_tier_nts_chain_converges() {
     let (cert, key, ca_file) = (ca.server_cert(), ca.server_key(), ca.ca_cert());
     let (cert, key, ca_file) = (cert.to_str().unwrap(), key.to_str().unwrap(), ca_file.to_str().unwrap());
     let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
-    let ports: Vec<u16> = ips.iter().map(|ip| free_port_on(ip)).collect();
+    let ports: Vec<u16> = ips.iter().map(|ip| free_udp_port_on(ip)).collect();
     let ke_ports = [free_tcp_port(), free_tcp_port()];
     let clocks = [[].as_slice(), &["--clock-offset", "300"], &["--clock-offset", "-120"]];
     let mut daemons = Vec::new();
@@ -85,7 +79,7 @@ fn an_nts_upstream_rekeys_when_its_server_forgets_the_cookie_keys() {
     let ca = TestCa::new();
     let (cert, key, ca_file) = (ca.server_cert(), ca.server_key(), ca.ca_cert());
     let (cert, key, ca_file) = (cert.to_str().unwrap(), key.to_str().unwrap(), ca_file.to_str().unwrap());
-    let (port, ke_port, http_port) = (free_port_on("127.0.0.1"), free_tcp_port(), free_tcp_port());
+    let (port, ke_port, http_port) = (free_udp_port_on("127.0.0.1"), free_tcp_port(), free_tcp_port());
     let listen = format!("127.0.0.1:{port}");
     let ke = format!("127.0.0.1:{ke_port}");
     let primary_args = ["serve", "--listen", &listen, "--nts-cert", cert, "--nts-key", key, "--nts-listen", &ke];
@@ -96,7 +90,7 @@ fn an_nts_upstream_rekeys_when_its_server_forgets_the_cookie_keys() {
         daemon
     };
     let primary = start_primary();
-    let (listen2, http) = (format!("127.0.0.2:{}", free_port_on("127.0.0.2")), format!("127.0.0.1:{http_port}"));
+    let (listen2, http) = (format!("127.0.0.2:{}", free_udp_port_on("127.0.0.2")), format!("127.0.0.1:{http_port}"));
     let upstream = format!("nts://localhost:{ke_port}");
     let _secondary = Daemon::spawn(
         bin("ntpd-sim"),
