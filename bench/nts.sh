@@ -12,24 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${1:-5}
-SERVER_CPU=${SERVER_CPU:-0}
-LOADGEN_CPU=${LOADGEN_CPU:-1}
 WINDOW=${WINDOW:-64}
 ROUNDS=${ROUNDS:-1}
 NTP_PORT=12460
 KE_PORT=12461
-
-cargo build --release --quiet -p ntp-server --bins
-TARGET=${CARGO_TARGET_DIR:-target}/release
-CHRONYD=$(command -v chronyd || echo /usr/sbin/chronyd)
-
-WORK=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+source bench/common.sh
 
 cd "$WORK"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=bench ca" 2>/dev/null
@@ -47,13 +34,11 @@ wait_ke() {
     return 1
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
 measure() {
     local label=$1
     local before after
     before=$(cpu_ticks "$SERVER_PID")
-    taskset -c "$LOADGEN_CPU" "$TARGET/ntp-loadgen" nts --ke "localhost:$KE_PORT" --ca-file "$WORK/ca.crt" \
+    taskset -c "$LOADGEN_CPU" "$LOADGEN" nts --ke "localhost:$KE_PORT" --ca-file "$WORK/ca.crt" \
         --window "$WINDOW" --duration "$DURATION" --label "$label" | tee "$WORK/line"
     after=$(cpu_ticks "$SERVER_PID")
     local rate
@@ -64,7 +49,7 @@ measure() {
 
 for round in $(seq "$ROUNDS"); do
     echo "# round $round"
-    taskset -c "$SERVER_CPU" "$TARGET/ntpd-sim" serve --listen "127.0.0.1:$NTP_PORT" --log-level warn \
+    taskset -c "$SERVER_CPU" "$NTPD_SIM" serve --listen "127.0.0.1:$NTP_PORT" --log-level warn \
         --nts-cert "$WORK/s.crt" --nts-key "$WORK/s.key" --nts-listen "127.0.0.1:$KE_PORT" &
     SERVER_PID=$!
     wait_ke

@@ -13,48 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${1:-5}
-SERVER_CPU=${SERVER_CPU:-0}
-LOADGEN_CPU=${LOADGEN_CPU:-1}
 SOCKETS=${SOCKETS:-4}
 WINDOW=${WINDOW:-16}
 RATE=${RATE:-20000}
 BASE_PORT=${BASE_PORT:-12400}
 ROUNDS=${ROUNDS:-1}
-
-cargo build --release --quiet -p ntp-server --bins
-TARGET=${CARGO_TARGET_DIR:-target}/release
-NTPD_SIM=$TARGET/ntpd-sim
-LOADGEN=$TARGET/ntp-loadgen
-CHRONYD=$(command -v chronyd || echo /usr/sbin/chronyd)
-
-WORK=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# The pid of the process listening on UDP port $1 (chronyd daemonizes).
-wait_port() {
-    for _ in $(seq 100); do
-        if "$LOADGEN" run --server "127.0.0.1:$1" --duration 0.05 --warmup 0 --sockets 1 --window 1 >/dev/null 2>&1; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "nothing answers on port $1" >&2
-    return 1
-}
-
-peak_rss_kb() {
-    awk '/VmHWM/ {print $2}' "/proc/$1/status"
-}
-
-# CPU time (user + system, clock ticks) the server process has used.
-cpu_ticks() {
-    awk '{print $14 + $15}' "/proc/$1/stat"
-}
+source bench/common.sh
 
 load() { # label port
     local before after ticks line rps

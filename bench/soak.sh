@@ -11,32 +11,20 @@
 # Environment: SERVER_CPU (0), LOADGEN_CPU (1), SOCKETS (4), BAD_RATIO
 # (0.5), PORT (12450), RATE (requests/s; default half the maximum, which is
 # measured first, closed loop, 5 s: on a machine shared with other work the
-# maximum of a quiet moment can be far more than the server later gets).
+# maximum of a quiet moment can be far more than the server later gets),
+# RECEIVE_BUFFER (bytes, for the server's and the generator's sockets;
+# default 64 MiB, about a second of this traffic: run as root, or it is
+# capped at net.core.rmem_max).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${1:-600}
-SERVER_CPU=${SERVER_CPU:-0}
-LOADGEN_CPU=${LOADGEN_CPU:-1}
 SOCKETS=${SOCKETS:-4}
 BAD_RATIO=${BAD_RATIO:-0.5}
 PORT=${PORT:-12450}
+RECEIVE_BUFFER=${RECEIVE_BUFFER:-67108864}
+source bench/common.sh
 
-cargo build --release --quiet -p ntp-server --bins
-TARGET=${CARGO_TARGET_DIR:-target}/release
-NTPD_SIM=$TARGET/ntpd-sim
-LOADGEN=$TARGET/ntp-loadgen
-
-SERVER_PID=
-SAMPLER_PID=
-cleanup() {
-    if [ -n "$SAMPLER_PID" ]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-}
-trap cleanup EXIT
-
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Datagrams the kernel dropped for want of receive buffer, on any UDP socket
 # (the server's or the generator's): where lost requests went.
 udp_receive_buffer_errors() { awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
@@ -44,15 +32,16 @@ udp_receive_buffer_errors() { awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' 
 # column of /proc/net/udp).
 server_socket_drops() { awk -v p=":$(printf '%04X' "$PORT")" '$2 ~ p"$" { print $NF }' /proc/net/udp; }
 
-taskset -c "$SERVER_CPU" "$NTPD_SIM" serve --listen "127.0.0.1:$PORT" --log-level warn &
+taskset -c "$SERVER_CPU" "$NTPD_SIM" serve --listen "127.0.0.1:$PORT" --log-level warn \
+    --receive-buffer "$RECEIVE_BUFFER" &
 SERVER_PID=$!
-for _ in $(seq 100); do
-    "$LOADGEN" run --server "127.0.0.1:$PORT" --duration 0.05 --warmup 0 --sockets 1 --window 1 >/dev/null 2>&1 && break
-    sleep 0.1
-done
+wait_port "$PORT"
 
 echo "# $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ); server on CPU $SERVER_CPU, ntp-loadgen on CPU $LOADGEN_CPU"
+# What the kernel granted the server's socket (rb: the doubled figure).
+echo "# receive buffer asked: $RECEIVE_BUFFER; server socket: $(ss -uamn "sport = :$PORT" | grep -o 'rb[0-9]*' | head -1)"
 max_line=$(taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$PORT" --label max \
+    --receive-buffer "$RECEIVE_BUFFER" \
     --sockets "$SOCKETS" --window 16 --duration 5 --warmup 1)
 echo "$max_line"
 max=$(echo "$max_line" | sed 's/.*: \([0-9]*\) responses\/s.*/\1/')
@@ -64,10 +53,12 @@ ticks_start=$(cpu_ticks "$SERVER_PID")
 drops_start=$(udp_receive_buffer_errors)
 SECONDS=0
 (
-    while sleep 60; do echo "rss after ${SECONDS}s: $(rss_kb "$SERVER_PID") kB"; done
+    while sleep 60; do
+        echo "rss after ${SECONDS}s: $(rss_kb "$SERVER_PID") kB; dropped at the server's socket so far: $(server_socket_drops)"
+    done
 ) &
 SAMPLER_PID=$!
-line=$(taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$PORT" --label soak \
+line=$(taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$PORT" --label soak --receive-buffer "$RECEIVE_BUFFER" \
     --sockets "$SOCKETS" --rate "$rate" --bad-ratio "$BAD_RATIO" --duration "$DURATION" --warmup 0)
 ticks_end=$(cpu_ticks "$SERVER_PID")
 drops_end=$(udp_receive_buffer_errors)
