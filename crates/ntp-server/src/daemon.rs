@@ -88,16 +88,16 @@ pub fn bind(listen: &Listen) -> Result<Vec<UdpSocket>, DaemonError> {
 /// level if all of it, at info level, with the remedy, if less.
 fn size_receive_buffers(sockets: &[UdpSocket], bytes: usize) {
     for socket in sockets {
-        let address = socket.local_addr().ok();
+        let address = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
         match udp::set_receive_buffer(socket, bytes) {
-            Ok(granted) if granted >= bytes => tracing::debug!(?address, granted, "receive buffer"),
+            Ok(granted) if granted >= bytes => tracing::debug!(%address, granted, "receive buffer"),
             Ok(granted) => info!(
-                ?address,
+                %address,
                 asked = bytes,
                 granted,
                 "receive buffer capped by net.core.rmem_max (raise it, or start as root)"
             ),
-            Err(e) => info!(?address, error = %e, "receive buffer left at the kernel's default"),
+            Err(e) => info!(%address, error = %e, "receive buffer left at the kernel's default"),
         }
     }
 }
