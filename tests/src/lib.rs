@@ -11,4 +11,7 @@ pub mod nts;
 pub mod peers;
 pub mod process;
 
-pub use process::{bin, free_udp_port, free_udp_port_on, log_field, ntp_query_entry, ntp_query_json, wait_for, Daemon};
+pub use process::{
+    bin, free_udp_port, free_udp_port_on, log_field, ntp_query_entry, ntp_query_json, udp_exchange, wait_for, Daemon,
+    CLIENT_REQUEST,
+};

@@ -140,3 +140,22 @@ pub fn ntp_query_entry(args: &[&str]) -> serde_json::Value {
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
     json["servers"][0].clone()
 }
+
+/// The smallest valid NTPv4 client request: mode 3, a nonzero transmit
+/// timestamp (1), everything else zero.
+pub const CLIENT_REQUEST: [u8; 48] = {
+    let mut request = [0u8; 48];
+    request[0] = (4 << 3) | 3;
+    request[47] = 1;
+    request
+};
+
+/// Sends `datagram` from a fresh socket on loopback address `from` to
+/// 127.0.0.1:`port`; the reply, if one comes within 300 ms.
+pub fn udp_exchange(from: &str, port: u16, datagram: &[u8]) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind((from, 0)).expect("bind a loopback address");
+    socket.set_read_timeout(Some(Duration::from_millis(300))).expect("read timeout");
+    socket.send_to(datagram, ("127.0.0.1", port)).expect("send");
+    let mut buf = [0u8; 2048];
+    socket.recv(&mut buf).ok().map(|len| buf[..len].to_vec())
+}

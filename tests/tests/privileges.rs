@@ -2,21 +2,13 @@
 //! nobody` binds, then runs as nobody with no supplementary groups, and
 //! still serves; an unknown user stops it before it serves anything.
 
-use std::net::UdpSocket;
 use std::process::Command;
 use std::time::Duration;
 
-use ntp_e2e::{bin, free_udp_port, wait_for, Daemon};
+use ntp_e2e::{bin, free_udp_port, udp_exchange, wait_for, Daemon, CLIENT_REQUEST};
 
 fn query(port: u16) -> Option<usize> {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    let mut request = [0u8; 48];
-    request[0] = (4 << 3) | 3;
-    request[47] = 1;
-    socket.send_to(&request, ("127.0.0.1", port)).unwrap();
-    let mut buf = [0u8; 64];
-    socket.recv(&mut buf).ok()
+    udp_exchange("127.0.0.1", port, &CLIENT_REQUEST).map(|reply| reply.len())
 }
 
 fn status_line(pid: u32, key: &str) -> String {

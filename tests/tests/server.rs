@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ntp_e2e::peers::{chronyd_query_offset, ntplib_query, require};
-use ntp_e2e::{bin, free_udp_port, log_field, wait_for, Daemon};
+use ntp_e2e::{bin, free_udp_port, log_field, udp_exchange, wait_for, Daemon, CLIENT_REQUEST};
 
 const OFFSET: f64 = 300.0;
 
@@ -32,11 +32,7 @@ fn raw_query(port: u16, version: u8, transmit: u64) -> Option<Vec<u8>> {
 }
 
 fn raw_exchange(port: u16, datagram: &[u8]) -> Option<Vec<u8>> {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    socket.send_to(datagram, ("127.0.0.1", port)).unwrap();
-    let mut buf = [0u8; 2048];
-    socket.recv(&mut buf).ok().map(|len| buf[..len].to_vec())
+    udp_exchange("127.0.0.1", port, datagram)
 }
 
 #[test]
@@ -74,9 +70,7 @@ fn sigint_stops_it_cleanly_and_port_serves_every_address() {
     wait_for(Duration::from_secs(10), || raw_query(port, 4, 1)).expect("answers on 127.0.0.1");
     let socket = UdpSocket::bind("[::1]:0").expect("IPv6 loopback");
     socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    let mut request = [0u8; 48];
-    request[0] = (4 << 3) | 3;
-    request[47] = 1;
+    let request = CLIENT_REQUEST;
     socket.send_to(&request, ("::1", port)).unwrap();
     let mut reply = [0u8; 64];
     let len = socket.recv(&mut reply).expect("answers on ::1");
@@ -160,16 +154,7 @@ fn access_lists_and_rate_limits_as_clients_see_them() {
         "[access]\ndeny = [\"127.0.0.0/8\"]\nallow = [\"127.0.0.2\"]\ndeny-action = \"drop\"\n",
     );
     let daemon = Daemon::spawn(bin("ntpd-sim"), &["serve", "--config", &config, "--port", &port.to_string()]);
-    let from_allowed = || {
-        let socket = UdpSocket::bind("127.0.0.2:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-        let mut request = [0u8; 48];
-        request[0] = (4 << 3) | 3;
-        request[47] = 1;
-        socket.send_to(&request, ("127.0.0.1", port)).unwrap();
-        let mut buf = [0u8; 64];
-        socket.recv(&mut buf).ok().map(|_| buf[1])
-    };
+    let from_allowed = || udp_exchange("127.0.0.2", port, &CLIENT_REQUEST).map(|reply| reply[1]);
     assert_eq!(wait_for(Duration::from_secs(10), from_allowed), Some(1), "127.0.0.2 is served at stratum 1");
     assert_eq!(raw_query(port, 4, 2), None, "127.0.0.1 gets nothing");
     assert!(daemon.stop().0.success());
@@ -329,9 +314,7 @@ fn memory_stays_flat_and_a_client_is_served_under_a_flood_of_sources() {
     // really is a new client, and each sends six requests at once: four
     // within its burst, then a RATE kiss, then silence. Paced at about
     // 6,000 sources a second so that the flood lasts a few seconds.
-    let mut request = [0u8; 48];
-    request[0] = (4 << 3) | 3;
-    request[47] = 1;
+    let request = CLIENT_REQUEST;
     let started = std::time::Instant::now();
     for n in 0..24_000u32 {
         let source = std::net::Ipv4Addr::from(0x7f10_0000 + n);

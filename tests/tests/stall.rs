@@ -4,11 +4,10 @@
 //! answered when it runs again. `--receive-buffer` sets how many that is;
 //! started as root (as CI runs) it may exceed `net.core.rmem_max`.
 
-use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ntp_e2e::{bin, free_udp_port, wait_for, Daemon};
+use ntp_e2e::{bin, free_udp_port, udp_exchange, wait_for, Daemon, CLIENT_REQUEST};
 
 /// How long the server is stopped, and the request rate meanwhile: some
 /// 10,000 requests queue, at about 830 bytes of buffer each on loopback.
@@ -20,13 +19,7 @@ const LARGE: &str = "16777216";
 const SMALL: &str = "1048576";
 
 fn serves(port: u16) -> Option<()> {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    let mut request = [0u8; 48];
-    request[0] = (4 << 3) | 3;
-    request[47] = 1;
-    socket.send_to(&request, ("127.0.0.1", port)).unwrap();
-    socket.recv(&mut [0u8; 64]).ok().map(drop)
+    udp_exchange("127.0.0.1", port, &CLIENT_REQUEST).map(drop)
 }
 
 /// Runs `ntp-loadgen` open loop for two seconds while the server is
