@@ -17,7 +17,10 @@ WORK=$(mktemp -d)
 SERVER_PID=
 SAMPLER_PID=
 bench_cleanup() {
+    # The sampler's own sleep too; then wait, so nothing still writes in $WORK.
+    if [ -n "$SAMPLER_PID" ]; then pkill -P "$SAMPLER_PID" 2>/dev/null || true; fi
     for pid in $SAMPLER_PID $SERVER_PID; do kill "$pid" 2>/dev/null || true; done
+    for pid in $SAMPLER_PID $SERVER_PID; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap bench_cleanup EXIT

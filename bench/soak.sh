@@ -63,7 +63,7 @@ line=$(taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$PORT" --lab
 ticks_end=$(cpu_ticks "$SERVER_PID")
 drops_end=$(udp_receive_buffer_errors)
 rss_end=$(rss_kb "$SERVER_PID")
-kill "$SAMPLER_PID" 2>/dev/null || true
+pkill -P "$SAMPLER_PID" 2>/dev/null || true; kill "$SAMPLER_PID" 2>/dev/null || true
 SAMPLER_PID=
 echo "$line"
 echo "UDP receive buffer errors (host-wide) during the soak: $((drops_end - drops_start));" \

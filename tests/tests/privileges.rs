@@ -59,6 +59,12 @@ fn as_root_it_binds_port_123_then_serves_it_as_nobody() {
     assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "0", "this test runs as root (as CI does)");
     let serve = format!("ip link set lo up && exec {} serve --port 123 --user nobody", bin("ntpd-sim").display());
     let daemon = Daemon::spawn("unshare", &["--net", "--", "sh", "-c", &serve]);
+    // Until unshare(2) has run, /proc/PID/ns/net is still the host's.
+    let namespace_of = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    let own = wait_for(Duration::from_secs(10), || {
+        namespace_of(&daemon.pid().to_string()).filter(|ns| Some(ns) != namespace_of("self").as_ref())
+    });
+    assert!(own.is_some(), "unshare --net did not take effect");
     let namespace = format!("--net=/proc/{}/ns/net", daemon.pid());
     let query = || {
         let output = Command::new("nsenter")
@@ -69,7 +75,9 @@ fn as_root_it_binds_port_123_then_serves_it_as_nobody() {
             .unwrap();
         output.status.success().then(|| serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap())
     };
-    let reply = wait_for(Duration::from_secs(10), query).expect("ntp-query answered on port 123");
+    let Some(reply) = wait_for(Duration::from_secs(10), query) else {
+        panic!("no answer on port 123 in the namespace: {}", daemon.stop().1);
+    };
     assert_eq!(reply["servers"][0]["stratum"], 1, "{reply}");
     let uid = status_line(daemon.pid(), "Uid:");
     let nobody = Command::new("id").args(["-u", "nobody"]).output().unwrap();

@@ -23,11 +23,15 @@ pub const DEFAULT_NTS_LISTEN: SocketAddr =
 
 /// Smallest and largest `receive-buffer` accepted, bytes.
 pub const MIN_RECEIVE_BUFFER: usize = 4096;
-/// See [`MIN_RECEIVE_BUFFER`]: 1 GiB, far beyond any useful queue.
-pub const MAX_RECEIVE_BUFFER: usize = 1 << 30;
+/// See [`MIN_RECEIVE_BUFFER`]: just under 1 GiB, the most Linux grants
+/// (it doubles the figure into an int), far beyond any useful queue.
+pub const MAX_RECEIVE_BUFFER: usize = (i32::MAX / 2) as usize;
 
 /// Longest `interval` and `kiss-interval` of `[rate-limit]`: a day.
 pub const MAX_RATE_SECONDS: f64 = 86_400.0;
+/// Shortest `interval` of `[rate-limit]`: a microsecond (a million
+/// requests a second from one client; chrony's floor is 2^-19 s).
+pub const MIN_RATE_INTERVAL: f64 = 1e-6;
 /// Most clients `[rate-limit]` may remember: 16 Mi, some 800 MB a socket.
 pub const MAX_RATE_TABLE: usize = 1 << 24;
 
@@ -303,10 +307,12 @@ impl ServeConfig {
         };
         let rate = &file.rate_limit;
         let seconds = |value: f64, least: f64| value.is_finite() && value >= least && value <= MAX_RATE_SECONDS;
-        if rate.enabled && !(seconds(rate.interval, f64::MIN_POSITIVE) && seconds(rate.kiss_interval, 0.0)) {
+        if rate.enabled && !(seconds(rate.interval, MIN_RATE_INTERVAL) && seconds(rate.kiss_interval, 0.0)) {
             return Err(invalid(
                 "rate-limit",
-                format!("interval must be > 0 and kiss-interval >= 0, both at most {MAX_RATE_SECONDS} s"),
+                format!(
+                    "interval must be {MIN_RATE_INTERVAL}-{MAX_RATE_SECONDS} s and kiss-interval 0-{MAX_RATE_SECONDS} s"
+                ),
             ));
         }
         if rate.enabled && (rate.burst == 0 || !(1..=MAX_RATE_TABLE).contains(&rate.table_size)) {
@@ -427,6 +433,7 @@ mod tests {
         }
         for rate_limit in [
             "interval = 0.0",
+            "interval = 1e-7",
             "interval = nan",
             "kiss-interval = inf",
             "kiss-interval = -1.0",

@@ -83,10 +83,12 @@ pub fn bind(listen: &Listen) -> Result<Vec<UdpSocket>, DaemonError> {
     .map_err(DaemonError::Bind)
 }
 
-/// Asks for a receive buffer of `bytes` on each socket (while the daemon
-/// may still force it past `rmem_max`), and says what was granted: at debug
-/// level if all of it, at info level, with the remedy, if less.
-fn size_receive_buffers(sockets: &[UdpSocket], bytes: usize) {
+/// Asks for a receive buffer of `bytes` on each socket, and says what was
+/// granted: at debug level if all of it, at info level, with the remedy, if
+/// less. Call it while the process may still force the size past
+/// `rmem_max` (before dropping root): [`run`] does, and so must callers of
+/// [`run_on`] that bind their own sockets.
+pub fn size_receive_buffers(sockets: &[UdpSocket], bytes: usize) {
     for socket in sockets {
         let address = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
         match udp::set_receive_buffer(socket, bytes) {
@@ -95,7 +97,7 @@ fn size_receive_buffers(sockets: &[UdpSocket], bytes: usize) {
                 %address,
                 asked = bytes,
                 granted,
-                "receive buffer capped by net.core.rmem_max (raise it, or start as root)"
+                "receive buffer capped by net.core.rmem_max (raise it, or start with CAP_NET_ADMIN)"
             ),
             Err(e) => info!(%address, error = %e, "receive buffer left at the kernel's default"),
         }

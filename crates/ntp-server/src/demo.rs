@@ -78,6 +78,7 @@ pub async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
             let _ = stopped.wait_for(|&s| s).await;
         };
         let task_clock = Arc::clone(&clock);
+        daemon::size_receive_buffers(std::slice::from_ref(&socket), config.receive_buffer);
         tasks.push(tokio::spawn(
             async move { daemon::run_on(vec![socket], config, task_clock, status, shutdown).await },
         ));

@@ -55,7 +55,9 @@ struct Slot {
     key: u128,
     last_nanos: u64,
     last_kiss_nanos: Option<u64>,
-    tokens: f32,
+    /// f64, not f32: exact for every burst up to 2^32 (f32 stops counting
+    /// down from 2^25: x - 1.0 rounds back to x), and a slot is 48 bytes either way.
+    tokens: f64,
 }
 
 /// Token buckets for the clients seen most recently.
@@ -65,7 +67,7 @@ pub struct RateLimiter {
     hasher: RandomState,
     epoch: Instant,
     refill_per_nano: f64,
-    burst: f32,
+    burst: f64,
     kiss_interval_nanos: u64,
 }
 
@@ -79,7 +81,7 @@ impl RateLimiter {
             hasher: RandomState::new(),
             epoch,
             refill_per_nano: 1.0 / (config.interval.max(1e-9) * 1e9),
-            burst: config.burst.max(1) as f32,
+            burst: f64::from(config.burst.max(1)),
             kiss_interval_nanos: Duration::try_from_secs_f64(config.kiss_interval.max(0.0))
                 .map_or(u64::MAX, |d| d.as_nanos().try_into().unwrap_or(u64::MAX)),
         }
@@ -92,7 +94,7 @@ impl RateLimiter {
         let (refill_per_nano, burst, kiss_interval) = (self.refill_per_nano, self.burst, self.kiss_interval_nanos);
         let slot = self.slot_for(key, now_nanos);
         let elapsed = now_nanos.saturating_sub(slot.last_nanos) as f64;
-        slot.tokens = (slot.tokens + (elapsed * refill_per_nano) as f32).min(burst);
+        slot.tokens = (slot.tokens + elapsed * refill_per_nano).min(burst);
         slot.last_nanos = now_nanos;
         if slot.tokens >= 1.0 {
             slot.tokens -= 1.0;

@@ -13,6 +13,8 @@ const BATCH: usize = 64;
 pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(listen)?;
     udp::prepare(&socket)?;
+    // As much room as ntpd-sim's default, so the comparison is fair.
+    let _ = udp::set_receive_buffer(&socket, udp::RECEIVE_BUFFER);
     let mut received = RecvBatch::new(BATCH);
     let mut replies = SendBatch::new(BATCH);
     loop {
