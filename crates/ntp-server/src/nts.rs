@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use ntp_proto::nts::cookie::{MasterKey, MasterKeys, COOKIE_NONCE_LEN};
-use ntp_proto::nts::ke::{self, KeError, MAX_MESSAGE_LEN};
+use ntp_proto::nts::cookie::{MasterKey, MasterKeys};
+use ntp_proto::nts::ke::{self, KeError};
 use ntp_proto::nts::{exporter_context, Key, SessionKeys, ALPN, EXPORTER_LABEL, KEY_LEN};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -212,10 +212,10 @@ async fn key_exchange(
             return Err(KeError::Truncated.into());
         }
         received.extend_from_slice(&chunk[..read]);
+        // decode_message itself refuses a message that outgrows MAX_MESSAGE_LEN.
         match ke::decode_message(&received) {
             Ok(Some(records)) => break ke::parse_request(&records),
-            Ok(None) if received.len() <= MAX_MESSAGE_LEN => {}
-            Ok(None) => break Err(KeError::TooLong),
+            Ok(None) => {}
             Err(error) => break Err(error),
         }
     };
@@ -229,13 +229,7 @@ async fn key_exchange(
             };
             let session = SessionKeys { c2s: export(false)?, s2c: export(true)? };
             let masters = keys.current();
-            let cookies: Vec<Vec<u8>> = (0..COOKIES_PER_KE)
-                .map(|_| {
-                    let mut nonce = [0; COOKIE_NONCE_LEN];
-                    fill_random(&mut nonce);
-                    masters.make_cookie(&session, &nonce)
-                })
-                .collect();
+            let cookies = masters.make_cookies(&session, COOKIES_PER_KE, fill_random);
             ke::server_response(request, &cookies, port)
         }
         Err(error) => ke::error_response(error.error_code()),

@@ -49,6 +49,19 @@ impl MasterKeys {
         self.current.id
     }
 
+    /// `count` fresh cookies of `keys`, each under its own nonce from
+    /// `random` (the shell passes a CSPRNG).
+    #[must_use]
+    pub fn make_cookies(&self, keys: &SessionKeys, count: usize, mut random: impl FnMut(&mut [u8])) -> Vec<Vec<u8>> {
+        (0..count)
+            .map(|_| {
+                let mut nonce = [0; COOKIE_NONCE_LEN];
+                random(&mut nonce);
+                self.make_cookie(keys, &nonce)
+            })
+            .collect()
+    }
+
     /// Seals `keys` into a cookie under the current key.
     #[must_use]
     pub fn make_cookie(&self, keys: &SessionKeys, nonce: &[u8; COOKIE_NONCE_LEN]) -> Vec<u8> {

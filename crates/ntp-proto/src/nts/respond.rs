@@ -3,7 +3,7 @@
 //! or nothing. Apart from the plain responder's fixed 48-byte fast path:
 //! the shell sends a packet here only when it is longer than a header.
 
-use super::cookie::{MasterKeys, COOKIE_LEN, COOKIE_NONCE_LEN};
+use super::cookie::{MasterKeys, COOKIE_LEN};
 use super::ntp::{self, ServerCheck, NONCE_LEN};
 use crate::packet::{DecodeError, KissCode, Mode, Packet};
 use crate::responder::{kiss_reply, time_reply, Admission, IgnoreReason, ServerState};
@@ -78,13 +78,7 @@ pub fn respond_nts(
                 let bytes = ntp::nak(&kiss_reply(&header, code), &unique_id);
                 return NtsResponse::Reply { bytes, kind: NtsReplyKind::Kiss };
             }
-            let fresh: Vec<Vec<u8>> = (0..cookies)
-                .map(|_| {
-                    let mut nonce = [0; COOKIE_NONCE_LEN];
-                    random(&mut nonce);
-                    masters.make_cookie(&keys, &nonce)
-                })
-                .collect();
+            let fresh = masters.make_cookies(&keys, cookies, &mut *random);
             let mut nonce = [0; NONCE_LEN];
             random(&mut nonce);
             let reply = crate::packet::Header { transmit: transmit_time, ..time_reply(&header, receive_time, state) };
@@ -98,7 +92,7 @@ pub fn respond_nts(
 mod tests {
     use super::*;
     use crate::nts::aead::Key;
-    use crate::nts::cookie::MasterKey;
+    use crate::nts::cookie::{MasterKey, COOKIE_NONCE_LEN};
     use crate::nts::ntp::{check_reply, ClientRequest, ReplyError, UNIQUE_ID_LEN};
     use crate::nts::{SessionKeys, KEY_LEN};
     use crate::packet::{Header, ReferenceId, Stratum};
