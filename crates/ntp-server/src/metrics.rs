@@ -160,18 +160,10 @@ fn counter(
     help: &str,
     values: &[(Labels, u64)],
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    if let [(labels, value)] = values {
-        if labels.is_empty() {
-            return ConstCounter::new(*value).encode(metric);
-        }
-    }
-    for (labels, value) in values {
-        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
-    }
-    Ok(())
+    family(encoder, name, help, MetricType::Counter, values, ConstCounter::new)
 }
 
+/// A gauge with no values (e.g. no upstream yet) is left out altogether.
 fn gauge(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -181,14 +173,27 @@ fn gauge(
     if values.is_empty() {
         return Ok(());
     }
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    family(encoder, name, help, MetricType::Gauge, values, ConstGauge::new)
+}
+
+/// One metric: a single unlabelled value as a plain sample, otherwise one
+/// sample per label set.
+fn family<T: Copy, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    values: &[(Labels, T)],
+    metric: impl Fn(T) -> M,
+) -> Result<(), std::fmt::Error> {
+    let mut descriptor = encoder.encode_descriptor(name, help, None, kind)?;
     if let [(labels, value)] = values {
         if labels.is_empty() {
-            return ConstGauge::new(*value).encode(metric);
+            return metric(*value).encode(descriptor);
         }
     }
     for (labels, value) in values {
-        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+        metric(*value).encode(descriptor.encode_family(labels)?)?;
     }
     Ok(())
 }
