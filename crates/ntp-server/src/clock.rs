@@ -100,7 +100,7 @@ pub struct RawClock<'a>(pub &'a SharedClock);
 
 impl Clock for RawClock<'_> {
     fn now(&self) -> NtpTimestamp {
-        self.0.snapshot().clock.raw_at(SharedClock::system_now())
+        self.0.raw_now()
     }
 
     fn at_system_time(&self, system: NtpTimestamp) -> NtpTimestamp {

@@ -15,6 +15,7 @@ use ntp_client::target::{Family, Target, TargetError};
 use ntp_client::{exchange, ExchangeError, ExchangeOptions, Measurement};
 use ntp_proto::association::{PollConfig, ServerInfo};
 use ntp_proto::discipline::{Adjustment, DisciplineConfig};
+use ntp_proto::exchange::log2_seconds;
 use ntp_proto::filter::FilterOutput;
 use ntp_proto::packet::{KissCode, ReferenceId, Version};
 use ntp_proto::synchronizer::{ReplyOutcome, Synchronizer};
@@ -149,7 +150,7 @@ pub async fn run(
     let precision = clock.snapshot().state.precision;
     let (system, poll) = system_config(&config, precision);
     let ids: Vec<ReferenceId> = upstreams.iter().map(|u| ReferenceId::from_upstream(u.address.ip())).collect();
-    let raw_now = clock.snapshot().clock.raw_at(SharedClock::system_now());
+    let raw_now = clock.raw_now();
     let mut sync = Synchronizer::new(system, poll, &ids, raw_now);
     let mut own: Vec<ReferenceId> = own_addresses.iter().map(|&ip| ReferenceId::from_upstream(ip)).collect();
     own.extend(
@@ -170,12 +171,12 @@ pub async fn run(
     tokio::pin!(shutdown);
 
     loop {
-        let raw_now = raw(&clock);
+        let raw_now = clock.raw_now();
         let wait = sync.next_poll().map_or(Duration::from_secs(3600), |(_, due)| until(due, raw_now));
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(wait) => {
-                let raw_now = raw(&clock);
+                let raw_now = clock.raw_now();
                 while let Some((index, due)) = sync.next_poll() {
                     if until(due, raw_now) > Duration::ZERO {
                         break;
@@ -205,7 +206,7 @@ pub async fn run(
                 publish_status(&status, &sync, &upstreams);
             }
             _ = refresh.tick() => {
-                let raw_now = raw(&clock);
+                let raw_now = clock.raw_now();
                 let state = sync.server_state(raw_now);
                 let was = clock.snapshot().state;
                 clock.update(|s| s.state = state);
@@ -265,13 +266,13 @@ fn handle(
         }
     }
     match outcome {
-        ReplyOutcome::Accepted(Some(update)) => log_update(&update, was_synchronized, sync, index),
+        ReplyOutcome::Accepted(Some(update)) => log_update(&update, was_synchronized, index),
         ReplyOutcome::Accepted(None) => {}
         ReplyOutcome::Rejected(error) => debug!(upstream = %upstream.name, %error, "reply rejected"),
     }
 }
 
-fn log_update(update: &Synchronization, was_synchronized: bool, sync: &Synchronizer, index: usize) {
+fn log_update(update: &Synchronization, was_synchronized: bool, index: usize) {
     let u = update.update;
     let offset = u.offset.to_seconds_f64();
     let peer = update.peer;
@@ -290,7 +291,6 @@ fn log_update(update: &Synchronization, was_synchronized: bool, sync: &Synchroni
     if !was_synchronized {
         info!(stratum = update.stratum.0, system_peer = peer, upstream = index, "synchronized");
     }
-    let _ = sync;
 }
 
 fn publish_status(status: &watch::Sender<SyncStatus>, sync: &Synchronizer, upstreams: &[Upstream]) {
@@ -312,10 +312,6 @@ fn publish_status(status: &watch::Sender<SyncStatus>, sync: &Synchronizer, upstr
     status.send_replace(SyncStatus { last: sync.system().synchronization().copied(), upstreams: rows });
 }
 
-fn raw(clock: &SharedClock) -> NtpTimestamp {
-    clock.snapshot().clock.raw_at(SharedClock::system_now())
-}
-
 /// How long until raw time `due` (raw time runs within parts per million
 /// of system time, so the difference is a duration on either).
 fn until(due: NtpTimestamp, raw_now: NtpTimestamp) -> Duration {
@@ -323,5 +319,5 @@ fn until(due: NtpTimestamp, raw_now: NtpTimestamp) -> Duration {
 }
 
 fn poll_interval(poll: i8) -> Duration {
-    Duration::from_secs_f64(2f64.powi(i32::from(poll)).max(0.5))
+    Duration::from_secs_f64(log2_seconds(poll).max(0.5))
 }

@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use ntp_proto::exchange::log2_seconds;
+
 use super::{Selection, StatusReport};
 use crate::simulate::report::human_seconds;
 
@@ -27,7 +29,7 @@ pub fn render(report: &StatusReport) -> String {
     );
     line("Root delay", human_seconds(s.root_delay));
     line("Root dispersion", human_seconds(s.root_dispersion));
-    line("Poll", s.poll.map_or_else(|| "-".into(), |p| format!("{p} ({} s)", poll_seconds(p))));
+    line("Poll", s.poll.map_or_else(|| "-".into(), |p| format!("{p} ({} s)", log2_seconds(p))));
     line("Last update", s.since_update.map_or_else(|| "never".into(), |t| format!("{t:.1} s ago")));
     let c = &report.counters;
     line(
@@ -102,10 +104,6 @@ fn describe(state: Selection) -> &'static str {
         Selection::Loop => "synchronized to us (loop)",
         Selection::Pending => "not selected yet",
     }
-}
-
-fn poll_seconds(poll: i8) -> f64 {
-    2f64.powi(i32::from(poll))
 }
 
 #[cfg(test)]
