@@ -172,20 +172,18 @@ pub async fn run_on(
         let (clock, sync_config) = (Arc::clone(&clock), config.sync.clone());
         tokio::spawn(sync::run(clock, upstreams, sync_config, own, status, stats_log, until_stopped))
     };
-    let nts = match config.nts.as_ref().map(|nts| start_nts(nts, &local, stopped.clone())).transpose() {
-        Ok(nts) => nts,
-        Err(error) => {
-            let _ = stop.send(true);
-            let _ = background.await;
-            return Err(error);
-        }
-    };
-    let server = match Server::start_with_nts(sockets, &config.policy, Arc::clone(&clock), nts) {
+    let started = config
+        .nts
+        .as_ref()
+        .map(|nts| start_nts(nts, &local, stopped.clone()))
+        .transpose()
+        .and_then(|nts| Ok(Server::start_with_nts(sockets, &config.policy, Arc::clone(&clock), nts)?));
+    let server = match started {
         Ok(server) => server,
         Err(error) => {
             let _ = stop.send(true);
             let _ = background.await;
-            return Err(error.into());
+            return Err(error);
         }
     };
     let http_task = http_listener.map(|listener| {
@@ -218,7 +216,7 @@ fn start_nts(
     stopped: watch::Receiver<bool>,
 ) -> Result<Arc<NtsKeys>, DaemonError> {
     let tls = nts::tls_config(&config.cert, &config.key)?;
-    let listener = nts::bind(config.listen)?;
+    let listener = bind_tcp(config.listen).map_err(|e| nts::NtsSetupError::Bind(config.listen, e))?;
     let keys = Arc::new(NtsKeys::new());
     let ntp_port = local.first().map_or(crate::config::DEFAULT_PORT, SocketAddr::port);
     tokio::spawn(nts::serve_ke(listener, tls, Arc::clone(&keys), ntp_port, wait_for_stop(stopped.clone())));
@@ -229,11 +227,18 @@ fn start_nts(
 /// Binds the HTTP address now, so a bad one stops the daemon at start-up.
 fn bind_http(address: SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
     let fail = |e| DaemonError::Http(address, e);
-    let listener = std::net::TcpListener::bind(address).map_err(fail)?;
-    listener.set_nonblocking(true).map_err(fail)?;
+    let listener = bind_tcp(address).map_err(fail)?;
     let bound = listener.local_addr().map_err(fail)?;
     info!(address = %bound, "serving /status and /metrics over HTTP");
-    tokio::net::TcpListener::from_std(listener).map_err(fail)
+    Ok(listener)
+}
+
+/// Binds a TCP address synchronously (HTTP, NTS-KE), so that an address in
+/// use stops the daemon at start-up rather than in a task later.
+fn bind_tcp(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
 }
 
 /// A primary server keeps its reference time fresh, so the root dispersion
@@ -253,7 +258,7 @@ async fn refresh_reference(clock: Arc<SharedClock>, stopped: watch::Receiver<boo
     }
 }
 
-async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+pub(crate) async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|&stop| stop).await;
 }
 

@@ -73,10 +73,7 @@ pub async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
         let config = ServeConfig::from_args(&serve)?;
         let clock = Arc::new(SharedClock::new(initial_snapshot(&config, precision)));
         let (status, status_rx) = watch::channel(SyncStatus::default());
-        let mut stopped = stopped.clone();
-        let shutdown = async move {
-            let _ = stopped.wait_for(|&s| s).await;
-        };
+        let shutdown = daemon::wait_for_stop(stopped.clone());
         let task_clock = Arc::clone(&clock);
         daemon::size_receive_buffers(std::slice::from_ref(&socket), config.receive_buffer);
         tasks.push(tokio::spawn(

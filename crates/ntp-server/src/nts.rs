@@ -138,14 +138,6 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, NtsSetup
     Ok(Arc::new(config))
 }
 
-/// Binds the NTS-KE address now, so a bad one stops the daemon at start-up.
-pub fn bind(address: SocketAddr) -> Result<TcpListener, NtsSetupError> {
-    let fail = |e| NtsSetupError::Bind(address, e);
-    let listener = std::net::TcpListener::bind(address).map_err(fail)?;
-    listener.set_nonblocking(true).map_err(fail)?;
-    TcpListener::from_std(listener).map_err(fail)
-}
-
 /// Serves NTS-KE on `listener` until `stop` completes. `ntp_port` goes in
 /// the Port record when it is not 123, so clients find the NTP socket.
 pub async fn serve_ke(
