@@ -12,8 +12,20 @@ use crate::process::wait_for;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_tcp_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    free_tcp_port_on("127.0.0.1")
+}
+
+/// A TCP port on loopback address `ip` that was free a moment ago.
+pub fn free_tcp_port_on(ip: &str) -> u16 {
+    let listener = TcpListener::bind((ip, 0)).expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()
+}
+
+/// Waits (up to 10 s) until something accepts TCP connections on
+/// `ip:port`, such as an NTS-KE server that has started; panics if not.
+pub fn wait_tcp_open(ip: &str, port: u16) {
+    wait_for(Duration::from_secs(10), || std::net::TcpStream::connect((ip, port)).ok())
+        .unwrap_or_else(|| panic!("nothing listens on TCP {ip}:{port}"));
 }
 
 /// A throw-away CA and a server certificate it signed, in a temp dir.
@@ -102,8 +114,7 @@ impl ChronyNtsServer {
                 dir.display()
             )
         });
-        wait_for(Duration::from_secs(5), || std::net::TcpStream::connect(("127.0.0.1", ke_port)).ok())
-            .expect("chronyd's NTS-KE port never opened");
+        wait_tcp_open("127.0.0.1", ke_port);
         Self { _server: server }
     }
 }

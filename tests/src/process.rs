@@ -159,3 +159,17 @@ pub fn udp_exchange(from: &str, port: u16, datagram: &[u8]) -> Option<Vec<u8>> {
     let mut buf = [0u8; 2048];
     socket.recv(&mut buf).ok().map(|len| buf[..len].to_vec())
 }
+
+/// Panics unless the tests run as root, as CI does (binding port 123,
+/// dropping to another user, receive buffers past `rmem_max`).
+pub fn require_root() {
+    let id = Command::new("id").arg("-u").output().expect("run id");
+    assert_eq!(String::from_utf8_lossy(&id.stdout).trim(), "0", "this test runs as root (as CI does)");
+}
+
+/// `ntpd-sim status --http HTTP --json`, parsed; `None` until it answers.
+pub fn ntpd_sim_status(http: &str) -> Option<serde_json::Value> {
+    let output =
+        Command::new(bin("ntpd-sim")).args(["status", "--http", http, "--json"]).output().expect("run ntpd-sim");
+    output.status.success().then(|| serde_json::from_slice(&output.stdout).expect("status JSON"))
+}

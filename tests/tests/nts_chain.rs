@@ -4,11 +4,10 @@
 //! loopback address; the clocks of tiers 2 and 3 start far off and must
 //! converge to true time through authenticated exchanges only.
 
-use std::process::Command;
 use std::time::Duration;
 
-use ntp_e2e::nts::{free_tcp_port, TestCa};
-use ntp_e2e::{bin, free_udp_port_on, ntp_query_entry, wait_for, Daemon};
+use ntp_e2e::nts::{free_tcp_port, wait_tcp_open, TestCa};
+use ntp_e2e::{bin, free_udp_port_on, ntp_query_entry, ntpd_sim_status, wait_for, Daemon};
 use serde_json::Value;
 
 fn query(args: &[&str]) -> Value {
@@ -40,14 +39,9 @@ fn a_three_tier_nts_chain_converges() {
                     .map(String::from),
             );
         }
+        daemons.push(Daemon::spawn(bin("ntpd-sim"), &args.iter().map(String::as_str).collect::<Vec<_>>()));
         if i < 2 {
-            let ke = ke_ports[i];
-            let ip = *ip;
-            let daemon = Daemon::spawn(bin("ntpd-sim"), &args.iter().map(String::as_str).collect::<Vec<_>>());
-            wait_for(Duration::from_secs(10), || std::net::TcpStream::connect((ip, ke)).ok()).expect("NTS-KE open");
-            daemons.push(daemon);
-        } else {
-            daemons.push(Daemon::spawn(bin("ntpd-sim"), &args.iter().map(String::as_str).collect::<Vec<_>>()));
+            wait_tcp_open(ip, ke_ports[i]);
         }
     }
     let bottom = format!("127.0.0.3:{}", ports[2]);
@@ -69,11 +63,6 @@ fn a_three_tier_nts_chain_converges() {
     }
 }
 
-fn status(http: &str) -> Option<Value> {
-    let output = Command::new(bin("ntpd-sim")).args(["status", "--http", http, "--json"]).output().ok()?;
-    output.status.success().then(|| serde_json::from_slice(&output.stdout).expect("status JSON"))
-}
-
 #[test]
 fn an_nts_upstream_rekeys_when_its_server_forgets_the_cookie_keys() {
     let ca = TestCa::new();
@@ -85,8 +74,7 @@ fn an_nts_upstream_rekeys_when_its_server_forgets_the_cookie_keys() {
     let primary_args = ["serve", "--listen", &listen, "--nts-cert", cert, "--nts-key", key, "--nts-listen", &ke];
     let start_primary = || {
         let daemon = Daemon::spawn(bin("ntpd-sim"), &primary_args);
-        wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", ke_port)).ok())
-            .expect("NTS-KE open");
+        wait_tcp_open("127.0.0.1", ke_port);
         daemon
     };
     let primary = start_primary();
@@ -110,7 +98,7 @@ fn an_nts_upstream_rekeys_when_its_server_forgets_the_cookie_keys() {
             &http,
         ],
     );
-    let reach = |http: &str| status(http).and_then(|s| s["upstreams"][0]["reach"].as_u64());
+    let reach = |http: &str| ntpd_sim_status(http).and_then(|s| s["upstreams"][0]["reach"].as_u64());
     wait_for(Duration::from_secs(30), || reach(&http).filter(|r| r & 0x0f == 0x0f))
         .expect("the NTS upstream was reached");
     // A restart loses the master keys: the secondary's cookies now get NTS

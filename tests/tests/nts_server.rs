@@ -7,9 +7,9 @@ use std::net::UdpSocket;
 use std::process::Command;
 use std::time::Duration;
 
-use ntp_e2e::nts::{chronyd_nts_query_offset, free_tcp_port, TestCa};
+use ntp_e2e::nts::{chronyd_nts_query_offset, free_tcp_port, wait_tcp_open, TestCa};
 use ntp_e2e::peers::chronyd_query_offset;
-use ntp_e2e::{bin, free_udp_port, wait_for, Daemon};
+use ntp_e2e::{bin, free_udp_port, ntp_query_json, Daemon};
 
 const OFFSET: f64 = 2.5;
 
@@ -34,8 +34,7 @@ fn nts_server(ca: &TestCa, port: u16, ke_port: u16) -> Daemon {
             &ke_listen,
         ],
     );
-    wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", ke_port)).ok())
-        .expect("NTS-KE port open");
+    wait_tcp_open("127.0.0.1", ke_port);
     daemon
 }
 
@@ -59,12 +58,18 @@ fn ntp_query_nts_authenticates_ntpd_sim_and_forgeries_get_a_nak() {
     let ca = TestCa::new();
     let (port, ke_port) = (free_udp_port(), free_tcp_port());
     let _daemon = nts_server(&ca, port, ke_port);
-    let output = Command::new(bin("ntp-query"))
-        .args(["--json", "--nts", "--ca-file", ca.ca_cert().to_str().unwrap(), "-n", "12", "-i", "0.02"])
-        .arg(format!("localhost:{ke_port}"))
-        .output()
-        .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let ke = format!("localhost:{ke_port}");
+    let (_, json) = ntp_query_json(&[
+        "--json",
+        "--nts",
+        "--ca-file",
+        ca.ca_cert().to_str().unwrap(),
+        "-n",
+        "12",
+        "-i",
+        "0.02",
+        &ke,
+    ]);
     let entry = &json["servers"][0];
     assert_eq!(entry["authenticated"], true, "{json}");
     assert_eq!(entry["samples"], 12, "cookies were refilled: {json}");

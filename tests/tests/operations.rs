@@ -5,20 +5,13 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use ntp_e2e::{bin, wait_for, Daemon};
+use ntp_e2e::nts::free_tcp_port_on;
+use ntp_e2e::{bin, free_udp_port_on, ntpd_sim_status, wait_for, Daemon};
 use serde_json::Value;
-
-fn free_udp_port_on(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0)).expect("bind loopback address").local_addr().expect("address").port()
-}
-
-fn free_tcp_port_on(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).expect("bind loopback address").local_addr().expect("address").port()
-}
 
 /// A plain HTTP/1.1 GET, the way any scraper does it; the body on 200.
 fn http_get(address: &str, path: &str) -> Option<String> {
@@ -50,11 +43,6 @@ fn metric(metrics: &HashMap<String, f64>, name: &str) -> f64 {
 
 fn ntpd_sim(args: &[&str]) -> Output {
     Command::new(bin("ntpd-sim")).args(args).output().expect("run ntpd-sim")
-}
-
-fn status_json(http: &str) -> Option<Value> {
-    let output = ntpd_sim(&["status", "--http", http, "--json"]);
-    output.status.success().then(|| serde_json::from_slice(&output.stdout).expect("status JSON"))
 }
 
 /// A 48-byte NTPv4 packet of `mode` with a nonzero transmit timestamp.
@@ -101,11 +89,11 @@ fn status_metrics_and_statistics_of_a_chain() {
 
     // /status, through `ntpd-sim status --json`: synchronized to the primary.
     let status = wait_for(Duration::from_secs(30), || {
-        let status = status_json(&h2)?;
+        let status = ntpd_sim_status(&h2)?;
         let synced = status["system"]["synchronized"] == true && status["upstreams"][0]["state"] == "system-peer";
         synced.then_some(status)
     })
-    .unwrap_or_else(|| panic!("downstream never synchronized: {:?}", status_json(&h2)));
+    .unwrap_or_else(|| panic!("downstream never synchronized: {:?}", ntpd_sim_status(&h2)));
     assert_eq!(status["system"]["stratum"], 2);
     assert_eq!(status["system"]["reference_id"], "127.0.0.1");
     assert_eq!(status["system"]["system_peer"], upstream.as_str());

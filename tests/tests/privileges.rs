@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ntp_e2e::{bin, free_udp_port, udp_exchange, wait_for, Daemon, CLIENT_REQUEST};
+use ntp_e2e::{bin, free_udp_port, require_root, udp_exchange, wait_for, Daemon, CLIENT_REQUEST};
 
 fn query(port: u16) -> Option<usize> {
     udp_exchange("127.0.0.1", port, &CLIENT_REQUEST).map(|reply| reply.len())
@@ -18,8 +18,7 @@ fn status_line(pid: u32, key: &str) -> String {
 
 #[test]
 fn started_as_root_it_serves_as_nobody_after_binding() {
-    let whoami = Command::new("id").arg("-u").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "0", "this test runs as root (as CI does)");
+    require_root();
     let nobody = Command::new("id").args(["-u", "nobody"]).output().unwrap();
     let nobody = String::from_utf8_lossy(&nobody.stdout).trim().to_string();
     let port = free_udp_port();
@@ -55,8 +54,7 @@ fn an_unknown_user_is_an_error_before_serving() {
 /// and answers `ntp-query` run inside the same namespace.
 #[test]
 fn as_root_it_binds_port_123_then_serves_it_as_nobody() {
-    let whoami = Command::new("id").arg("-u").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "0", "this test runs as root (as CI does)");
+    require_root();
     let serve = format!("ip link set lo up && exec {} serve --port 123 --user nobody", bin("ntpd-sim").display());
     let daemon = Daemon::spawn("unshare", &["--net", "--", "sh", "-c", &serve]);
     // Until unshare(2) has run, /proc/PID/ns/net is still the host's.

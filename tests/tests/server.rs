@@ -28,11 +28,7 @@ fn raw_query(port: u16, version: u8, transmit: u64) -> Option<Vec<u8>> {
     let mut request = [0u8; 48];
     request[0] = (version << 3) | 3;
     request[40..48].copy_from_slice(&transmit.to_be_bytes());
-    raw_exchange(port, &request)
-}
-
-fn raw_exchange(port: u16, datagram: &[u8]) -> Option<Vec<u8>> {
-    udp_exchange("127.0.0.1", port, datagram)
+    udp_exchange("127.0.0.1", port, &request)
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ntp_e2e::{bin, free_udp_port, udp_exchange, wait_for, Daemon, CLIENT_REQUEST};
+use ntp_e2e::{bin, free_udp_port, require_root, udp_exchange, wait_for, Daemon, CLIENT_REQUEST};
 
 /// How long the server is stopped, and the request rate meanwhile: some
 /// 10,000 requests queue, at about 830 bytes of buffer each on loopback.
@@ -56,8 +56,7 @@ fn load_through_a_stall(receive_buffer: &str) -> (u64, u64, u64) {
 
 #[test]
 fn a_stopped_server_answers_every_request_its_buffer_held() {
-    let whoami = Command::new("id").arg("-u").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "0", "this test runs as root (as CI does)");
+    require_root();
     let (sent, valid, lost) = load_through_a_stall(LARGE);
     assert!(sent > 20_000, "{sent} sent");
     assert_eq!((valid, lost), (sent, 0), "every request answered through a {STALL:?} stall");
