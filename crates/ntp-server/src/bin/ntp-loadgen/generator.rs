@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use ntp_proto::packet::{Header, Mode, Version};
+use ntp_proto::packet::{write_transmit, Header, Mode, Version, HEADER_LEN};
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use ntp_server::udp::{wait_readable, RecvBatch, SendBatch};
 use ntp_server::SharedClock;
@@ -48,6 +48,8 @@ struct Generator<'a> {
     tally: Tally,
     measuring: bool,
     version: Version,
+    /// Every request but its transmit timestamp (which names its slot).
+    request: [u8; HEADER_LEN],
     expected_offset: NtpDuration,
     tolerance: NtpDuration,
     /// Bad datagrams owed to the mix (see `--bad-ratio`), and sent so far.
@@ -67,6 +69,7 @@ pub fn run(args: &RunArgs) -> std::io::Result<Tally> {
             Ok(Flow { socket, slots: vec![Slot::default(); slots] })
         })
         .collect::<std::io::Result<Vec<_>>>()?;
+    let version = if args.version == 3 { Version::V3 } else { Version::V4 };
     let mut generator = Generator {
         args,
         flows,
@@ -76,7 +79,8 @@ pub fn run(args: &RunArgs) -> std::io::Result<Tally> {
         requests: SendBatch::new(2 * BATCH),
         tally: Tally::default(),
         measuring: false,
-        version: if args.version == 3 { Version::V3 } else { Version::V4 },
+        version,
+        request: Header { version, mode: Mode::Client, poll: 6, ..Header::default() }.encode(),
         expected_offset: NtpDuration::from_seconds_f64(args.expect_offset),
         tolerance: NtpDuration::from_seconds_f64(args.tolerance),
         bad_credit: 0.0,
@@ -179,14 +183,9 @@ impl Generator<'_> {
                 let seq = (self.next_seq << SLOT_BITS) | slot as u64;
                 self.next_seq += 1;
                 self.flows[flow].slots[slot] = Slot { seq, sent: Some(now), measured: self.measuring };
-                let request = Header {
-                    version: self.version,
-                    mode: Mode::Client,
-                    poll: 6,
-                    transmit: NtpTimestamp::from_bits(seq),
-                    ..Header::default()
-                };
-                let _ = self.requests.push(self.args.server, None, &request.encode());
+                let mut request = self.request;
+                write_transmit(&mut request, NtpTimestamp::from_bits(seq));
+                let _ = self.requests.push(self.args.server, None, &request);
                 self.bad_credit += self.args.bad_ratio;
                 if self.bad_credit >= 1.0 {
                     self.bad_credit -= 1.0;
@@ -211,39 +210,35 @@ impl Generator<'_> {
     fn receive(&mut self, flow: usize) -> std::io::Result<Vec<usize>> {
         let mut answered = Vec::new();
         loop {
-            match self.received.recv(&self.flows[flow].socket, false) {
+            let count = match self.received.recv(&self.flows[flow].socket, false) {
                 Ok(0) => return Ok(answered),
-                Ok(_) => {}
+                Ok(count) => count,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(answered),
                 Err(e) => return Err(e),
-            }
+            };
             let arrived = Instant::now();
             let system_now = SharedClock::system_now();
             let slots = &mut self.flows[flow].slots;
             for datagram in self.received.iter() {
-                let Some(seq) =
-                    valid_reply(datagram.payload, self.version, system_now + self.expected_offset, self.tolerance)
-                else {
+                // A proper reply to a request still outstanding in its slot.
+                let reply =
+                    valid_reply(datagram.payload, self.version, system_now + self.expected_offset, self.tolerance);
+                let outstanding = reply.and_then(|seq| {
+                    let index = (seq & ((1 << SLOT_BITS) - 1)) as usize;
+                    let slot = slots.get_mut(index).filter(|slot| slot.seq == seq)?;
+                    Some((index, slot.sent.take()?, slot.measured))
+                });
+                let Some((index, sent, measured)) = outstanding else {
                     self.tally.invalid += u64::from(self.measuring);
                     continue;
                 };
-                let index = (seq & ((1 << SLOT_BITS) - 1)) as usize;
-                let Some(slot) = slots.get_mut(index) else {
-                    self.tally.invalid += u64::from(self.measuring);
-                    continue;
-                };
-                let (true, Some(sent)) = (slot.seq == seq, slot.sent) else {
-                    self.tally.invalid += u64::from(self.measuring);
-                    continue;
-                };
-                slot.sent = None;
                 answered.push(index);
-                if slot.measured {
+                if measured {
                     self.tally.valid += 1;
                     self.tally.latencies.push((arrived - sent).as_nanos().min(u128::from(u32::MAX)) as u32);
                 }
             }
-            if self.received.iter().count() < BATCH {
+            if count < BATCH {
                 return Ok(answered);
             }
         }
