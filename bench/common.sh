@@ -2,7 +2,8 @@
 # repository's root): builds the release binaries and names them, the CPUs
 # the server and the load generator are pinned to, a scratch directory
 # ($WORK), and the server under test ($SERVER_PID) and a sampler
-# ($SAMPLER_PID), each killed on exit if set; readings from /proc.
+# ($SAMPLER_PID), each killed on exit if set; stop_server; readings from
+# /proc and from ntp-loadgen's report line.
 
 SERVER_CPU=${SERVER_CPU:-0}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
@@ -30,6 +31,16 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Resident and peak resident memory of process $1, kB.
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 peak_rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# Stops the server under test and waits for it to exit.
+stop_server() {
+    kill "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+# The responses per second of an ntp-loadgen report line ($1).
+responses_per_s() { echo "$1" | sed 's/.*: \([0-9]*\) responses\/s.*/\1/'; }
 
 # Waits until an NTP server answers on 127.0.0.1:$1.
 wait_port() {

@@ -54,7 +54,7 @@ for round in $(seq "$ROUNDS"); do
     SERVER_PID=$!
     wait_ke
     measure ntpd-sim
-    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+    stop_server
 
     cat > "$WORK/chrony.conf" <<CONF
 port $NTP_PORT
@@ -73,5 +73,5 @@ CONF
     SERVER_PID=$!
     wait_ke
     measure chronyd
-    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+    stop_server
 done

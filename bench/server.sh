@@ -28,7 +28,7 @@ load() { # label port
     after=$(cpu_ticks "$SERVER_PID")
     echo "$line"
     ticks=$(getconf CLK_TCK)
-    rps=$(echo "$line" | sed 's/.*: \([0-9]*\) responses\/s.*/\1/')
+    rps=$(responses_per_s "$line")
     # Warm-up included on both sides: the server's share of its core under
     # full load, and its CPU time per response (less sensitive to noise).
     awk -v l="$1" -v t=$((after - before)) -v hz="$ticks" -v d=$((DURATION + 1)) -v r="$rps" 'BEGIN {
@@ -36,12 +36,6 @@ load() { # label port
             l, 100 * t / hz / d, (r > 0 ? 1e6 * t / hz / d / r : 0) }'
     taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$2" --label "$1" \
         --sockets "$SOCKETS" --rate "$RATE" --duration "$DURATION"
-}
-
-stop_server() {
-    kill "$SERVER_PID"
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
 }
 
 echo "# $(nproc) cores, $(uname -r); server on CPU $SERVER_CPU, ntp-loadgen on CPU $LOADGEN_CPU; ${DURATION}s per run"

@@ -44,7 +44,7 @@ max_line=$(taskset -c "$LOADGEN_CPU" "$LOADGEN" run --server "127.0.0.1:$PORT" -
     --receive-buffer "$RECEIVE_BUFFER" \
     --sockets "$SOCKETS" --window 16 --duration 5 --warmup 1)
 echo "$max_line"
-max=$(echo "$max_line" | sed 's/.*: \([0-9]*\) responses\/s.*/\1/')
+max=$(responses_per_s "$max_line")
 rate=${RATE:-$((max / 2))}
 echo "soak: ${DURATION}s open loop at $rate requests/s (maximum $max) plus $BAD_RATIO bad datagrams per request"
 
