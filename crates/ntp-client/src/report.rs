@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use chrono::SecondsFormat;
 use ntp_proto::exchange::log2_seconds;
-use ntp_proto::packet::{Header, KissCode, LeapIndicator};
+use ntp_proto::packet::{Header, KissCode};
 use ntp_proto::selection::{self, Candidate};
 use ntp_proto::ReplyError;
 use serde::Serialize;
@@ -27,7 +27,7 @@ pub struct Report {
 
 /// One address's answer. Times are in seconds. Fields the server did not
 /// give (no reply, or no address) are `None`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ServerReport {
     /// The `SERVER` argument as given.
     pub server: String,
@@ -95,29 +95,7 @@ pub struct Agreement {
 
 impl ServerReport {
     fn empty(server: &str, address: Option<SocketAddr>) -> Self {
-        Self {
-            server: server.to_string(),
-            address: address.map(|a| a.to_string()),
-            stratum: None,
-            refid: None,
-            leap: None,
-            version: None,
-            poll: None,
-            precision: None,
-            root_delay: None,
-            root_dispersion: None,
-            reference_time: None,
-            offset: None,
-            delay: None,
-            jitter: None,
-            root_distance: None,
-            server_time: None,
-            samples: 0,
-            kiss: None,
-            error: None,
-            authenticated: None,
-            candidate: None,
-        }
+        Self { server: server.to_string(), address: address.map(|a| a.to_string()), ..Self::default() }
     }
 
     /// A server whose name gave no address.
@@ -165,12 +143,7 @@ impl ServerReport {
     fn describe_header(&mut self, reply: &Header) {
         self.stratum = Some(reply.stratum.0);
         self.refid = Some(reply.reference_id.display(reply.stratum));
-        self.leap = Some(match reply.leap {
-            LeapIndicator::NoWarning => "none",
-            LeapIndicator::Insert => "insert",
-            LeapIndicator::Delete => "delete",
-            LeapIndicator::Unsynchronized => "unsynchronized",
-        });
+        self.leap = Some(reply.leap.name());
         self.version = Some(reply.version.to_bits());
         self.poll = Some(log2_seconds(reply.poll));
         self.precision = Some(log2_seconds(reply.precision));
@@ -232,7 +205,7 @@ fn agreement(usable: &[(&ServerReport, Candidate)]) -> Agreement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ntp_proto::packet::{ReferenceId, Stratum};
+    use ntp_proto::packet::{LeapIndicator, ReferenceId, Stratum};
 
     fn rejected(stratum: u8, refid: [u8; 4], leap: LeapIndicator) -> ServerReport {
         let reply = Header {

@@ -22,6 +22,17 @@ pub enum LeapIndicator {
 }
 
 impl LeapIndicator {
+    /// How reports name it: "none", "insert", "delete" or "unsynchronized".
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NoWarning => "none",
+            Self::Insert => "insert",
+            Self::Delete => "delete",
+            Self::Unsynchronized => "unsynchronized",
+        }
+    }
+
     /// From the 2-bit wire value (upper bits ignored): a total function.
     #[must_use]
     pub const fn from_bits(bits: u8) -> Self {

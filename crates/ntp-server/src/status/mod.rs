@@ -168,7 +168,7 @@ pub fn report(sync: &SyncStatus, snapshot: &ClockSnapshot, system_now: NtpTimest
         synchronized: state.leap != LeapIndicator::Unsynchronized && state.stratum.0 != 0,
         stratum: state.stratum.0,
         reference_id: state.reference_id.display(state.stratum),
-        leap: leap_name(state.leap).into(),
+        leap: state.leap.name().into(),
         offset: last.map(|l| l.update.offset.to_seconds_f64()),
         frequency_ppm,
         host_frequency_ppm: (1.0 + clock.oscillator.frequency_ppm() * 1e-6) * (1.0 + frequency_ppm * 1e-6) * 1e6 - 1e6,
@@ -199,13 +199,4 @@ pub fn report(sync: &SyncStatus, snapshot: &ClockSnapshot, system_now: NtpTimest
         })
         .collect();
     StatusReport { system, upstreams, counters }
-}
-
-fn leap_name(leap: LeapIndicator) -> &'static str {
-    match leap {
-        LeapIndicator::NoWarning => "none",
-        LeapIndicator::Insert => "insert",
-        LeapIndicator::Delete => "delete",
-        LeapIndicator::Unsynchronized => "unsynchronized",
-    }
 }
