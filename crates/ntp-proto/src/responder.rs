@@ -100,11 +100,8 @@ pub fn respond(request: &[u8], receive_time: NtpTimestamp, state: &ServerState, 
         Ok(packet) => packet.header,
         Err(err) => return Response::Ignore(IgnoreReason::Malformed(err)),
     };
-    if header.mode != Mode::Client {
-        return Response::Ignore(IgnoreReason::NotARequest(header.mode));
-    }
-    if header.transmit.is_zero() {
-        return Response::Ignore(IgnoreReason::ZeroTransmit);
+    if let Some(reason) = not_a_request(&header) {
+        return Response::Ignore(reason);
     }
     let reply = match admission {
         Admission::Drop => return Response::Ignore(IgnoreReason::Denied),
@@ -112,6 +109,16 @@ pub fn respond(request: &[u8], receive_time: NtpTimestamp, state: &ServerState, 
         Admission::Serve => time_reply(&header, receive_time, state),
     };
     Response::Reply { bytes: reply.encode(), kiss: matches!(admission, Admission::Kiss(_)) }
+}
+
+/// Why a decoded packet is no request to answer, if it is not: not a
+/// client (mode 3) packet, or a zero transmit timestamp (nothing to echo as
+/// the origin). The plain and the NTS responder both ask.
+pub(crate) fn not_a_request(header: &Header) -> Option<IgnoreReason> {
+    if header.mode != Mode::Client {
+        return Some(IgnoreReason::NotARequest(header.mode));
+    }
+    header.transmit.is_zero().then_some(IgnoreReason::ZeroTransmit)
 }
 
 /// A normal reply: our time and our synchronisation state. Root dispersion

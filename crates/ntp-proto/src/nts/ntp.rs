@@ -9,7 +9,7 @@ use thiserror::Error;
 use super::aead::{Key, TAG_LEN};
 use super::cookie::MasterKeys;
 use super::SessionKeys;
-use crate::packet::{ExtensionField, Header, KissCode, Packet, HEADER_LEN};
+use crate::packet::{decode_field, ExtensionField, Header, KissCode, Packet, HEADER_LEN};
 
 /// Extension field types (RFC 8915 §5.7, IANA).
 pub mod field_type {
@@ -66,17 +66,13 @@ fn read_authenticator(value: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((nonce, ciphertext))
 }
 
-/// Walks extension fields packed in a plaintext (no MAC guessing here).
+/// Walks extension fields packed in a plaintext (no MAC guessing here),
+/// with the packet decoder's own field rules.
 fn fields_in(mut bytes: &[u8]) -> Option<Vec<ExtensionField>> {
     let mut fields = Vec::new();
     while !bytes.is_empty() {
-        let head = bytes.first_chunk::<4>()?;
-        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-        if len < 4 || len % 4 != 0 {
-            return None;
-        }
-        let value = bytes.get(4..len)?;
-        fields.push(ExtensionField { field_type: u16::from_be_bytes([head[0], head[1]]), value: value.to_vec() });
+        let (field, len) = decode_field(bytes, 0).ok()?;
+        fields.push(field);
         bytes = &bytes[len..];
     }
     Some(fields)

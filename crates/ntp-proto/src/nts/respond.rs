@@ -5,8 +5,8 @@
 
 use super::cookie::{MasterKeys, COOKIE_LEN};
 use super::ntp::{self, ServerCheck, NONCE_LEN};
-use crate::packet::{DecodeError, KissCode, Mode, Packet};
-use crate::responder::{kiss_reply, time_reply, Admission, IgnoreReason, ServerState};
+use crate::packet::{DecodeError, KissCode, Packet};
+use crate::responder::{kiss_reply, not_a_request, time_reply, Admission, IgnoreReason, ServerState};
 use crate::NtpTimestamp;
 
 /// The decision for one NTS request.
@@ -54,11 +54,8 @@ pub fn respond_nts(
         Err(err) => return NtsResponse::Ignore(IgnoreReason::Malformed(err)),
     };
     let header = packet.header;
-    if header.mode != Mode::Client {
-        return NtsResponse::Ignore(IgnoreReason::NotARequest(header.mode));
-    }
-    if header.transmit.is_zero() {
-        return NtsResponse::Ignore(IgnoreReason::ZeroTransmit);
+    if let Some(reason) = not_a_request(&header) {
+        return NtsResponse::Ignore(reason);
     }
     if admission == Admission::Drop {
         return NtsResponse::Ignore(IgnoreReason::Denied);
@@ -95,7 +92,7 @@ mod tests {
     use crate::nts::cookie::{MasterKey, COOKIE_NONCE_LEN};
     use crate::nts::ntp::{check_reply, ClientRequest, ReplyError, UNIQUE_ID_LEN};
     use crate::nts::{SessionKeys, KEY_LEN};
-    use crate::packet::{Header, ReferenceId, Stratum};
+    use crate::packet::{Header, Mode, ReferenceId, Stratum};
 
     const STATE: ServerState = ServerState::primary(Stratum(1), -20, ReferenceId(*b"LOCL"), NtpTimestamp::ZERO);
 

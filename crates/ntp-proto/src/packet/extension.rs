@@ -98,7 +98,7 @@ impl Trailer {
 /// length. The length must cover at least the type and length words, be a
 /// multiple of 4 and fit in what is left. RFC 7822's 16-byte minimum is not
 /// enforced: NTS (RFC 8915 §5.3) uses shorter fields.
-fn decode_field(rest: &[u8], offset: usize) -> Result<(ExtensionField, usize), DecodeError> {
+pub(crate) fn decode_field(rest: &[u8], offset: usize) -> Result<(ExtensionField, usize), DecodeError> {
     let malformed = |reason| DecodeError::MalformedExtension { offset, reason };
     let Some(head) = rest.first_chunk::<FIELD_HEAD>() else {
         return Err(malformed("fewer than 4 bytes left for a field header"));

@@ -7,6 +7,7 @@ mod header;
 
 use thiserror::Error;
 
+pub(crate) use extension::decode_field;
 pub use extension::{ExtensionField, Mac, Trailer};
 pub use fields::{KissCode, LeapIndicator, Mode, ReferenceId, ReferenceIdMeaning, Stratum, Version};
 pub use header::{write_transmit, Header, HEADER_LEN};
