@@ -192,6 +192,8 @@ impl Worker {
         let snapshot = self.clock.snapshot();
         let arrival = Instant::now();
         let mut fallback_system_time = None;
+        // The NTS master keys, loaded at most once a batch, and only if it holds an NTS request.
+        let mut masters = None;
         let mut counts = Counts::default();
         for datagram in received.iter() {
             counts.received += 1;
@@ -211,7 +213,7 @@ impl Worker {
                     // T3 is authenticated, so it is read before sealing, not stamped at the send.
                     let transmit =
                         snapshot.clock.time_at(SharedClock::system_now() + self.clock.transmit_latency().get());
-                    let masters = nts.current();
+                    let masters = masters.get_or_insert_with(|| nts.current());
                     let admission = decision.admission();
                     match respond_nts(
                         datagram.payload,
@@ -219,7 +221,7 @@ impl Worker {
                         transmit,
                         &snapshot.state,
                         admission,
-                        &masters,
+                        masters,
                         &mut fill_random,
                     ) {
                         NtsResponse::Ignore(reason) => counts.ignored(reason, decision),
