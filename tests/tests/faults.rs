@@ -109,6 +109,18 @@ fn synced(target: &str) -> Option<(u64, f64)> {
     Some((entry["stratum"].as_u64()?, entry["offset"].as_f64()?))
 }
 
+/// Waits (up to 30 s) until `target` serves at stratum 2 and is past its
+/// start-up updates (when steps are allowed): its root dispersion down to
+/// that of a full clock filter.
+fn wait_settled(target: &str, what: &str) {
+    wait_for(Duration::from_secs(30), || {
+        let entry = query(target);
+        let settled = entry["stratum"] == 2 && entry["root_dispersion"].as_f64().is_some_and(|d| d < 0.01);
+        settled.then_some(())
+    })
+    .expect(what);
+}
+
 fn downstream(listen: &str, upstreams: &[&str]) -> Daemon {
     let mut args = vec!["serve", "--listen", listen, "--min-poll", "0", "--max-poll", "1", "--clock-offset", "0.5"];
     for upstream in upstreams {
@@ -140,14 +152,7 @@ fn a_lone_upstream_gone_bad_is_never_followed_and_recovery_is_automatic() {
     let fake = FakeUpstream::start("127.0.0.61");
     let listen = format!("127.0.0.62:{}", free_udp_port_on("127.0.0.62"));
     let daemon = downstream(&listen, &[&fake.address]);
-    // Past its start-up updates (when steps are allowed) once its root
-    // dispersion is down to that of a full clock filter.
-    wait_for(Duration::from_secs(30), || {
-        let entry = query(&listen);
-        let settled = entry["stratum"] == 2 && entry["root_dispersion"].as_f64().is_some_and(|d| d < 0.01);
-        settled.then_some(())
-    })
-    .expect("synchronized to the fake upstream");
+    wait_settled(&listen, "synchronized to the fake upstream");
     holds_true_time(&listen, 2, "honest");
 
     // A 10 s step is beyond the step threshold: held as a spike, not
@@ -201,12 +206,7 @@ fn one_of_three_upstreams_stepping_is_voted_out() {
     let listen = format!("127.0.0.66:{}", free_udp_port_on("127.0.0.66"));
     let upstreams = [honest[0].1.as_str(), honest[1].1.as_str(), fake.address.as_str()];
     let daemon = downstream(&listen, &upstreams);
-    wait_for(Duration::from_secs(30), || {
-        let entry = query(&listen);
-        let settled = entry["stratum"] == 2 && entry["root_dispersion"].as_f64().is_some_and(|d| d < 0.01);
-        settled.then_some(())
-    })
-    .expect("synchronized to the three, past its start-up updates");
+    wait_settled(&listen, "synchronized to the three, past its start-up updates");
     fake.set(Behaviour::Stepped);
     holds_true_time(&listen, 8, "one of three stepped by 10 s");
     let refid = query(&listen)["refid"].as_str().unwrap_or_default().to_string();
