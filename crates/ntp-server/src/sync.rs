@@ -19,7 +19,7 @@ use ntp_proto::exchange::log2_seconds;
 use ntp_proto::filter::FilterOutput;
 use ntp_proto::packet::{KissCode, ReferenceId, Version};
 use ntp_proto::synchronizer::{ReplyOutcome, Synchronizer};
-use ntp_proto::system::{SelectionState, Synchronization, SystemConfig};
+use ntp_proto::system::{own_reference_ids, SelectionState, Synchronization, SystemConfig};
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -137,30 +137,24 @@ pub fn system_config(config: &SyncConfig, precision: i8) -> (SystemConfig, PollC
 }
 
 /// Polls `upstreams` and disciplines `clock` until `shutdown` completes.
-/// `own_addresses` are this server's addresses, for loop detection.
+/// `listening` are the addresses this server serves on, for loop detection.
 pub async fn run(
     clock: Arc<SharedClock>,
     upstreams: Vec<Upstream>,
     config: SyncConfig,
-    own_addresses: Vec<IpAddr>,
+    listening: Vec<SocketAddr>,
     status: watch::Sender<SyncStatus>,
     mut stats_log: Option<StatsLog>,
     shutdown: impl Future<Output = ()>,
 ) {
     let precision = clock.snapshot().state.precision;
     let (system, poll) = system_config(&config, precision);
-    let ids: Vec<ReferenceId> = upstreams.iter().map(|u| ReferenceId::from_upstream(u.address.ip())).collect();
+    let ids: Vec<ReferenceId> = upstreams.iter().map(|u| ReferenceId::of_upstream(u.address)).collect();
     let raw_now = clock.raw_now();
     let mut sync = Synchronizer::new(system, poll, &ids, raw_now);
-    let mut own: Vec<ReferenceId> = own_addresses.iter().map(|&ip| ReferenceId::from_upstream(ip)).collect();
-    own.extend(
-        upstreams
-            .iter()
-            .filter_map(|u| u.socket.local_addr().ok())
-            .filter(|a| !a.ip().is_unspecified())
-            .map(|a| ReferenceId::from_upstream(a.ip())),
-    );
-    sync.set_own_reference_ids(own);
+    let polling_from: Vec<IpAddr> =
+        upstreams.iter().filter_map(|u| u.socket.local_addr().ok()).map(|a| a.ip()).collect();
+    sync.set_own_reference_ids(own_reference_ids(&listening, &polling_from));
     publish_status(&status, &sync, &upstreams);
 
     let options = ExchangeOptions { version: Version::V4, timeout: Duration::from_secs(2), local_precision: precision };
