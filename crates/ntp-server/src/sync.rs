@@ -18,6 +18,7 @@ use ntp_proto::discipline::{Adjustment, DisciplineConfig};
 use ntp_proto::exchange::log2_seconds;
 use ntp_proto::filter::FilterOutput;
 use ntp_proto::packet::{KissCode, ReferenceId, Version};
+use ntp_proto::responder::ServerState;
 use ntp_proto::synchronizer::{ReplyOutcome, Synchronizer};
 use ntp_proto::system::{own_reference_ids, SelectionState, Synchronization, SystemConfig};
 use ntp_proto::{NtpDuration, NtpTimestamp};
@@ -204,9 +205,7 @@ pub async fn run(
                 let state = sync.server_state(raw_now);
                 let was = clock.snapshot().state;
                 clock.update(|s| s.state = state);
-                if was.stratum != state.stratum && state.stratum.0 == 0 {
-                    warn!("no usable upstream for longer than the holdover: now unsynchronized");
-                }
+                log_if_unsynchronized(&was, &state);
                 publish_status(&status, &sync, &upstreams);
             }
         }
@@ -246,10 +245,12 @@ fn handle(
     let correction_before = disciplined.correction_at(raw_now);
     let outcome = sync.on_reply(index, &mut disciplined, raw_now, &reply, reply.origin, &measurement.timestamps);
     let state = sync.server_state(raw_now);
+    let was = clock.snapshot().state;
     clock.update(|s| {
         s.clock.correction = disciplined.correction;
         s.state = state;
     });
+    log_if_unsynchronized(&was, &state);
     if let (Some(log), ReplyOutcome::Accepted(update)) = (stats_log, outcome) {
         let unix = SharedClock::system_now().to_unix_f64();
         let offset = measurement.timestamps.offset() - correction_before;
@@ -263,6 +264,14 @@ fn handle(
         ReplyOutcome::Accepted(Some(update)) => log_update(&update, was_synchronized, index),
         ReplyOutcome::Accepted(None) => {}
         ReplyOutcome::Rejected(error) => debug!(upstream = %upstream.name, %error, "reply rejected"),
+    }
+}
+
+/// Says so when what we advertise turns unsynchronized, whichever event
+/// (a reply or the periodic refresh) noticed the holdover had run out.
+fn log_if_unsynchronized(was: &ServerState, now: &ServerState) {
+    if was.stratum.0 != 0 && now.stratum.0 == 0 {
+        warn!("no usable upstream for longer than the holdover: now unsynchronized");
     }
 }
 
