@@ -215,6 +215,45 @@ fn a_ring_of_three_with_no_reference_never_claims_synchronization() {
     assert!(answered > 0, "the ring's members answer (as unsynchronized)");
 }
 
+/// A follows P and C, B follows A, C follows B: a ring of three that the
+/// reference ID (one hop) cannot see. Once P stops, the members follow
+/// each other with strata climbing by one a poll until, at stratum 16,
+/// all are unsynchronized; then they stay so.
+#[test]
+fn a_ring_of_three_that_loses_its_reference_ends_unsynchronized() {
+    let ports: Vec<u16> = (0..4).map(|_| free_udp_port_on(IP)).collect();
+    let target = |i: usize| format!("{IP}:{}", ports[i]);
+    let fast = ["--min-poll", "0", "--max-poll", "0", "--holdover", "5"];
+    let primary = serve(IP, ports[0], &[]);
+    let upstreams = [vec![target(0), target(3)], vec![target(1)], vec![target(2)]];
+    let _ring: Vec<Daemon> = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, ups)| {
+            let mut args: Vec<&str> = ups.iter().flat_map(|u| ["--upstream", u.as_str()]).collect();
+            args.extend_from_slice(&fast);
+            serve(IP, ports[i + 1], &args)
+        })
+        .collect();
+    for member in 1..4 {
+        wait_synced(&target(member), member as u64 + 1, 1e-3, Duration::from_secs(40));
+    }
+    let (status, _) = primary.stop();
+    assert!(status.success());
+    let lost = Instant::now();
+    wait_for(Duration::from_secs(90), || (1..4).all(|m| !claims_sync(&target(m))).then_some(())).unwrap_or_else(|| {
+        panic!("the ring still claims synchronization: {:?}", (1..4).map(|m| query(&target(m), 1)).collect::<Vec<_>>())
+    });
+    eprintln!("the ring fell unsynchronized {:.1} s after its reference stopped", lost.elapsed().as_secs_f64());
+    let quiet_until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < quiet_until {
+        for member in 1..4 {
+            assert!(!claims_sync(&target(member)), "member {member} synchronized again: {}", query(&target(member), 1));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Tier 3 of a running chain restarted with its clock 5 s wrong: tiers 4
 /// and 5 must not follow the wrong clock (they step only once, at their
 /// own start), and are synchronized to the restarted tier within 60 s.
