@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use ntp_e2e::chain::{is_synced, offset, query, refid_of, serve, wait_synced, ChronyClient};
+use ntp_e2e::peers::ChronyServer;
 use ntp_e2e::{free_udp_port_on, ntpd_sim_status, wait_for, Daemon};
 use serde_json::Value;
 
@@ -304,4 +305,35 @@ fn a_middle_tier_restarted_5_s_wrong_is_followed_without_a_step_below() {
         let log = chain.stop(tier);
         assert_eq!(log.matches("clock stepped").count(), 1, "tier {} stepped only at its start:\n{log}", tier + 1);
     }
+}
+
+/// chronyd on the same address, above and below: as an upstream (its own
+/// local stratum 1) it is followed; as a client of ours that we also poll,
+/// its reference ID (our address, as chrony writes it) reads as the loop it
+/// is, and we keep following the real reference.
+#[test]
+fn chronyd_above_is_followed_and_chronyd_below_is_never_taken_for_an_upstream() {
+    let (p_port, b_port, c_port) = (free_udp_port_on(IP), free_udp_port_on(IP), free_udp_port_on(IP));
+    let http = format!("{IP}:{}", ntp_e2e::nts::free_tcp_port_on(IP));
+    let above = ChronyServer::start(p_port, Some(1));
+    let (p, c) = (format!("{IP}:{p_port}"), format!("{IP}:{c_port}"));
+    let _b =
+        serve(IP, b_port, &["--upstream", &p, "--upstream", &c, "--http", &http, "--min-poll", "0", "--max-poll", "0"]);
+    let _below =
+        ChronyServer::start_with(c_port, |_| format!("server {IP} port {b_port} iburst minpoll 0 maxpoll 0\n"));
+    wait_synced(&format!("{IP}:{b_port}"), 2, 1e-3, Duration::from_secs(30));
+    // chronyd below follows us at stratum 3, naming us by our address.
+    let chrony = wait_for(Duration::from_secs(30), || {
+        let entry = query(&c, 1);
+        is_synced(&entry, 3, 1e-3).then_some(entry)
+    })
+    .unwrap_or_else(|| panic!("chronyd below is not stratum 3: {}", query(&c, 1)));
+    assert_eq!(chrony["refid"], IP, "chrony names its upstream by address: {chrony}");
+    let states = wait_for(Duration::from_secs(10), || {
+        let states = upstream_states(&http);
+        (states.len() == 2 && states[1] == "loop").then_some(states)
+    })
+    .unwrap_or_else(|| panic!("chronyd below not seen as a loop: {:?}", ntpd_sim_status(&http)));
+    assert_eq!(states[0], "system-peer", "chronyd above is the system peer: {states:?}");
+    drop(above);
 }
