@@ -52,6 +52,24 @@ query() {
         ntp-query --json -n 2 -i 0.1 -t 1 "${servers[@]}" || true
 }
 
+# True once strata 1, 2, 2, 3 hold, every clock within 1 ms of stratum1's
+# and updated within the last 10 s, three checks in a row (60 at most).
+converged() {
+    local in_a_row=0
+    for _ in $(seq 60); do
+        if query stratum1 stratum2a stratum2b stratum3 |
+            python3 tests/compose_check.py stratum1=1 stratum2a=2 stratum2b=2 stratum3=3 \
+                --fresh stratum2a=10 --fresh stratum2b=10 --fresh stratum3=10; then
+            in_a_row=$((in_a_row + 1))
+            [ "$in_a_row" = 3 ] && return 0
+        else
+            in_a_row=0
+        fi
+        sleep 1
+    done
+    return 1
+}
+
 echo "== build the image ($NTPD_SIM_IMAGE) with no registry"
 bash docker/build-local.sh
 [ "$(docker image inspect -f '{{.Config.User}}' "$NTPD_SIM_IMAGE")" = "65534:65534" ] || fail "image does not run as 65534"
@@ -76,19 +94,7 @@ done
 pass "five containers up, every process unprivileged (uid 65534)"
 
 echo "== convergence: strata 1, 2, 2, 3, every clock within 1 ms of stratum1, three checks in a row"
-in_a_row=0
-for _ in $(seq 60); do
-    if query stratum1 stratum2a stratum2b stratum3 |
-        python3 tests/compose_check.py stratum1=1 stratum2a=2 stratum2b=2 stratum3=3 \
-            --fresh stratum2a=10 --fresh stratum2b=10 --fresh stratum3=10; then
-        in_a_row=$((in_a_row + 1))
-        [ "$in_a_row" = 3 ] && break
-    else
-        in_a_row=0
-    fi
-    sleep 1
-done
-[ "$in_a_row" = 3 ] || fail "the chain did not converge within 60 checks"
+converged || fail "the chain did not converge within 60 checks"
 pass "chain converged"
 
 echo "== stop stratum2a: stratum3 must stay synchronized at stratum 3, within 1 ms, and end up following stratum2b"
@@ -148,19 +154,7 @@ PY
 unordered_compose=("${compose_cmd[@]}" -p "$project" -f "$unordered" --project-directory .)
 timeout 150 "${unordered_compose[@]}" up -d || fail "compose up (unordered)"
 started_at=$SECONDS
-in_a_row=0
-for _ in $(seq 60); do
-    if query stratum1 stratum2a stratum2b stratum3 |
-        python3 tests/compose_check.py stratum1=1 stratum2a=2 stratum2b=2 stratum3=3 \
-            --fresh stratum2a=10 --fresh stratum2b=10 --fresh stratum3=10; then
-        in_a_row=$((in_a_row + 1))
-        [ "$in_a_row" = 3 ] && break
-    else
-        in_a_row=0
-    fi
-    sleep 1
-done
-[ "$in_a_row" = 3 ] || fail "the unordered chain did not converge within 60 checks"
+converged || fail "the unordered chain did not converge within 60 checks"
 restarts=$(for service in stratum1 stratum2a stratum2b stratum3; do
     docker inspect -f '{{.RestartCount}}' "$("${unordered_compose[@]}" ps -q "$service")"; done | awk '{ n += $1 } END { print n }')
 pass "unordered chain converged $((SECONDS - started_at)) s after up, $restarts container restarts"

@@ -1,7 +1,8 @@
 //! Stratum chains of real `ntpd-sim serve` processes on loopback, each on an
-//! address of its own (127.0.0.x) so that reference IDs and loop detection
-//! see separate hosts. Judged from outside with `ntp-query` (whose clock,
-//! the host's, is true time here) and by a chronyd below the chain.
+//! address of its own (127.0.0.x), as separate hosts would be (the same on
+//! one address, told apart by ports, is `one_address.rs`). Judged from
+//! outside with `ntp-query` (whose clock, the host's, is true time here) and
+//! by a chronyd below the chain.
 
 use std::time::{Duration, Instant};
 
