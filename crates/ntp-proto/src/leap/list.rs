@@ -216,7 +216,8 @@ impl LeapSecondsList {
         let passed = self.entries.partition_point(|entry| i128::from(entry.start) <= now_seconds);
         let tai_offset = passed.checked_sub(1).and_then(|index| self.entries.get(index)).map(|e| e.tai_offset);
         let last = passed.checked_sub(1).and_then(|index| self.leap_at(index));
-        let next = self.leap_at(passed);
+        // Before the first entry, the first leap is the second entry.
+        let next = self.leap_at(passed.max(1));
         let indicator = match next {
             Some(leap) if leap.announced_at(now) => leap.kind.indicator(),
             _ => LeapIndicator::NoWarning,
@@ -421,7 +422,8 @@ mod tests {
         assert_eq!(after.next.unwrap().kind, LeapKind::Delete);
         assert_eq!(at(3_739_392_000 - 1).indicator, LeapIndicator::Delete);
         let early = at(3_644_697_599);
-        assert_eq!((early.tai_offset, early.last, early.next.map(|l| l.kind)), (None, None, None));
+        assert_eq!((early.tai_offset, early.last), (None, None));
+        assert_eq!(early.next.map(|leap| leap.at.seconds()), Some(3_692_217_600));
     }
 
     #[test]
