@@ -25,7 +25,7 @@ mod mode;
 mod vote;
 
 pub use list::{LeapEntry, LeapListError, LeapSecondsList, LeapState};
-pub use mode::{LeapMode, LeapSmear, SmearError};
+pub use mode::{LeapMode, LeapSmear, SmearError, MAX_SMEAR_SECONDS, MIN_SMEAR_SECONDS};
 pub use vote::majority_leap;
 
 use chrono::{Datelike, Days, NaiveDate};
