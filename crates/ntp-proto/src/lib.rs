@@ -30,6 +30,8 @@
 //!   extension fields, the AEAD and the server's cookies.
 //! - [`responder`]: the server's decision for one datagram (ignore, or
 //!   reply with these bytes).
+//! - [`leap`]: leap seconds: the `leap-seconds.list` file, the announcement
+//!   window, the upstream vote, and stepped or smeared served time.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -40,6 +42,7 @@ pub mod clock;
 pub mod discipline;
 pub mod exchange;
 pub mod filter;
+pub mod leap;
 pub mod nts;
 pub mod packet;
 pub mod responder;
