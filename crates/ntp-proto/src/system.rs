@@ -10,6 +10,7 @@ use crate::association::Association;
 use crate::clock::VirtualClock;
 use crate::discipline::{Adjustment, Discipline, DisciplineConfig, Update};
 use crate::exchange::{Sample, PHI};
+use crate::leap::{majority_leap, Leap};
 use crate::packet::{LeapIndicator, ReferenceId, Stratum};
 use crate::responder::ServerState;
 use crate::selection::{aged, cluster, combine, intersect, root_distance, Candidate, Intersection, Survivor};
@@ -243,10 +244,17 @@ impl System {
             + jitter
             + residual_error(&update)
             + (raw_now - output.time).max(NtpDuration::ZERO).mul_f64(PHI);
+        // A leap is passed on only when a majority of the sources kept
+        // announces it, and only on the last day of a month: one liar
+        // cannot insert a second.
+        let indicators = survivors.iter().filter_map(|s| peers[s.index].association.info()).map(|i| i.leap);
+        let leap = majority_leap(indicators)
+            .and_then(|kind| Leap::ending_today(correction.time_at(raw_now), kind))
+            .map_or(LeapIndicator::NoWarning, |leap| leap.kind.indicator());
         let sync = Synchronization {
             peer: peer.index,
             stratum: Stratum(info.stratum.0.saturating_add(1)),
-            leap: info.leap,
+            leap,
             reference_id: peers[peer.index].reference_id,
             root_delay,
             root_dispersion,

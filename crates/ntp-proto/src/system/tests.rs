@@ -32,18 +32,32 @@ fn run(
     seconds: u32,
     config: SystemConfig,
 ) -> (System, VirtualClock, Vec<Association>) {
+    let quiet = vec![LeapIndicator::NoWarning; lies.len()];
+    run_from(t(0.0), lies, &quiet, start_offset, seconds, config)
+}
+
+/// As [`run`], from true time `start`, upstream `i` announcing `leaps[i]`.
+fn run_from(
+    start: NtpTimestamp,
+    lies: &[f64],
+    leaps: &[LeapIndicator],
+    start_offset: f64,
+    seconds: u32,
+    config: SystemConfig,
+) -> (System, VirtualClock, Vec<Association>) {
     let poll = PollConfig { min_poll: 0, max_poll: 0, iburst: false };
-    let mut associations: Vec<Association> = lies.iter().map(|_| Association::new(poll, t(0.0))).collect();
+    let mut associations: Vec<Association> = lies.iter().map(|_| Association::new(poll, start)).collect();
     let mut system = System::new(config);
-    let mut correction = VirtualClock::new(t(0.0), NtpDuration::ZERO, 0.0);
+    let mut correction = VirtualClock::new(start, NtpDuration::ZERO, 0.0);
     for s in 0..seconds {
-        let true_time = t(f64::from(s));
+        let true_time = start + secs(f64::from(s));
         let raw = true_time + secs(start_offset);
         for (i, lie) in lies.iter().enumerate() {
             associations[i].on_poll_sent(raw);
             let sample =
                 Sample { offset: (true_time + secs(*lie)) - raw, delay: secs(2e-4), dispersion: secs(1e-6), time: raw };
-            let _ = associations[i].on_reply(raw, &reply(1, *b"GPS\0"), sample, false, 0.0);
+            let header = Header { leap: leaps[i], ..reply(1, *b"GPS\0") };
+            let _ = associations[i].on_reply(raw, &header, sample, false, 0.0);
         }
         let views: Vec<PeerView<'_>> = associations
             .iter()
@@ -176,4 +190,25 @@ fn a_wildcard_listener_is_us_at_every_address_our_polls_leave_from() {
     // On port 123 the two spellings are one value.
     let on_123 = own_reference_ids(&[socket("192.0.2.1:123")], &[]);
     assert_eq!(on_123, vec![ReferenceId([192, 0, 2, 1])]);
+}
+
+/// The leap indicator advertised after 20 s of three upstreams announcing
+/// `leaps`, starting at `start`.
+fn leap_passed_on(start: NtpTimestamp, leaps: [LeapIndicator; 3]) -> LeapIndicator {
+    let (system, _, _) = run_from(start, &[0.0, 0.0001, -0.0001], &leaps, 0.0, 20, config());
+    system.server_state(start + secs(20.0)).leap
+}
+
+#[test]
+fn a_leap_is_passed_on_only_when_a_majority_announces_it_on_the_last_day_of_a_month() {
+    use LeapIndicator::{Delete, Insert, NoWarning};
+    // 2016-12-31 12:00 UTC, the day of a real leap: NTP 3692217600 - 12 h.
+    let last_day = NtpTimestamp::from_parts(3_692_217_600 - 43_200, 0);
+    assert_eq!(leap_passed_on(last_day, [Insert, NoWarning, NoWarning]), NoWarning, "one liar among three");
+    assert_eq!(leap_passed_on(last_day, [Insert, Insert, NoWarning]), Insert, "two of three");
+    assert_eq!(leap_passed_on(last_day, [Insert, Delete, NoWarning]), NoWarning, "no majority for either");
+    assert_eq!(leap_passed_on(last_day, [Delete, Delete, Delete]), Delete);
+    // The same announcement on any other day is not a leap.
+    let mid_month = last_day - secs(15.0 * 86_400.0);
+    assert_eq!(leap_passed_on(mid_month, [Insert, Insert, Insert]), NoWarning, "not the last day of a month");
 }
