@@ -3,7 +3,7 @@
 //! ports, and stopping exactly the processes a test started.
 //!
 //! The binaries are the ones `cargo test --workspace` builds for the
-//! integration tests of `ntp-server` and `ntp-client` (target/debug). A
+//! integration tests of `ntp-daemon`, `ntp-client` and `ntp-tools` (target/debug). A
 //! missing peer (chronyd, ntplib, tshark) is a failure with a message, never
 //! a silent skip: `.ci/run` installs them (see `shared/PEERS.md`).
 

@@ -15,8 +15,8 @@ use ntp_proto::{DecodeError, NtpDuration, NtpTimestamp, Packet, ReplyError, Samp
 use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::net::TimestampedSocket;
 use crate::nts::NtsSession;
+use ntp_udp::TimestampedSocket;
 
 /// How to conduct one exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,7 +335,7 @@ mod tests {
         let server = serve_once(|request| vec![Header { origin: NtpTimestamp::from_bits(7), ..reply_to(request) }]);
         let socket = TimestampedSocket::bind_for(server).await.unwrap();
         let options = ExchangeOptions { timeout: Duration::from_millis(200), ..OPTIONS };
-        let error = exchange(&socket, server, &crate::SystemClock, &options).await.unwrap_err();
+        let error = exchange(&socket, server, &ntp_udp::SystemClock, &options).await.unwrap_err();
         assert!(matches!(error, ExchangeError::Bogus(ReplyError::OriginMismatch)), "{error}");
     }
 
@@ -345,7 +345,7 @@ mod tests {
             vec![Header { stratum: Stratum(0), reference_id: ReferenceId(*b"DENY"), ..reply_to(request) }]
         });
         let socket = TimestampedSocket::bind_for(server).await.unwrap();
-        let error = exchange(&socket, server, &crate::SystemClock, &OPTIONS).await.unwrap_err();
+        let error = exchange(&socket, server, &ntp_udp::SystemClock, &OPTIONS).await.unwrap_err();
         assert!(error.is_answer() && !error.is_rate_kiss());
         assert_eq!(error.to_string(), "kiss-o'-death DENY");
     }
@@ -364,7 +364,7 @@ mod tests {
         let error = exchange(
             &socket,
             server,
-            &crate::SystemClock,
+            &ntp_udp::SystemClock,
             &ExchangeOptions { timeout: Duration::from_millis(300), ..OPTIONS },
         )
         .await
@@ -385,7 +385,7 @@ mod tests {
             raw.send_to(&bad_version, peer).unwrap();
             raw.send_to(&reply_to(&request).encode(), peer).unwrap();
         });
-        let measured = exchange(&socket, server, &crate::SystemClock, &OPTIONS).await.unwrap();
+        let measured = exchange(&socket, server, &ntp_udp::SystemClock, &OPTIONS).await.unwrap();
         assert_eq!(measured.reply.stratum, Stratum(1));
         serving.join().unwrap();
     }
@@ -407,10 +407,10 @@ mod tests {
         });
         let socket = TimestampedSocket::bind_for(server).await.unwrap();
         let options = ExchangeOptions { timeout: Duration::from_millis(300), ..OPTIONS };
-        let error = exchange_nts(&socket, server, &crate::SystemClock, &options, &session).await.unwrap_err();
+        let error = exchange_nts(&socket, server, &ntp_udp::SystemClock, &options, &session).await.unwrap_err();
         assert!(matches!(error, ExchangeError::Nts(_)), "{error}");
         // The one cookie is spent: the next request needs a new NTS-KE.
-        let error = exchange_nts(&socket, server, &crate::SystemClock, &options, &session).await.unwrap_err();
+        let error = exchange_nts(&socket, server, &ntp_udp::SystemClock, &options, &session).await.unwrap_err();
         assert!(matches!(error, ExchangeError::NoCookies), "{error}");
     }
 }

@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::exchange::{exchange, exchange_nts, ExchangeError, ExchangeOptions, Measurement};
-use crate::net::TimestampedSocket;
 use crate::nts::NtsSession;
+use ntp_udp::TimestampedSocket;
 
 /// How to query one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,12 @@
-//! The `ntpd-sim` command line (clap derive). Flags given here override the
-//! config file; see `docs/server.md`.
+//! The `ntpd-sim` command line (clap derive). `serve`'s flags fill the
+//! plain [`Overrides`] of the config file; see `docs/server.md`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Overrides, ServerSection, SyncSection, DEFAULT_HTTP_ADDRESS};
 
 /// ntpd-sim: an NTP daemon on a virtual clock.
 #[derive(Debug, Parser)]
@@ -55,7 +57,7 @@ pub struct ManArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     /// The daemon's HTTP address (its serve --http).
-    #[arg(long, value_name = "ADDR:PORT", default_value = crate::http::DEFAULT_ADDRESS)]
+    #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_HTTP_ADDRESS)]
     pub http: SocketAddr,
     /// Print the JSON of /status instead of tables.
     #[arg(long)]
@@ -113,7 +115,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Simulated time to run: seconds, or with a unit: 90s, 30m, 24h, 2d.
-    #[arg(long, value_name = "DURATION", value_parser = crate::simulate::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = ntp_sim::parse_duration)]
     pub duration: Option<f64>,
     /// Write summary.txt, series/<node>.csv and offset.svg into this directory.
     #[arg(long, value_name = "DIR")]
@@ -172,7 +174,7 @@ pub struct ServeArgs {
     pub holdover: Option<f64>,
     /// Serve /status (JSON) and /metrics (Prometheus) over HTTP on this
     /// address; without a value 127.0.0.1:9123. Off unless given.
-    #[arg(long, value_name = "ADDR:PORT", num_args = 0..=1, default_missing_value = crate::http::DEFAULT_ADDRESS)]
+    #[arg(long, value_name = "ADDR:PORT", num_args = 0..=1, default_missing_value = DEFAULT_HTTP_ADDRESS)]
     pub http: Option<SocketAddr>,
     /// Write statistics logs (loopstats: one line per clock update;
     /// peerstats: one per upstream sample) into this directory, rotated.
@@ -196,6 +198,39 @@ pub struct ServeArgs {
     /// Where NTS-KE listens (TCP; default 0.0.0.0:4460).
     #[arg(long, value_name = "ADDR:PORT")]
     pub nts_listen: Option<SocketAddr>,
+}
+
+impl ServeArgs {
+    /// What the flags set, as overrides of the config file's keys.
+    #[must_use]
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            server: ServerSection {
+                listen: self.listen.clone(),
+                port: self.port,
+                stratum: self.stratum,
+                refid: self.refid.clone(),
+                clock_offset: self.clock_offset,
+                clock_drift_ppm: self.clock_drift_ppm,
+                log_level: self.log_level.clone(),
+                http: self.http,
+                stats_dir: self.stats_dir.clone(),
+                user: self.user.clone(),
+                receive_buffer: self.receive_buffer,
+                nts_cert: self.nts_cert.clone(),
+                nts_key: self.nts_key.clone(),
+                nts_listen: self.nts_listen,
+            },
+            sync: SyncSection {
+                upstreams: self.upstreams.clone(),
+                min_poll: self.min_poll,
+                max_poll: self.max_poll,
+                step_threshold: self.step_threshold,
+                holdover: self.holdover,
+                nts_ca_file: self.nts_ca_file.clone(),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,15 +9,14 @@
 //! taking a lock, and the discipline changes both with [`SharedClock::update`].
 //! The host's clock is only ever read.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, Guard};
 use ntp_proto::clock::{Clock, DisciplinedClock};
 use ntp_proto::responder::ServerState;
-use ntp_proto::NtpTimestamp;
-
-use crate::latency::TransmitLatency;
+use ntp_proto::{NtpDuration, NtpTimestamp};
+use ntp_udp::SystemClock;
 
 /// What replies are built from: the virtual clock and what we advertise,
 /// swapped atomically so the fast path takes no lock.
@@ -59,7 +58,7 @@ impl SharedClock {
     /// The host's clock (CLOCK_REALTIME), read and never written.
     #[must_use]
     pub fn system_now() -> NtpTimestamp {
-        NtpTimestamp::from_system_time(SystemTime::now())
+        SystemClock.now()
     }
 
     /// The send latency the serving threads add to T3.
@@ -118,42 +117,29 @@ impl Clock for SharedClock {
     }
 }
 
-/// The precision exponent of the system clock as this process reads it:
-/// log2 of the larger of its resolution (the smallest step seen between two
-/// readings) and the cost of one reading, as ntpd and chrony measure it at
-/// start-up. Typically -23 to -20 on Linux with a vDSO clock.
-#[must_use]
-pub fn measure_precision() -> i8 {
-    const READS: u32 = 1_000;
-    let mut smallest_step = Duration::MAX;
-    let started = std::time::Instant::now();
-    let mut last = SystemTime::now();
-    for _ in 0..READS {
-        let now = SystemTime::now();
-        if let Ok(step) = now.duration_since(last) {
-            if step > Duration::ZERO {
-                smallest_step = smallest_step.min(step);
-            }
-        }
-        last = now;
-    }
-    let per_read = started.elapsed() / READS;
-    precision_exponent(smallest_step.min(Duration::from_secs(1)).max(per_read))
-}
+/// How much later than T3 is read a reply leaves: the send latency that
+/// [`crate::latency`] measures and the serving threads add to T3, shared
+/// lock-free.
+#[derive(Debug, Default)]
+pub struct TransmitLatency(AtomicI64);
 
-/// The exponent `p` with 2^p the smallest power of two not below `interval`,
-/// within the range a header can carry sensibly (-32..=0).
-#[must_use]
-pub fn precision_exponent(interval: Duration) -> i8 {
-    let seconds = interval.as_secs_f64().max(f64::MIN_POSITIVE);
-    seconds.log2().ceil().clamp(-32.0, 0.0) as i8
+impl TransmitLatency {
+    /// The estimate: how much later than T3 is read the reply leaves.
+    #[must_use]
+    pub fn get(&self) -> NtpDuration {
+        NtpDuration::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Replaces the estimate.
+    pub fn set(&self, latency: NtpDuration) {
+        self.0.store(latency.to_bits(), Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ntp_proto::packet::{ReferenceId, Stratum};
-    use ntp_proto::NtpDuration;
 
     fn snapshot(offset: f64) -> ClockSnapshot {
         ClockSnapshot {
@@ -185,14 +171,5 @@ mod tests {
         let offset = (now.clock.time_at(system) - system).to_seconds_f64();
         assert!((offset + 5.0).abs() < 0.1, "offset {offset}");
         assert!((clock.raw_now() - SharedClock::system_now()).to_seconds_f64().abs() < 0.1, "raw clock untouched");
-    }
-
-    #[test]
-    fn precision_is_a_plausible_power_of_two() {
-        assert_eq!(precision_exponent(Duration::from_nanos(50)), -24);
-        assert_eq!(precision_exponent(Duration::from_micros(1)), -19);
-        assert_eq!(precision_exponent(Duration::from_secs(3)), 0);
-        let measured = measure_precision();
-        assert!((-32..=-6).contains(&measured), "measured {measured}");
     }
 }

@@ -16,18 +16,20 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::clock::{measure_precision, ClockSnapshot, SharedClock};
+use ntp_udp::measure_precision;
+use ntp_udp::privileges::{self, PrivilegeError};
+
+use crate::clock::{ClockSnapshot, SharedClock};
 use crate::config::{Listen, ServeConfig};
-use crate::http;
 use crate::latency;
-use crate::metrics::Observed;
 use crate::nts::{self, NtsConfig, NtsKeys};
-use crate::privileges::{self, PrivilegeError};
+use crate::observe::http;
+use crate::observe::metrics::Observed;
+use crate::observe::statslog::{StatsLog, DEFAULT_MAX_BYTES};
+use crate::observe::status::SyncStatus;
 use crate::serve::{ServeError, Server};
 use crate::stats::Counts;
-use crate::statslog::{StatsLog, DEFAULT_MAX_BYTES};
-use crate::sync::{self, SyncError, SyncStatus};
-use crate::udp;
+use crate::sync::{self, SyncError};
 
 /// How often a primary server's reference time is brought up to date, so
 /// the root dispersion it advertises stays that of a fresh reference.
@@ -77,8 +79,8 @@ pub fn primary_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
 /// Binds what `listen` names.
 pub fn bind(listen: &Listen) -> Result<Vec<UdpSocket>, DaemonError> {
     match listen {
-        Listen::Addresses(addresses) => udp::bind_all(addresses),
-        Listen::EveryAddress(port) => udp::bind_every_address(*port),
+        Listen::Addresses(addresses) => ntp_udp::bind_all(addresses),
+        Listen::EveryAddress(port) => ntp_udp::bind_every_address(*port),
     }
     .map_err(DaemonError::Bind)
 }
@@ -91,7 +93,7 @@ pub fn bind(listen: &Listen) -> Result<Vec<UdpSocket>, DaemonError> {
 pub fn size_receive_buffers(sockets: &[UdpSocket], bytes: usize) {
     for socket in sockets {
         let address = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        match udp::set_receive_buffer(socket, bytes) {
+        match ntp_udp::set_receive_buffer(socket, bytes) {
             Ok(granted) if granted >= bytes => tracing::debug!(%address, granted, "receive buffer"),
             Ok(granted) => info!(
                 %address,
@@ -264,13 +266,9 @@ pub(crate) async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
 
 /// Completes on the first SIGINT or SIGTERM.
 pub fn shutdown_signal() -> Result<impl Future<Output = ()>, DaemonError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let stop = ntp_udp::signal::stop_signal().map_err(DaemonError::Signals)?;
     Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => info!("SIGINT: shutting down"),
-            _ = terminate.recv() => info!("SIGTERM: shutting down"),
-        }
+        let signal = stop.await;
+        info!("{}: shutting down", signal.name());
     })
 }

@@ -17,11 +17,14 @@ use ntp_proto::discipline::Adjustment;
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::cli::{DemoArgs, ServeArgs};
-use crate::clock::{measure_precision, SharedClock};
-use crate::config::{ConfigError, ServeConfig};
+use ntp_plot::human_seconds;
+use ntp_udp::measure_precision;
+
+use crate::cli::DemoArgs;
+use crate::clock::SharedClock;
+use crate::config::{ConfigError, Overrides, ServeConfig, ServerSection, SyncSection};
 use crate::daemon::{self, initial_snapshot, DaemonError};
-use crate::sync::SyncStatus;
+use crate::observe::status::SyncStatus;
 
 /// The chain: name, address, clock offset (s), drift (ppm).
 const TIERS: [(&str, &str, f64, f64); 3] = [
@@ -61,16 +64,21 @@ pub async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
     for (name, ip, offset, drift) in TIERS {
         let socket = UdpSocket::bind((ip, 0)).map_err(|e| DemoError::Bind(ip.to_string(), e))?;
         let address = socket.local_addr().map_err(|e| DemoError::Bind(ip.to_string(), e))?;
-        let serve = ServeArgs {
-            listen: vec![address],
-            upstreams: tiers.last().map(|up: &Tier| vec![up.address.to_string()]).unwrap_or_default(),
-            min_poll: Some(0),
-            max_poll: Some(2),
-            clock_offset: Some(offset),
-            clock_drift_ppm: Some(drift),
-            ..ServeArgs::default()
+        let serve = Overrides {
+            server: ServerSection {
+                listen: vec![address],
+                clock_offset: Some(offset),
+                clock_drift_ppm: Some(drift),
+                ..ServerSection::default()
+            },
+            sync: SyncSection {
+                upstreams: tiers.last().map(|up: &Tier| vec![up.address.to_string()]).unwrap_or_default(),
+                min_poll: Some(0),
+                max_poll: Some(2),
+                ..SyncSection::default()
+            },
         };
-        let config = ServeConfig::from_args(&serve)?;
+        let config = ServeConfig::load(None, &serve)?;
         let clock = Arc::new(SharedClock::new(initial_snapshot(&config, precision)));
         let (status, status_rx) = watch::channel(SyncStatus::default());
         let shutdown = daemon::wait_for_stop(stopped.clone());
@@ -153,7 +161,7 @@ fn render(tiers: &[Tier], elapsed: f64) -> (String, f64) {
             tier.name,
             tier.address.to_string(),
             snapshot.state.stratum.0,
-            crate::simulate::report::human_seconds(offset),
+            human_seconds(offset),
             frequency,
             state
         );
@@ -172,13 +180,13 @@ fn tier_state(tier: &Tier, stratum: u8) -> String {
         Some(sync) => {
             let action = match sync.update.adjustment {
                 Adjustment::Stepped(by) => {
-                    format!("stepped {}", crate::simulate::report::human_seconds(by.to_seconds_f64()))
+                    format!("stepped {}", human_seconds(by.to_seconds_f64()))
                 }
                 Adjustment::Slewing(by) => {
-                    format!("slewing {}", crate::simulate::report::human_seconds(by.to_seconds_f64()))
+                    format!("slewing {}", human_seconds(by.to_seconds_f64()))
                 }
                 Adjustment::Held(by) => {
-                    format!("holding a spike of {}", crate::simulate::report::human_seconds(by.to_seconds_f64()))
+                    format!("holding a spike of {}", human_seconds(by.to_seconds_f64()))
                 }
             };
             format!("synchronized at stratum {stratum}, last update: {action}")

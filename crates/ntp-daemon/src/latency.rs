@@ -12,12 +12,12 @@
 //! cannot push T3 far.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ntp_client::net::TimestampedSocket;
+use ntp_proto::clock::Clock as _;
 use ntp_proto::NtpDuration;
+use ntp_udp::{SystemClock, TimestampedSocket};
 use tokio::sync::watch;
 use tracing::debug;
 
@@ -30,23 +30,6 @@ const REFRESH: Duration = Duration::from_secs(60);
 /// No estimate beyond this is believed.
 const MAX_LATENCY: Duration = Duration::from_micros(200);
 
-/// The current estimate, shared lock-free with the serving threads.
-#[derive(Debug, Default)]
-pub struct TransmitLatency(AtomicI64);
-
-impl TransmitLatency {
-    /// The estimate: how much later than T3 is read the reply leaves.
-    #[must_use]
-    pub fn get(&self) -> NtpDuration {
-        NtpDuration::from_bits(self.0.load(Ordering::Relaxed))
-    }
-
-    /// Replaces the estimate.
-    pub fn set(&self, latency: NtpDuration) {
-        self.0.store(latency.to_bits(), Ordering::Relaxed);
-    }
-}
-
 /// Measures the send latency once: the median over [`PROBES`] datagrams
 /// from a probe socket to a sink on loopback. `None` where the platform
 /// gives no transmit timestamps.
@@ -57,7 +40,7 @@ pub async fn measure() -> Option<NtpDuration> {
     let payload = [0u8; 48];
     let mut samples = Vec::with_capacity(PROBES);
     for _ in 0..PROBES {
-        let read = probe.send_to_stamped(&payload, target, SharedClock::system_now).await.ok()?;
+        let read = probe.send_to_stamped(&payload, target, || SystemClock.now()).await.ok()?;
         // The timestamp comes back on the error queue as soon as the
         // datagram has left; give it a moment.
         tokio::time::sleep(Duration::from_micros(200)).await;

@@ -1,20 +1,22 @@
-//! `ntpd-sim`: thin front end over the ntp-server library.
+//! `ntpd-sim`: thin front end over the ntp-daemon library (and ntp-sim).
 
 use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use ntp_server::cli::{Cli, Command};
-use ntp_server::simulate::{self, SimulateOptions};
-use ntp_server::status::{self, StatusReport};
-use ntp_server::{daemon, demo, http, statsplot, validate, ServeConfig};
+use ntp_daemon::cli::{Cli, Command};
+use ntp_daemon::config::validate;
+use ntp_daemon::observe::status::{self, StatusReport};
+use ntp_daemon::observe::{http, statsplot};
+use ntp_daemon::{daemon, demo, ServeConfig};
+use ntp_sim::SimulateOptions;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = ServeConfig::from_args(&args).context("configuration")?;
+            let config = ServeConfig::load(args.config.as_deref(), &args.overrides()).context("configuration")?;
             // --log-level, then RUST_LOG, then the file's log-level, then info.
             let directive = (args.log_level.clone())
                 .or_else(|| std::env::var("RUST_LOG").ok())
@@ -40,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => {
             let options =
                 SimulateOptions { seed: args.seed, duration: args.duration, out: args.out.clone(), progress: true };
-            let outcome = simulate::run_file(&args.scenario, &options)?;
+            let outcome = ntp_sim::run_file(&args.scenario, &options)?;
             print!("{}", outcome.table);
             if let Some(dir) = &args.out {
                 println!("wrote {0}/summary.txt, {0}/series/*.csv and {0}/offset.svg", dir.display());

@@ -14,7 +14,7 @@ use ntp_proto::nts::ntp::has_nts_fields;
 use ntp_proto::nts::respond::{respond_nts, NtsReplyKind, NtsResponse};
 use ntp_proto::packet::{write_transmit, HEADER_LEN};
 use ntp_proto::responder::{respond, Response};
-use ntp_proto::{NtpTimestamp, Packet};
+use ntp_proto::Packet;
 use thiserror::Error;
 use tracing::{debug, warn};
 
@@ -22,7 +22,7 @@ use crate::clock::SharedClock;
 use crate::nts::{fill_random, NtsKeys};
 use crate::policy::{AccessConfig, Policy, RateLimitConfig};
 use crate::stats::{Counts, Stats};
-use crate::udp::{self, RecvBatch, SendBatch};
+use ntp_udp::{RecvBatch, SendBatch};
 
 /// Datagrams handled per system call.
 pub const BATCH: usize = 64;
@@ -90,7 +90,7 @@ impl Server {
         let mut threads = Vec::new();
         for socket in sockets {
             let address = socket.local_addr().ok();
-            udp::prepare(&socket).map_err(|source| ServeError::Socket { address, source })?;
+            ntp_udp::prepare(&socket).map_err(|source| ServeError::Socket { address, source })?;
             addresses.extend(address);
             let worker = Worker {
                 socket,
@@ -122,7 +122,7 @@ impl Server {
         &self.addresses
     }
 
-    /// Stops the serving threads (within [`udp::READ_TIMEOUT`]) and waits for them.
+    /// Stops the serving threads (within [`ntp_udp::READ_TIMEOUT`]) and waits for them.
     pub fn stop(mut self) -> Result<Arc<Stats>, ServeError> {
         self.stop.store(true, Ordering::Relaxed);
         for thread in self.threads.drain(..) {
@@ -201,8 +201,8 @@ impl Worker {
                 counts.dropped_malformed += 1;
                 continue;
             };
-            let system_receive = match datagram.kernel_time {
-                Some((seconds, nanos)) => NtpTimestamp::from_unix(seconds, nanos),
+            let system_receive = match datagram.kernel_receive {
+                Some(kernel) => kernel,
                 None => *fallback_system_time.get_or_insert_with(SharedClock::system_now),
             };
             let decision = self.policy.admit(source.ip(), arrival);

@@ -10,24 +10,24 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ntp_client::net::TimestampedSocket;
 use ntp_client::target::{Family, Target, TargetError};
 use ntp_client::{exchange, ExchangeError, ExchangeOptions, Measurement};
-use ntp_proto::association::{PollConfig, ServerInfo};
+use ntp_proto::association::PollConfig;
 use ntp_proto::discipline::{Adjustment, DisciplineConfig};
 use ntp_proto::exchange::log2_seconds;
-use ntp_proto::filter::FilterOutput;
-use ntp_proto::packet::{KissCode, ReferenceId, Version};
+use ntp_proto::packet::{ReferenceId, Version};
 use ntp_proto::synchronizer::{ReplyOutcome, Synchronizer};
-use ntp_proto::system::{SelectionState, Synchronization, SystemConfig};
+use ntp_proto::system::{Synchronization, SystemConfig};
 use ntp_proto::{NtpDuration, NtpTimestamp};
+use ntp_udp::TimestampedSocket;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::clock::{RawClock, SharedClock};
 use crate::config::SyncConfig;
-use crate::statslog::StatsLog;
+use crate::observe::statslog::StatsLog;
+use crate::observe::status::{SyncStatus, UpstreamStatus};
 use crate::upstream_nts::{self, NtsUpstream};
 
 /// How often the advertised state is refreshed between clock updates, so
@@ -61,38 +61,6 @@ pub struct Upstream {
     pub address: SocketAddr,
     socket: Arc<TimestampedSocket>,
     nts: Option<Arc<NtsUpstream>>,
-}
-
-/// What the status of the upstream side looks like to an observer (the
-/// demo's table, `/status`, `/metrics`). Offsets in it are in the *raw*
-/// frame (server minus raw clock), as the synchronizer keeps them.
-#[derive(Debug, Clone, Default)]
-pub struct SyncStatus {
-    /// The last clock update, if synchronized.
-    pub last: Option<Synchronization>,
-    /// One per upstream, in the order given.
-    pub upstreams: Vec<UpstreamStatus>,
-}
-
-/// One upstream as the synchronizer sees it.
-#[derive(Debug, Clone)]
-pub struct UpstreamStatus {
-    /// As configured (`host:port`).
-    pub name: String,
-    /// The address polled.
-    pub address: SocketAddr,
-    /// Reachability register, bit 0 the latest poll.
-    pub reach: u8,
-    /// Poll exponent in force, log2 s.
-    pub poll: i8,
-    /// What the server last said about itself (stratum, reference ID...).
-    pub info: Option<ServerInfo>,
-    /// The clock filter's output: offset (raw frame), delay, dispersion, jitter.
-    pub output: Option<FilterOutput>,
-    /// Where selection left it, once the system has run.
-    pub selection: Option<SelectionState>,
-    /// The kiss code that stopped polling it, if any.
-    pub stopped: Option<KissCode>,
 }
 
 /// Resolves `HOST[:PORT]` (port 123 by default; `[v6]:port` for IPv6) to

@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ntp_client::net::TimestampedSocket;
 use ntp_client::nts::{key_exchange, tls_config, KeyExchange, NtsSession};
 use ntp_client::target::{Family, Host, Target};
 use ntp_client::{ExchangeError, ExchangeOptions, Measurement};
 use ntp_proto::clock::Clock;
 use ntp_proto::nts::ntp::ReplyError;
 use ntp_proto::nts::DEFAULT_KE_PORT;
+use ntp_udp::TimestampedSocket;
 use rustls::ClientConfig;
 use tracing::{debug, info};
 

@@ -6,18 +6,17 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ntp_server::config::{FileConfig, ServeConfig};
-use ntp_server::daemon::primary_snapshot;
-use ntp_server::http::{self, HttpError};
-use ntp_server::metrics::Observed;
-use ntp_server::status::{Selection, StatusReport};
-use ntp_server::sync::SyncStatus;
-use ntp_server::{PolicyConfig, Server, SharedClock};
+use ntp_daemon::config::{FileConfig, Overrides, ServeConfig};
+use ntp_daemon::daemon::primary_snapshot;
+use ntp_daemon::observe::http::{self, HttpError};
+use ntp_daemon::observe::metrics::Observed;
+use ntp_daemon::observe::status::{Selection, StatusReport, SyncStatus};
+use ntp_daemon::{PolicyConfig, Server, SharedClock};
 use tokio::sync::watch;
 
 #[tokio::test]
 async fn status_and_metrics_follow_the_counters() {
-    let config = ServeConfig::merge(FileConfig::default(), &ntp_server::cli::ServeArgs::default()).unwrap();
+    let config = ServeConfig::merge(FileConfig::default(), &Overrides::default()).unwrap();
     let clock = Arc::new(SharedClock::new(primary_snapshot(&config, -20)));
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let ntp = socket.local_addr().unwrap();

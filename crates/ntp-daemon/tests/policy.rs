@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use ntp_server::policy::{AccessConfig, Network, RateLimitConfig, RateLimiter, RateVerdict};
+use ntp_daemon::policy::{AccessConfig, Network, RateLimitConfig, RateLimiter, RateVerdict};
 use proptest::prelude::*;
 
 fn address() -> impl Strategy<Value = IpAddr> {

@@ -7,12 +7,12 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ntp_daemon::config::{FileConfig, Overrides, ServeConfig, ServerSection};
+use ntp_daemon::daemon::primary_snapshot;
+use ntp_daemon::policy::{AccessConfig, DenyAction, RateLimitConfig};
+use ntp_daemon::{PolicyConfig, Server, SharedClock};
 use ntp_proto::packet::{Header, KissCode, Mode, ReferenceId, Stratum, Version};
 use ntp_proto::{NtpDuration, NtpTimestamp};
-use ntp_server::config::{FileConfig, ServeConfig};
-use ntp_server::daemon::primary_snapshot;
-use ntp_server::policy::{AccessConfig, DenyAction, RateLimitConfig};
-use ntp_server::{PolicyConfig, Server, SharedClock};
 
 const OFFSET: f64 = 300.0;
 
@@ -21,9 +21,8 @@ fn start(policy: PolicyConfig) -> (Server, Arc<SharedClock>) {
 }
 
 fn start_with(policy: PolicyConfig, drift_ppm: f64) -> (Server, Arc<SharedClock>) {
-    let args = ntp_server::cli::ServeArgs {
-        clock_offset: Some(OFFSET),
-        clock_drift_ppm: Some(drift_ppm),
+    let args = Overrides {
+        server: ServerSection { clock_offset: Some(OFFSET), clock_drift_ppm: Some(drift_ppm), ..Default::default() },
         ..Default::default()
     };
     let config = ServeConfig::merge(FileConfig::default(), &args).unwrap();
@@ -259,7 +258,7 @@ async fn run_serves_until_the_shutdown_future_completes() {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let address = socket.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(ntp_server::run(vec![socket], PolicyConfig::default(), clock, async {
+    let running = tokio::spawn(ntp_daemon::run(vec![socket], PolicyConfig::default(), clock, async {
         let _ = stopped.await;
     }));
     let reply = tokio::task::spawn_blocking(move || {

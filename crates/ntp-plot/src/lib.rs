@@ -1,6 +1,17 @@
 //! SVG plots of time series (offset, delay, jitter, frequency), shared by
 //! the simulator and `ntpd-sim plot`: one line per series, coloured by
 //! group, so a person sees at a glance whether clocks have converged.
+//!
+//! # Layout
+//! - this file: [`Plot`], [`Series`], [`Scale`] and [`render_svg`].
+//! - [`units`]: [`human_seconds`], the durations the reports and tables print.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod units;
+
+pub use units::human_seconds;
 
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;

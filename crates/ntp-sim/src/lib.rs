@@ -1,9 +1,19 @@
-//! `ntpd-sim simulate`: NTP hierarchies in simulated time, driven through
-//! the daemon's own `ntp-proto` code by a discrete-event scheduler.
+//! ntp-sim: NTP hierarchies in simulated time (`ntpd-sim simulate`),
+//! driven through the daemon's own `ntp-proto` code by a discrete-event
+//! scheduler. No sockets, no tokio, no clock but the simulated one: the
+//! same seed gives the same bytes.
 //!
-//! Layout: [`scenario`] reads and expands the scenario file, [`engine`]
-//! runs it, [`report`] summarizes and writes the time series; the SVG
-//! comes from the crate's shared [`crate::plot`].
+//! # Layout
+//! - this file: [`run_file`] and [`run`], a scenario from file to
+//!   [`Outcome`] (and, with `--out`, the files of [`report`] and the plot).
+//! - [`scenario`]: reads and expands the scenario file.
+//! - [`engine`]: the discrete-event simulation of nodes and links.
+//! - [`report`]: per-node summaries, the table, the CSV time series; the
+//!   SVG comes from `ntp-plot`.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![warn(missing_docs)]
 
 pub mod engine;
 pub mod report;
@@ -17,8 +27,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use thiserror::Error;
 
-use crate::plot::{render_svg, Plot, PlotError, Scale, Series};
 use engine::Simulation;
+use ntp_plot::{render_svg, Plot, PlotError, Scale, Series};
 use report::NodeSummary;
 use scenario::{Scenario, ScenarioError};
 

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
+use ntp_plot::human_seconds;
+
 use super::engine::Record;
 use super::scenario::NodePlan;
 
@@ -58,21 +60,6 @@ fn settled(series: &[Record], bound: f64) -> Option<f64> {
     match last_outside {
         None => series.first().map(|r| r.time),
         Some(i) => series.get(i + 1).map(|r| r.time),
-    }
-}
-
-/// Seconds in the unit that reads best (s, ms, µs, ns).
-#[must_use]
-pub fn human_seconds(value: f64) -> String {
-    let magnitude = value.abs();
-    if magnitude >= 1.0 || magnitude == 0.0 {
-        format!("{value:.3} s")
-    } else if magnitude >= 1e-3 {
-        format!("{:.3} ms", value * 1e3)
-    } else if magnitude >= 1e-6 {
-        format!("{:.1} µs", value * 1e6)
-    } else {
-        format!("{:.0} ns", value * 1e9)
     }
 }
 

@@ -1,17 +1,12 @@
-//! UDP sockets for the serving threads: binding the listening addresses,
-//! and batched I/O with kernel receive timestamps ([`sys`] holds the only
-//! unsafe code, the libc calls).
-
-mod sys;
+//! Binding the listening addresses and readying a socket for a serving
+//! thread (kernel receive timestamps, destination addresses, a read
+//! timeout to notice shutdown).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-pub use sys::{
-    enable_destination_info, enable_receive_timestamps, set_receive_buffer, wait_readable, Datagram, RecvBatch,
-    SendBatch, MAX_DATAGRAM,
-};
+use crate::socket::{enable_destination_info, enable_receive_timestamps};
 
 /// How long a serving thread blocks in one receive before it looks at the
 /// shutdown flag again.
@@ -28,7 +23,7 @@ pub const RECEIVE_BUFFER: usize = 4 << 20;
 /// timestamps on, destination addresses reported if it is bound to a
 /// wildcard address (so replies leave from the address the client asked),
 /// and a read timeout so the thread notices shutdown. The receive buffer is
-/// the binder's business ([`set_receive_buffer`]), done while it may still
+/// the binder's business ([`crate::set_receive_buffer`]), done while it may still
 /// have the privilege to exceed `rmem_max`.
 pub fn prepare(socket: &UdpSocket) -> io::Result<()> {
     enable_receive_timestamps(socket)?;

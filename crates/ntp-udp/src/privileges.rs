@@ -1,7 +1,7 @@
 //! Dropping root after binding: `ntpd-sim serve --user NAME` binds its
 //! sockets (port 123 needs root or CAP_NET_BIND_SERVICE), then becomes NAME
-//! (its uid, its primary gid, no supplementary groups) for good. The libc
-//! calls make this, with `udp::sys`, the crate's only unsafe code.
+//! (its uid, its primary gid, no supplementary groups) for good, through
+//! the libc calls below.
 
 use std::ffi::CString;
 

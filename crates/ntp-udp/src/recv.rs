@@ -6,9 +6,11 @@ use std::mem::{size_of, MaybeUninit};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
-use super::control::{control_messages, Control};
-use super::sockaddr::from_sockaddr;
-use super::MAX_DATAGRAM;
+use ntp_proto::NtpTimestamp;
+
+use crate::control::{self, Control};
+use crate::sockaddr::from_sockaddr;
+use crate::socket::MAX_DATAGRAM;
 
 /// A batch of datagrams received by one `recvmmsg` call.
 #[derive(Debug)]
@@ -28,10 +30,10 @@ pub struct Datagram<'a> {
     pub payload: &'a [u8],
     /// Who sent it (`None` for an address family we do not speak).
     pub source: Option<SocketAddr>,
-    /// When the kernel received it: Unix seconds and nanoseconds, CLOCK_REALTIME.
-    pub kernel_time: Option<(i64, u32)>,
+    /// When the kernel received it, on the system clock (CLOCK_REALTIME).
+    pub kernel_receive: Option<NtpTimestamp>,
     /// The local address it was sent to, if asked for with
-    /// [`enable_destination_info`].
+    /// [`crate::enable_destination_info`].
     pub local: Option<IpAddr>,
 }
 
@@ -100,12 +102,12 @@ impl RecvBatch {
         let header = &self.headers[i];
         let truncated = header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         let len = (header.msg_len as usize).min(MAX_DATAGRAM);
-        let (kernel_time, local) = control_messages(&header.msg_hdr);
+        let ancillary = control::read(&header.msg_hdr);
         Datagram {
             payload: if truncated { &[] } else { &self.data[i][..len] },
             source: from_sockaddr(&self.names[i]),
-            kernel_time,
-            local,
+            kernel_receive: ancillary.receive,
+            local: ancillary.local,
         }
     }
 }

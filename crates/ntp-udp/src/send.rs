@@ -6,9 +6,9 @@ use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
-use super::control::{write_source, Control};
-use super::sockaddr::to_sockaddr;
-use super::MAX_DATAGRAM;
+use crate::control::{write_source, Control};
+use crate::sockaddr::to_sockaddr;
+use crate::socket::MAX_DATAGRAM;
 
 /// Replies queued for one `sendmmsg` call.
 #[derive(Debug)]

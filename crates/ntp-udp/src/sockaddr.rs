@@ -3,7 +3,7 @@
 use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-pub(super) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, which
@@ -24,7 +24,7 @@ pub(super) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAd
     }
 }
 
-pub(super) fn to_sockaddr(address: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+pub(crate) fn to_sockaddr(address: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match address {
         SocketAddr::V4(v4) => {
             // SAFETY: sockaddr_in fits in (and is less aligned than)

@@ -1,5 +1,6 @@
 //! The host's real-time clock (CLOCK_REALTIME) as an `ntp_proto` clock, and
-//! the measurement of its precision that goes into every sample's error.
+//! the measurement of its precision that goes into every sample's error and
+//! into what a server advertises. Read only, never set.
 
 use std::time::{Duration, SystemTime};
 
@@ -19,34 +20,43 @@ impl Clock for SystemClock {
 }
 
 impl SystemClock {
-    /// The clock's precision as a log2 exponent, measured the way ntpd does:
-    /// the smallest step between two consecutive readings, rounded up to a
-    /// power of two. Bounded to 2^-30..1 s.
+    /// The clock's precision as a log2 exponent: [`measure_precision`].
     #[must_use]
     pub fn precision(&self) -> i8 {
-        let mut smallest = Duration::MAX;
-        let mut last = SystemTime::now();
-        for _ in 0..100 {
-            let now = SystemTime::now();
-            if let Ok(step) = now.duration_since(last) {
-                if !step.is_zero() {
-                    smallest = smallest.min(step);
-                }
-            }
-            last = now;
-        }
-        precision_exponent(smallest)
+        measure_precision()
     }
 }
 
-/// The least exponent `e` with `2^e >= step`, within -30..=0.
-fn precision_exponent(step: Duration) -> i8 {
-    let seconds = step.as_secs_f64();
-    if seconds >= 1.0 {
-        return 0;
+/// The precision exponent of the system clock as this process reads it:
+/// log2 of the larger of its resolution (the smallest step seen between two
+/// readings) and the cost of one reading, as ntpd and chrony measure it at
+/// start-up. Typically -23 to -20 on Linux with a vDSO clock. The one
+/// measurement the daemon and the query tool both use.
+#[must_use]
+pub fn measure_precision() -> i8 {
+    const READS: u32 = 1_000;
+    let mut smallest_step = Duration::MAX;
+    let started = std::time::Instant::now();
+    let mut last = SystemTime::now();
+    for _ in 0..READS {
+        let now = SystemTime::now();
+        if let Ok(step) = now.duration_since(last) {
+            if step > Duration::ZERO {
+                smallest_step = smallest_step.min(step);
+            }
+        }
+        last = now;
     }
-    let exponent = seconds.log2().ceil().max(-30.0);
-    exponent as i8
+    let per_read = started.elapsed() / READS;
+    precision_exponent(smallest_step.min(Duration::from_secs(1)).max(per_read))
+}
+
+/// The exponent `p` with 2^p the smallest power of two not below `interval`,
+/// within the range a header can carry sensibly (-32..=0).
+#[must_use]
+pub fn precision_exponent(interval: Duration) -> i8 {
+    let seconds = interval.as_secs_f64().max(f64::MIN_POSITIVE);
+    seconds.log2().ceil().clamp(-32.0, 0.0) as i8
 }
 
 #[cfg(test)]
@@ -61,6 +71,15 @@ mod tests {
         assert_eq!(precision_exponent(Duration::MAX), 0);
         let measured = SystemClock.precision();
         assert!((-30..=0).contains(&measured));
+    }
+
+    #[test]
+    fn precision_is_a_plausible_power_of_two() {
+        assert_eq!(precision_exponent(Duration::from_nanos(50)), -24);
+        assert_eq!(precision_exponent(Duration::from_micros(1)), -19);
+        assert_eq!(precision_exponent(Duration::from_secs(3)), 0);
+        let measured = measure_precision();
+        assert!((-32..=-6).contains(&measured), "measured {measured}");
     }
 
     #[test]

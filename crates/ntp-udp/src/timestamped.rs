@@ -4,9 +4,8 @@
 //! and when it sent one (`SO_TIMESTAMPING` software transmit timestamps,
 //! read from the error queue), so T1 does not include the system call.
 //!
-//! This is the crate's only `unsafe`: the `sys` module below, a handful of
-//! libc calls, each with its `SAFETY` reasoning. Where the platform has no
-//! such timestamp, datagrams come with none and the caller reads its clock.
+//! Where the kernel gives no such timestamp, datagrams come with none and
+//! the caller reads its clock.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -52,10 +51,10 @@ impl TimestampedSocket {
     /// Wraps an already bound socket and asks for receive and transmit
     /// timestamps.
     pub fn from_tokio(socket: UdpSocket) -> Self {
-        if let Err(error) = sys::enable_receive_timestamps(&socket) {
+        if let Err(error) = crate::socket::enable_receive_timestamps(&socket) {
             tracing::debug!(%error, "no kernel receive timestamps; T4 is read after the wake-up");
         }
-        if let Err(error) = sys::enable_transmit_timestamps(&socket) {
+        if let Err(error) = crate::socket::enable_transmit_timestamps(&socket) {
             tracing::debug!(%error, "no kernel transmit timestamps; T1 is read before the send");
         }
         Self { socket }
@@ -106,11 +105,12 @@ impl TimestampedSocket {
     }
 }
 
-#[cfg(target_os = "linux")]
+/// The system calls under [`TimestampedSocket`]: one `recvmsg` for data
+/// and for the error queue alike.
 mod sys {
     use std::io;
     use std::mem::{size_of, size_of_val, zeroed};
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+    use std::net::SocketAddr;
     use std::os::fd::{AsRawFd, RawFd};
 
     use ntp_proto::NtpTimestamp;
@@ -118,35 +118,8 @@ mod sys {
     use tokio::net::UdpSocket;
 
     use super::Datagram;
-
-    pub fn enable_receive_timestamps(socket: &UdpSocket) -> io::Result<()> {
-        set_option(socket, libc::SO_TIMESTAMPNS, 1)
-    }
-
-    pub fn enable_transmit_timestamps(socket: &UdpSocket) -> io::Result<()> {
-        let flags =
-            libc::SOF_TIMESTAMPING_TX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE | libc::SOF_TIMESTAMPING_OPT_TSONLY;
-        set_option(socket, libc::SO_TIMESTAMPING, flags as libc::c_int)
-    }
-
-    fn set_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
-        // SAFETY: the descriptor belongs to `socket`, which outlives the call;
-        // the option value points to a live c_int and its exact size is passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&value as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
+    use crate::control::{self, Ancillary};
+    use crate::sockaddr::from_sockaddr;
 
     pub fn last_transmit_timestamp(socket: &UdpSocket) -> Option<NtpTimestamp> {
         let mut latest = None;
@@ -154,7 +127,7 @@ mod sys {
         for _ in 0..8 {
             let mut scratch = [0u8; 64];
             match recvmsg(socket.as_raw_fd(), &mut scratch, libc::MSG_ERRQUEUE) {
-                Ok(message) => latest = message.transmit.or(latest),
+                Ok(message) => latest = message.ancillary.transmit.or(latest),
                 Err(_) => break,
             }
         }
@@ -172,7 +145,7 @@ mod sys {
                     let source = message.source.ok_or_else(|| {
                         io::Error::new(io::ErrorKind::InvalidData, "datagram from an unknown address family")
                     })?;
-                    return Ok(Datagram { len: message.len, source, kernel_receive: message.receive });
+                    return Ok(Datagram { len: message.len, source, kernel_receive: message.ancillary.receive });
                 }
             }
         }
@@ -182,8 +155,7 @@ mod sys {
     struct Message {
         len: usize,
         source: Option<SocketAddr>,
-        receive: Option<NtpTimestamp>,
-        transmit: Option<NtpTimestamp>,
+        ancillary: Ancillary,
     }
 
     fn recvmsg(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<Message> {
@@ -210,101 +182,8 @@ mod sys {
         if received < 0 {
             return Err(io::Error::last_os_error());
         }
-        let (receive, transmit) = timestamps(&msg);
-        Ok(Message { len: (received as usize).min(buf.len()), source: socket_addr(&source), receive, transmit })
-    }
-
-    /// The SCM_TIMESTAMPNS (receive) and SCM_TIMESTAMPING (transmit, on the
-    /// error queue) timestamps of a message `recvmsg` filled in.
-    fn timestamps(msg: &libc::msghdr) -> (Option<NtpTimestamp>, Option<NtpTimestamp>) {
-        let (mut receive, mut transmit) = (None, None);
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-            return (None, None);
-        }
-        // SAFETY: `msg` was filled by a successful recvmsg, so its control
-        // pointer and length describe initialized control messages;
-        // CMSG_FIRSTHDR and CMSG_NXTHDR never step past msg_controllen and
-        // return null at the end. The header is read in place (the buffer is
-        // aligned for cmsghdr). The payload of SCM_TIMESTAMPNS is a
-        // timespec, that of SCM_TIMESTAMPING three (software first), both
-        // read unaligned and within the message's cmsg_len, checked first.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(msg);
-            while !cmsg.is_null() {
-                let header = &*cmsg;
-                let payload = (header.cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
-                let fits = payload >= size_of::<libc::timespec>();
-                if header.cmsg_level == libc::SOL_SOCKET && fits {
-                    let stamp: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                    if header.cmsg_type == libc::SCM_TIMESTAMPNS {
-                        receive = ntp_time(stamp);
-                    } else if header.cmsg_type == libc::SCM_TIMESTAMPING {
-                        transmit = ntp_time(stamp);
-                    }
-                }
-                cmsg = libc::CMSG_NXTHDR(msg, cmsg);
-            }
-        }
-        (receive, transmit)
-    }
-
-    /// A kernel timespec as an NTP timestamp; `None` for the zero a
-    /// timestamp slot holds when empty.
-    fn ntp_time(stamp: libc::timespec) -> Option<NtpTimestamp> {
-        let nanos = u32::try_from(stamp.tv_nsec).ok()?;
-        if stamp.tv_sec == 0 && nanos == 0 {
-            return None;
-        }
-        // time_t is 32 bits on some targets.
-        #[allow(clippy::useless_conversion)]
-        Some(NtpTimestamp::from_unix(i64::from(stamp.tv_sec), nanos))
-    }
-
-    fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
-        match i32::from(storage.ss_family) {
-            libc::AF_INET => {
-                // SAFETY: the family says the storage holds a sockaddr_in,
-                // which is smaller than sockaddr_storage and less aligned.
-                let v4 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-                let ip = Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
-                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(v4.sin_port))))
-            }
-            libc::AF_INET6 => {
-                // SAFETY: the family says the storage holds a sockaddr_in6,
-                // which is smaller than sockaddr_storage and less aligned.
-                let v6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-                let ip = Ipv6Addr::from(v6.sin6_addr.s6_addr);
-                let port = u16::from_be(v6.sin6_port);
-                Some(SocketAddr::V6(SocketAddrV6::new(ip, port, v6.sin6_flowinfo, v6.sin6_scope_id)))
-            }
-            _ => None,
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-mod sys {
-    use std::io;
-
-    use tokio::net::UdpSocket;
-
-    use super::Datagram;
-
-    pub fn enable_receive_timestamps(_socket: &UdpSocket) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "SO_TIMESTAMPNS is Linux-only here"))
-    }
-
-    pub fn enable_transmit_timestamps(_socket: &UdpSocket) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "SO_TIMESTAMPING is Linux-only here"))
-    }
-
-    pub fn last_transmit_timestamp(_socket: &UdpSocket) -> Option<ntp_proto::NtpTimestamp> {
-        None
-    }
-
-    pub async fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
-        let (len, source) = socket.recv_from(buf).await?;
-        Ok(Datagram { len, source, kernel_receive: None })
+        let ancillary = control::read(&msg);
+        Ok(Message { len: (received as usize).min(buf.len()), source: from_sockaddr(&source), ancillary })
     }
 }
 

@@ -1,6 +1,12 @@
 //! The TOML config file (strict: an unknown key is an error naming it) and
-//! its merge with the command line into the settings the daemon runs with.
-//! An annotated example is `config/ntpd-sim.toml`.
+//! its merge with the command line's [`Overrides`] into the settings the
+//! daemon runs with. An annotated example is `config/ntpd-sim.toml`.
+//!
+//! The command line fills [`Overrides`], plain data of the file's own
+//! sections; nothing here knows the CLI. [`validate`] reports every problem
+//! of a file at once.
+
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,17 +15,18 @@ use ntp_proto::packet::{ReferenceId, Stratum};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::cli::ServeArgs;
 use crate::nts::NtsConfig;
 use crate::policy::{AccessConfig, RateLimitConfig};
 use crate::serve::PolicyConfig;
-use crate::udp;
 
 /// The NTP port.
 pub const DEFAULT_PORT: u16 = 123;
 /// Where NTS-KE listens unless told: every IPv4 address, port 4460.
 pub const DEFAULT_NTS_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), ntp_proto::nts::DEFAULT_KE_PORT);
+
+/// The address `--http` takes when given without one: loopback only.
+pub const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:9123";
 
 /// Smallest and largest `receive-buffer` accepted, bytes.
 pub const MIN_RECEIVE_BUFFER: usize = 4096;
@@ -46,6 +53,16 @@ pub struct FileConfig {
     /// `[rate-limit]`.
     pub rate_limit: RateLimitConfig,
     /// `[sync]`.
+    pub sync: SyncSection,
+}
+
+/// What the command line sets: keys of the file's `[server]` and `[sync]`,
+/// each overriding the file's value when given (a list when not empty).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `[server]` keys.
+    pub server: ServerSection,
+    /// `[sync]` keys.
     pub sync: SyncSection,
 }
 
@@ -100,7 +117,7 @@ impl Default for SyncConfig {
 }
 
 impl SyncConfig {
-    fn merge(file: SyncSection, args: &ServeArgs) -> Result<Self, ConfigError> {
+    fn merge(file: SyncSection, args: &SyncSection) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let upstreams = if args.upstreams.is_empty() { file.upstreams } else { args.upstreams.clone() };
         let min_poll = args.min_poll.or(file.min_poll).unwrap_or(defaults.min_poll);
@@ -250,18 +267,19 @@ impl FileConfig {
 }
 
 impl ServeConfig {
-    /// Loads the file named by `--config` (if any) and applies the flags.
-    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
-        let file = match &args.config {
+    /// Loads the config file (if any) and applies the overrides.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let file = match path {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        Self::merge(file, args)
+        Self::merge(file, overrides)
     }
 
-    /// Flags override the file; what neither gives takes its default.
-    pub fn merge(file: FileConfig, args: &ServeArgs) -> Result<Self, ConfigError> {
+    /// Overrides beat the file; what neither gives takes its default.
+    pub fn merge(file: FileConfig, overrides: &Overrides) -> Result<Self, ConfigError> {
         let server = file.server;
+        let args = &overrides.server;
         let listen = if !args.listen.is_empty() {
             Listen::Addresses(args.listen.clone())
         } else if let Some(port) = args.port {
@@ -289,7 +307,7 @@ impl ServeConfig {
         if !clock_drift_ppm.is_finite() || clock_drift_ppm.abs() >= 100_000.0 {
             return Err(invalid("clock-drift-ppm", format!("{clock_drift_ppm} is not within ±100000 ppm")));
         }
-        let receive_buffer = args.receive_buffer.or(server.receive_buffer).unwrap_or(udp::RECEIVE_BUFFER);
+        let receive_buffer = args.receive_buffer.or(server.receive_buffer).unwrap_or(ntp_udp::RECEIVE_BUFFER);
         if !(MIN_RECEIVE_BUFFER..=MAX_RECEIVE_BUFFER).contains(&receive_buffer) {
             return Err(invalid(
                 "receive-buffer",
@@ -328,7 +346,7 @@ impl ServeConfig {
             user: args.user.clone().or(server.user),
             receive_buffer,
             policy: PolicyConfig { access: file.access, rate_limit: file.rate_limit },
-            sync: SyncConfig::merge(file.sync, args)?,
+            sync: SyncConfig::merge(file.sync, &overrides.sync)?,
             http: args.http.or(server.http),
             stats_dir: args.stats_dir.clone().or(server.stats_dir),
             nts,
@@ -345,12 +363,12 @@ mod tests {
     use super::*;
     use crate::policy::DenyAction;
 
-    const EXAMPLE: &str = include_str!("../../../config/ntpd-sim.toml");
+    const EXAMPLE: &str = include_str!("../../../../config/ntpd-sim.toml");
 
     #[test]
     fn the_annotated_example_parses() {
         let file = FileConfig::parse(EXAMPLE).unwrap();
-        let config = ServeConfig::merge(file, &ServeArgs::default()).unwrap();
+        let config = ServeConfig::merge(file, &Overrides::default()).unwrap();
         assert_eq!(config.stratum, Stratum(1));
         assert_eq!(config.reference_id, ReferenceId(*b"LOCL"));
     }
@@ -361,17 +379,20 @@ mod tests {
             "[server]\nnts-cert = \"a.crt\"\nnts-key = \"a.key\"\n[sync]\nnts-ca-file = \"ca.crt\"\n",
         )
         .unwrap();
-        let config = ServeConfig::merge(file.clone(), &ServeArgs::default()).unwrap();
+        let config = ServeConfig::merge(file.clone(), &Overrides::default()).unwrap();
         let nts = config.nts.unwrap();
         assert_eq!((nts.cert, nts.key, nts.listen), ("a.crt".into(), "a.key".into(), DEFAULT_NTS_LISTEN));
         assert_eq!(config.sync.nts_ca_file, Some("ca.crt".into()));
         let listen: SocketAddr = "127.0.0.1:4461".parse().unwrap();
-        let args = ServeArgs { nts_listen: Some(listen), ..Default::default() };
+        let args = Overrides {
+            server: ServerSection { nts_listen: Some(listen), ..Default::default() },
+            ..Default::default()
+        };
         assert_eq!(ServeConfig::merge(file, &args).unwrap().nts.unwrap().listen, listen);
         let half = FileConfig::parse("[server]\nnts-cert = \"a.crt\"\n").unwrap();
-        let err = ServeConfig::merge(half, &ServeArgs::default()).unwrap_err();
+        let err = ServeConfig::merge(half, &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("nts-key"), "{err}");
-        assert_eq!(ServeConfig::merge(FileConfig::default(), &ServeArgs::default()).unwrap().nts, None);
+        assert_eq!(ServeConfig::merge(FileConfig::default(), &Overrides::default()).unwrap().nts, None);
     }
 
     #[test]
@@ -393,12 +414,20 @@ mod tests {
              [access]\ndeny-action = \"drop\"\ndeny = [\"10.0.0.0/8\"]\n[rate-limit]\nenabled = true\nburst = 2\n",
         )
         .unwrap();
-        let merged = ServeConfig::merge(file.clone(), &ServeArgs::default()).unwrap();
+        let merged = ServeConfig::merge(file.clone(), &Overrides::default()).unwrap();
         assert_eq!(merged.listen, Listen::Addresses(vec!["127.0.0.1:1234".parse().unwrap()]));
         assert_eq!((merged.stratum, merged.clock_offset), (Stratum(3), 1.5));
         assert_eq!(merged.policy.access.deny_action, DenyAction::Drop);
         assert_eq!(merged.policy.rate_limit.burst, 2);
-        let args = ServeArgs { port: Some(12300), stratum: Some(2), clock_offset: Some(-3.0), ..Default::default() };
+        let args = Overrides {
+            server: ServerSection {
+                port: Some(12300),
+                stratum: Some(2),
+                clock_offset: Some(-3.0),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let merged = ServeConfig::merge(file, &args).unwrap();
         assert_eq!(merged.listen, Listen::EveryAddress(12300));
         assert_eq!((merged.stratum, merged.clock_offset), (Stratum(2), -3.0));
@@ -407,27 +436,45 @@ mod tests {
     #[test]
     fn sync_settings_merge_and_are_checked() {
         let file = FileConfig::parse("[sync]\nupstreams = [\"a:1\", \"b\"]\nmin-poll = 0\nmax-poll = 2\n").unwrap();
-        let merged = ServeConfig::merge(file.clone(), &ServeArgs::default()).unwrap();
+        let merged = ServeConfig::merge(file.clone(), &Overrides::default()).unwrap();
         assert_eq!(merged.sync.upstreams, ["a:1", "b"]);
         assert_eq!((merged.sync.min_poll, merged.sync.max_poll), (0, 2));
-        let args = ServeArgs { upstreams: vec!["c:3".into()], step_threshold: Some(1.0), ..Default::default() };
+        let args = Overrides {
+            sync: SyncSection { upstreams: vec!["c:3".into()], step_threshold: Some(1.0), ..Default::default() },
+            ..Default::default()
+        };
         let merged = ServeConfig::merge(file, &args).unwrap();
         assert_eq!(merged.sync.upstreams, ["c:3"]);
         assert_eq!(merged.sync.step_threshold, 1.0);
         let err = FileConfig::parse("[sync]\nupstream = [\"a\"]\n").unwrap_err();
         assert!(err.contains("upstream"), "{err}");
-        let bad = ServeArgs { min_poll: Some(5), max_poll: Some(2), ..Default::default() };
+        let bad = Overrides {
+            sync: SyncSection { min_poll: Some(5), max_poll: Some(2), ..Default::default() },
+            ..Default::default()
+        };
         assert!(ServeConfig::merge(FileConfig::default(), &bad).is_err());
     }
 
     #[test]
     fn values_out_of_range_are_refused() {
         for args in [
-            ServeArgs { stratum: Some(16), ..Default::default() },
-            ServeArgs { refid: Some("TOOLONG".into()), ..Default::default() },
-            ServeArgs { clock_offset: Some(f64::NAN), ..Default::default() },
-            ServeArgs { receive_buffer: Some(MIN_RECEIVE_BUFFER - 1), ..Default::default() },
-            ServeArgs { receive_buffer: Some(MAX_RECEIVE_BUFFER + 1), ..Default::default() },
+            Overrides { server: ServerSection { stratum: Some(16), ..Default::default() }, ..Default::default() },
+            Overrides {
+                server: ServerSection { refid: Some("TOOLONG".into()), ..Default::default() },
+                ..Default::default()
+            },
+            Overrides {
+                server: ServerSection { clock_offset: Some(f64::NAN), ..Default::default() },
+                ..Default::default()
+            },
+            Overrides {
+                server: ServerSection { receive_buffer: Some(MIN_RECEIVE_BUFFER - 1), ..Default::default() },
+                ..Default::default()
+            },
+            Overrides {
+                server: ServerSection { receive_buffer: Some(MAX_RECEIVE_BUFFER + 1), ..Default::default() },
+                ..Default::default()
+            },
         ] {
             assert!(ServeConfig::merge(FileConfig::default(), &args).is_err(), "{args:?}");
         }
@@ -442,18 +489,21 @@ mod tests {
             "table-size = 1000000000000",
         ] {
             let file = FileConfig::parse(&format!("[rate-limit]\nenabled = true\n{rate_limit}\n")).unwrap();
-            assert!(ServeConfig::merge(file, &ServeArgs::default()).is_err(), "{rate_limit}");
+            assert!(ServeConfig::merge(file, &Overrides::default()).is_err(), "{rate_limit}");
         }
-        let defaults = ServeConfig::merge(FileConfig::default(), &ServeArgs::default()).unwrap();
+        let defaults = ServeConfig::merge(FileConfig::default(), &Overrides::default()).unwrap();
         assert_eq!(defaults.listen, Listen::EveryAddress(DEFAULT_PORT));
-        assert_eq!(defaults.receive_buffer, udp::RECEIVE_BUFFER);
+        assert_eq!(defaults.receive_buffer, ntp_udp::RECEIVE_BUFFER);
     }
 
     #[test]
     fn the_receive_buffer_comes_from_the_file_or_the_flag() {
         let file = FileConfig::parse("[server]\nreceive-buffer = 65536\n").unwrap();
-        assert_eq!(ServeConfig::merge(file.clone(), &ServeArgs::default()).unwrap().receive_buffer, 65536);
-        let args = ServeArgs { receive_buffer: Some(1 << 24), ..Default::default() };
+        assert_eq!(ServeConfig::merge(file.clone(), &Overrides::default()).unwrap().receive_buffer, 65536);
+        let args = Overrides {
+            server: ServerSection { receive_buffer: Some(1 << 24), ..Default::default() },
+            ..Default::default()
+        };
         assert_eq!(ServeConfig::merge(file, &args).unwrap().receive_buffer, 1 << 24);
     }
 }

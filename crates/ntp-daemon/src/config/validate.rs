@@ -12,8 +12,7 @@ use std::path::Path;
 
 use toml_edit::ImDocument;
 
-use crate::cli::ServeArgs;
-use crate::config::{ConfigError, FileConfig, ServeConfig};
+use super::{ConfigError, FileConfig, Overrides, ServeConfig};
 
 /// One problem, at a line of the file when it can be placed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +95,7 @@ pub fn validate(text: &str) -> Vec<Problem> {
     // Ranges and combinations, as serve checks them, one at a time.
     for _ in 0..16 {
         let Ok(file) = toml::Value::Table(good.clone()).try_into::<FileConfig>() else { break };
-        let Err(ConfigError::Invalid { key, reason }) = ServeConfig::merge(file, &ServeArgs::default()) else { break };
+        let Err(ConfigError::Invalid { key, reason }) = ServeConfig::merge(file, &Overrides::default()) else { break };
         let (section, name) = place(key);
         let key = name.map_or_else(|| section.to_string(), |n| format!("{section}.{n}"));
         if problems.iter().any(|p| p.key == key) {
@@ -148,7 +147,7 @@ fn line_of(text: &str, span: &Range<usize>) -> usize {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../../config/ntpd-sim.toml");
+    const EXAMPLE: &str = include_str!("../../../../config/ntpd-sim.toml");
 
     #[test]
     fn the_annotated_example_has_no_problem() {

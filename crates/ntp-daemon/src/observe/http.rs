@@ -21,10 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::debug;
 
-use crate::metrics::{self, Observed};
+use super::metrics::{self, Observed};
 
-/// The address `--http` takes when given without one: loopback only.
-pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9123";
 /// How long the client waits for an answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection that has not sent a request's headers within this is closed.

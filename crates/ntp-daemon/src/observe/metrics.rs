@@ -14,10 +14,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use super::status::{self, Selection, StatusReport, SyncStatus};
 use crate::clock::SharedClock;
 use crate::stats::Stats;
-use crate::status::{self, Selection, StatusReport};
-use crate::sync::SyncStatus;
 
 /// What the HTTP side observes of a running daemon.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use ntp_proto::system::Synchronization;
 use ntp_proto::NtpDuration;
 use tracing::warn;
 
-use crate::status::Selection;
+use super::status::Selection;
 
 /// The clock updates file.
 pub const LOOPSTATS: &str = "loopstats";

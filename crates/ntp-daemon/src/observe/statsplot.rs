@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::plot::{render_svg, Plot, PlotError, Scale, Series};
-use crate::simulate::report::human_seconds;
-use crate::statslog::{rotated, KEEP, LOOPSTATS, PEERSTATS};
+use ntp_plot::{human_seconds, render_svg, Plot, PlotError, Scale, Series};
+
+use super::statslog::{rotated, KEEP, LOOPSTATS, PEERSTATS};
 
 /// Width and height of one plot.
 const SIZE: (u32, u32) = (1000, 420);

@@ -5,16 +5,51 @@
 
 mod table;
 
-use ntp_proto::packet::LeapIndicator;
-use ntp_proto::system::{SelectionState, Unfit};
+use std::net::SocketAddr;
+
+use ntp_proto::association::ServerInfo;
+use ntp_proto::filter::FilterOutput;
+use ntp_proto::packet::{KissCode, LeapIndicator};
+use ntp_proto::system::{SelectionState, Synchronization, Unfit};
 use ntp_proto::NtpTimestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::ClockSnapshot;
 use crate::stats::Counts;
-use crate::sync::SyncStatus;
 
 pub use table::render;
+
+/// What the upstream side (`crate::sync`) publishes for its observers (the
+/// demo's table, `/status`, `/metrics`). Offsets in it are in the *raw*
+/// frame (server minus raw clock), as the synchronizer keeps them.
+#[derive(Debug, Clone, Default)]
+pub struct SyncStatus {
+    /// The last clock update, if synchronized.
+    pub last: Option<Synchronization>,
+    /// One per upstream, in the order given.
+    pub upstreams: Vec<UpstreamStatus>,
+}
+
+/// One upstream as the synchronizer sees it.
+#[derive(Debug, Clone)]
+pub struct UpstreamStatus {
+    /// As configured (`host:port`).
+    pub name: String,
+    /// The address polled.
+    pub address: SocketAddr,
+    /// Reachability register, bit 0 the latest poll.
+    pub reach: u8,
+    /// Poll exponent in force, log2 s.
+    pub poll: i8,
+    /// What the server last said about itself (stratum, reference ID...).
+    pub info: Option<ServerInfo>,
+    /// The clock filter's output: offset (raw frame), delay, dispersion, jitter.
+    pub output: Option<FilterOutput>,
+    /// Where selection left it, once the system has run.
+    pub selection: Option<SelectionState>,
+    /// The kiss code that stopped polling it, if any.
+    pub stopped: Option<KissCode>,
+}
 
 /// The whole report (the JSON of `/status`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use ntp_proto::exchange::log2_seconds;
 
 use super::{Selection, StatusReport};
-use crate::simulate::report::human_seconds;
+use ntp_plot::human_seconds;
 
 /// The report as a person reads it.
 #[must_use]
@@ -108,9 +108,9 @@ fn describe(state: Selection) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{SystemReport, UpstreamReport};
     use super::*;
     use crate::stats::Counts;
-    use crate::status::{SystemReport, UpstreamReport};
 
     fn upstream(name: &str, state: Selection) -> UpstreamReport {
         UpstreamReport {

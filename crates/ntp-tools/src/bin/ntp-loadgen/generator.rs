@@ -6,10 +6,10 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use ntp_proto::clock::Clock as _;
 use ntp_proto::packet::{write_transmit, Header, Mode, Version, HEADER_LEN};
 use ntp_proto::{NtpDuration, NtpTimestamp};
-use ntp_server::udp::{wait_readable, RecvBatch, SendBatch};
-use ntp_server::SharedClock;
+use ntp_udp::{wait_readable, RecvBatch, SendBatch, SystemClock};
 
 use crate::bad;
 use crate::report::Tally;
@@ -65,7 +65,7 @@ pub fn run(args: &RunArgs) -> std::io::Result<Tally> {
             let socket = UdpSocket::bind(bind)?;
             socket.set_nonblocking(true)?;
             // The generator's own replies queue too: as much room as the server has.
-            let _ = ntp_server::udp::set_receive_buffer(&socket, args.receive_buffer);
+            let _ = ntp_udp::set_receive_buffer(&socket, args.receive_buffer);
             Ok(Flow { socket, slots: vec![Slot::default(); slots] })
         })
         .collect::<std::io::Result<Vec<_>>>()?;
@@ -217,7 +217,7 @@ impl Generator<'_> {
                 Err(e) => return Err(e),
             };
             let arrived = Instant::now();
-            let system_now = SharedClock::system_now();
+            let system_now = SystemClock.now();
             let slots = &mut self.flows[flow].slots;
             for datagram in self.received.iter() {
                 // A proper reply to a request still outstanding in its slot.
@@ -292,7 +292,7 @@ mod tests {
 
     #[test]
     fn only_proper_timely_replies_count() {
-        let now = SharedClock::system_now();
+        let now = SystemClock.now();
         let tolerance = NtpDuration::from_seconds_f64(0.5);
         let check = |bytes: &[u8]| valid_reply(bytes, Version::V4, now, tolerance);
         assert_eq!(check(&reply(Version::V4, Mode::Server, now)), Some(42));

@@ -74,7 +74,7 @@ pub struct RunArgs {
     /// Receive buffer asked for on each client socket, bytes (forced past
     /// net.core.rmem_max when run as root), so replies that arrive while
     /// the generator is off its CPU wait rather than being dropped.
-    #[arg(long, default_value_t = ntp_server::udp::RECEIVE_BUFFER)]
+    #[arg(long, default_value_t = ntp_udp::RECEIVE_BUFFER)]
     pub receive_buffer: usize,
     /// A label for the report line.
     #[arg(long, default_value = "server")]

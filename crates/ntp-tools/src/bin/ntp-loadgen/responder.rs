@@ -4,17 +4,17 @@
 
 use std::net::{SocketAddr, UdpSocket};
 
+use ntp_proto::clock::Clock as _;
 use ntp_proto::packet::write_transmit;
-use ntp_server::udp::{self, RecvBatch, SendBatch};
-use ntp_server::SharedClock;
+use ntp_udp::{RecvBatch, SendBatch, SystemClock};
 
 const BATCH: usize = 64;
 
 pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(listen)?;
-    udp::prepare(&socket)?;
+    ntp_udp::prepare(&socket)?;
     // As much room as ntpd-sim's default, so the comparison is fair.
-    let _ = udp::set_receive_buffer(&socket, udp::RECEIVE_BUFFER);
+    let _ = ntp_udp::set_receive_buffer(&socket, ntp_udp::RECEIVE_BUFFER);
     let mut received = RecvBatch::new(BATCH);
     let mut replies = SendBatch::new(BATCH);
     loop {
@@ -23,7 +23,7 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e.into()),
         }
-        let now = SharedClock::system_now().to_bits().to_be_bytes();
+        let now = SystemClock.now().to_bits().to_be_bytes();
         for datagram in received.iter() {
             let (Some(source), Some(request)) = (datagram.source, datagram.payload.first_chunk::<48>()) else {
                 continue;
@@ -37,7 +37,7 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
             reply[32..40].copy_from_slice(&now);
             let _ = replies.push(source, datagram.local, &reply);
         }
-        let now = SharedClock::system_now();
+        let now = SystemClock.now();
         for payload in replies.payloads_mut() {
             write_transmit(payload, now);
         }
