@@ -2,7 +2,7 @@
 //! from a virtual clock (the host clock plus an offset and a frequency error
 //! of its own, never written back), with access lists and rate limits, and
 //! synchronizes to upstreams. Sockets, the host clock and privileges come
-//! from `ntp-udp`; this crate has no `unsafe`.
+//! from `ntp-udp`.
 //!
 //! # Layout
 //! - [`cli`]: the command line (clap derive); `serve`'s flags fill
@@ -31,7 +31,6 @@
 //! not done here: [`ntp_proto::responder`] does it, this crate carries the
 //! decision out.
 
-#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 

@@ -31,7 +31,6 @@
 //! - [`responder`]: the server's decision for one datagram (ignore, or
 //!   reply with these bytes).
 
-#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 

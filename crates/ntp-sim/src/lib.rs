@@ -11,7 +11,6 @@
 //! - [`report`]: per-node summaries, the table, the CSV time series; the
 //!   SVG comes from `ntp-plot`.
 
-#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 

@@ -12,7 +12,7 @@
 //! # Layout
 //! - [`socket`]: socket options (timestamps, pktinfo, buffer sizing) through
 //!   one `setsockopt` wrapper, and `poll` for readiness.
-//! - [`sockaddr`](crate::sockaddr) (private): `SocketAddr` to and from `sockaddr_storage`.
+//! - `sockaddr` (private): `SocketAddr` to and from `sockaddr_storage`.
 //! - `control` (private): the control-message walk (timestamps, pktinfo)
 //!   and writing the source address of a reply.
 //! - [`recv`] and [`send`]: a batch of datagrams in one `recvmmsg` or
@@ -26,6 +26,8 @@
 //! - [`privileges`]: becoming an unprivileged user after binding.
 //! - [`signal`]: the future that ends at SIGINT or SIGTERM.
 
+// The workspace denies unsafe code; this crate is where it is allowed.
+#![allow(unsafe_code)]
 #![warn(missing_docs)]
 
 mod control;
