@@ -34,6 +34,10 @@ pub struct ExchangeOptions {
 pub struct Measurement {
     /// The server's reply, validated.
     pub reply: Header,
+    /// The transmit timestamp of our request (a random nonce), which the
+    /// reply's origin echoed: what a later check of the reply compares
+    /// the origin with.
+    pub request_transmit: NtpTimestamp,
     /// T1 and T4 on the local clock, T2 and T3 from the reply.
     pub timestamps: Timestamps,
     /// Offset, delay and dispersion of this exchange.
@@ -249,6 +253,7 @@ async fn exchange_with(
         );
         return Ok(Measurement {
             reply,
+            request_transmit: nonce,
             timestamps,
             sample,
             kernel_transmit: kernel_transmit.is_some(),
@@ -328,6 +333,10 @@ mod tests {
         assert!(measured.sample.delay.to_seconds_f64() < 0.05);
         assert_eq!(measured.kernel_receive, cfg!(target_os = "linux"));
         assert_eq!(measured.kernel_transmit, cfg!(target_os = "linux"));
+        // The request's transmit timestamp is kept, for the daemon's
+        // synchronizer to check the origin against (not against itself).
+        assert_eq!(measured.request_transmit, measured.reply.origin);
+        assert!(!measured.request_transmit.is_zero());
     }
 
     #[tokio::test]

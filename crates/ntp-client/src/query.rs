@@ -184,6 +184,7 @@ mod tests {
         let timestamps = Timestamps { t1, t2, t3: t2, t4: t1 + half + half };
         Measurement {
             reply: Header::default(),
+            request_transmit: NtpTimestamp::ZERO,
             timestamps,
             sample: Sample::new(&timestamps, -20, -20),
             kernel_transmit: true,

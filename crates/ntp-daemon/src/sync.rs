@@ -218,7 +218,8 @@ fn handle(
     let was_synchronized = sync.system().synchronization().is_some();
     let reply = measurement.reply;
     let correction_before = disciplined.correction_at(raw_now);
-    let outcome = sync.on_reply(index, &mut disciplined, raw_now, &reply, reply.origin, &measurement.timestamps);
+    let sent = measurement.request_transmit;
+    let outcome = sync.on_reply(index, &mut disciplined, raw_now, &reply, sent, &measurement.timestamps);
     let state = sync.server_state(raw_now);
     clock.update(|s| {
         s.clock.correction = disciplined.correction;
