@@ -25,10 +25,10 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::clock::{RawClock, SharedClock};
-use crate::config::SyncConfig;
+use crate::config::{SyncConfig, UpstreamKind};
 use crate::observe::statslog::StatsLog;
 use crate::observe::status::{SyncStatus, UpstreamStatus};
-use crate::upstream_nts::{self, NtsUpstream};
+use crate::upstream_nts::NtsUpstream;
 
 /// How often the advertised state is refreshed between clock updates, so
 /// the holdover is noticed without a reply to trigger it.
@@ -76,13 +76,14 @@ pub async fn resolve(upstream: &str) -> Result<SocketAddr, SyncError> {
 pub async fn connect(config: &SyncConfig) -> Result<Vec<Upstream>, SyncError> {
     let mut upstreams = Vec::with_capacity(config.upstreams.len());
     for name in &config.upstreams {
-        let (address, nts) = if name.starts_with(upstream_nts::SCHEME) {
-            let (nts, address) = NtsUpstream::start(name, config.nts_ca_file.as_deref())
-                .await
-                .map_err(|reason| SyncError::Resolve { upstream: name.clone(), reason })?;
-            (address, Some(Arc::new(nts)))
-        } else {
-            (resolve(name).await?, None)
+        let (address, nts) = match UpstreamKind::of(name) {
+            UpstreamKind::Nts(key_exchange) => {
+                let (nts, address) = NtsUpstream::start(name, key_exchange, config.nts_ca_file.as_deref())
+                    .await
+                    .map_err(|reason| SyncError::Resolve { upstream: name.clone(), reason })?;
+                (address, Some(Arc::new(nts)))
+            }
+            UpstreamKind::Ntp(host) => (resolve(host).await?, None),
         };
         let socket = TimestampedSocket::bind_for(address).await.map_err(|e| SyncError::Socket(address, e))?;
         upstreams.push(Upstream { name: name.clone(), address, socket: Arc::new(socket), nts });

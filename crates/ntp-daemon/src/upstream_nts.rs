@@ -19,8 +19,6 @@ use ntp_udp::TimestampedSocket;
 use rustls::ClientConfig;
 use tracing::{debug, info};
 
-/// The scheme that marks an NTS upstream.
-pub const SCHEME: &str = "nts://";
 /// How long one NTS-KE may take.
 const KE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -35,11 +33,17 @@ pub struct NtsUpstream {
 }
 
 impl NtsUpstream {
-    /// Runs NTS-KE with `spec` (`nts://HOST[:PORT]`); returns the upstream
-    /// and the NTP address the key exchange named.
-    pub async fn start(spec: &str, ca_file: Option<&Path>) -> Result<(Self, SocketAddr), String> {
-        let rest = spec.strip_prefix(SCHEME).ok_or("not an nts:// upstream")?;
-        let target = Target::parse_with_default_port(rest, DEFAULT_KE_PORT).map_err(|e| e.to_string())?;
+    /// Runs NTS-KE with `key_exchange` (`HOST[:PORT]`, port 4460 by
+    /// default), the server of upstream `spec` (`nts://HOST[:PORT]`, see
+    /// [`crate::config::UpstreamKind`]); returns the upstream and the NTP
+    /// address the key exchange named.
+    pub async fn start(
+        spec: &str,
+        key_exchange_server: &str,
+        ca_file: Option<&Path>,
+    ) -> Result<(Self, SocketAddr), String> {
+        let target =
+            Target::parse_with_default_port(key_exchange_server, DEFAULT_KE_PORT).map_err(|e| e.to_string())?;
         let host = match &target.host {
             Host::Address(address) => address.to_string(),
             Host::Name(name) => name.clone(),

@@ -84,6 +84,30 @@ pub struct SyncSection {
     pub nts_ca_file: Option<PathBuf>,
 }
 
+/// How an upstream is polled, read from how it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamKind<'a> {
+    /// `HOST[:PORT]`: plain NTP, port 123 by default.
+    Ntp(&'a str),
+    /// `nts://HOST[:PORT]`: NTS (RFC 8915); the `HOST[:PORT]` of its
+    /// NTS-KE server, port 4460 by default.
+    Nts(&'a str),
+}
+
+impl<'a> UpstreamKind<'a> {
+    /// The scheme that marks an NTS upstream.
+    pub const NTS_SCHEME: &'static str = "nts://";
+
+    /// The kind of upstream `spec` names.
+    #[must_use]
+    pub fn of(spec: &'a str) -> Self {
+        match spec.strip_prefix(Self::NTS_SCHEME) {
+            Some(key_exchange) => Self::Nts(key_exchange),
+            None => Self::Ntp(spec),
+        }
+    }
+}
+
 /// How the daemon synchronizes to upstreams (empty: a primary server).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncConfig {
@@ -494,6 +518,13 @@ mod tests {
         let defaults = ServeConfig::merge(FileConfig::default(), &Overrides::default()).unwrap();
         assert_eq!(defaults.listen, Listen::EveryAddress(DEFAULT_PORT));
         assert_eq!(defaults.receive_buffer, ntp_udp::RECEIVE_BUFFER);
+    }
+
+    #[test]
+    fn an_upstream_is_nts_by_its_scheme() {
+        assert_eq!(UpstreamKind::of("nts://time.example:4461"), UpstreamKind::Nts("time.example:4461"));
+        assert_eq!(UpstreamKind::of("time.example"), UpstreamKind::Ntp("time.example"));
+        assert_eq!(UpstreamKind::of("[::1]:123"), UpstreamKind::Ntp("[::1]:123"));
     }
 
     #[test]
