@@ -270,7 +270,8 @@ pub enum ConfigError {
     /// A value out of range.
     #[error("invalid {key}: {reason}")]
     Invalid {
-        /// The key (as in the file).
+        /// The key as in the file, `section.key`, or the section alone
+        /// (`rate-limit`) when the problem is a combination of its keys.
         key: &'static str,
         /// What is wrong.
         reason: String,
@@ -318,23 +319,23 @@ impl ServeConfig {
         };
         let stratum = args.stratum.or(server.stratum).unwrap_or(1);
         if !(1..=15).contains(&stratum) {
-            return Err(invalid("stratum", format!("{stratum} is not 1-15")));
+            return Err(invalid("server.stratum", format!("{stratum} is not 1-15")));
         }
         let refid = args.refid.clone().or(server.refid).unwrap_or_else(|| "LOCL".into());
         let reference_id = ReferenceId::from_code(&refid)
-            .ok_or_else(|| invalid("refid", format!("`{refid}` is not 1-4 ASCII characters")))?;
+            .ok_or_else(|| invalid("server.refid", format!("`{refid}` is not 1-4 ASCII characters")))?;
         let clock_offset = args.clock_offset.or(server.clock_offset).unwrap_or(0.0);
         if !clock_offset.is_finite() || clock_offset.abs() > 1e9 {
-            return Err(invalid("clock-offset", format!("{clock_offset} is not a sensible number of seconds")));
+            return Err(invalid("server.clock-offset", format!("{clock_offset} is not a sensible number of seconds")));
         }
         let clock_drift_ppm = args.clock_drift_ppm.or(server.clock_drift_ppm).unwrap_or(0.0);
         if !clock_drift_ppm.is_finite() || clock_drift_ppm.abs() >= 100_000.0 {
-            return Err(invalid("clock-drift-ppm", format!("{clock_drift_ppm} is not within ±100000 ppm")));
+            return Err(invalid("server.clock-drift-ppm", format!("{clock_drift_ppm} is not within ±100000 ppm")));
         }
         let receive_buffer = args.receive_buffer.or(server.receive_buffer).unwrap_or(ntp_udp::RECEIVE_BUFFER);
         if !(MIN_RECEIVE_BUFFER..=MAX_RECEIVE_BUFFER).contains(&receive_buffer) {
             return Err(invalid(
-                "receive-buffer",
+                "server.receive-buffer",
                 format!("{receive_buffer} is not {MIN_RECEIVE_BUFFER}-{MAX_RECEIVE_BUFFER} bytes"),
             ));
         }
@@ -345,7 +346,7 @@ impl ServeConfig {
                 listen: args.nts_listen.or(server.nts_listen).unwrap_or(DEFAULT_NTS_LISTEN),
             }),
             (None, None) if args.nts_listen.or(server.nts_listen).is_none() => None,
-            _ => return Err(invalid("nts-cert", "NTS needs both nts-cert and nts-key".into())),
+            _ => return Err(invalid("server.nts-cert", "NTS needs both nts-cert and nts-key".into())),
         };
         let rate = &file.rate_limit;
         let seconds = |value: f64, least: f64| value.is_finite() && value >= least && value <= MAX_RATE_SECONDS;
@@ -525,6 +526,29 @@ mod tests {
         assert_eq!(UpstreamKind::of("nts://time.example:4461"), UpstreamKind::Nts("time.example:4461"));
         assert_eq!(UpstreamKind::of("time.example"), UpstreamKind::Ntp("time.example"));
         assert_eq!(UpstreamKind::of("[::1]:123"), UpstreamKind::Ntp("[::1]:123"));
+    }
+
+    #[test]
+    fn every_invalid_key_names_its_section() {
+        let server = |server: ServerSection| Overrides { server, ..Default::default() };
+        for overrides in [
+            server(ServerSection { stratum: Some(16), ..Default::default() }),
+            server(ServerSection { refid: Some("TOOLONG".into()), ..Default::default() }),
+            server(ServerSection { clock_offset: Some(f64::NAN), ..Default::default() }),
+            server(ServerSection { clock_drift_ppm: Some(1e6), ..Default::default() }),
+            server(ServerSection { receive_buffer: Some(1), ..Default::default() }),
+            server(ServerSection { nts_cert: Some("a.crt".into()), ..Default::default() }),
+            Overrides { sync: SyncSection { holdover: Some(-1.0), ..Default::default() }, ..Default::default() },
+        ] {
+            let Err(ConfigError::Invalid { key, .. }) = ServeConfig::merge(FileConfig::default(), &overrides) else {
+                panic!("{overrides:?} is refused");
+            };
+            let (section, name) = key.split_once('.').unwrap_or((key, ""));
+            assert!(["server", "sync"].contains(&section) && !name.is_empty(), "{key}");
+        }
+        let file = FileConfig::parse("[rate-limit]\nenabled = true\nburst = 0\n").unwrap();
+        let err = ServeConfig::merge(file, &Overrides::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "rate-limit", .. }), "{err}");
     }
 
     #[test]

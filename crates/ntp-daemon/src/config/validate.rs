@@ -130,8 +130,7 @@ fn try_file(section: &str, value: toml::Value) -> Result<(), String> {
 fn place(key: &str) -> (&str, Option<&str>) {
     match key.split_once('.') {
         Some((section, name)) => (section, Some(name)),
-        None if ["access", "rate-limit", "sync", "server"].contains(&key) => (key, None),
-        None => ("server", Some(key)),
+        None => (key, None),
     }
 }
 
