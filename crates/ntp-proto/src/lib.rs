@@ -28,6 +28,9 @@
 //!   sockets or the simulator's event queue alike.
 //! - [`nts`]: Network Time Security (RFC 8915): NTS-KE records, the NTS
 //!   extension fields, the AEAD and the server's cookies.
+//! - [`request`]: a client's request in flight and the one check of its
+//!   reply (source, decode, NTS hook, origin, usable time), for the query
+//!   tool, the daemon and the simulator alike.
 //! - [`responder`]: the server's decision for one datagram (ignore, or
 //!   reply with these bytes).
 
@@ -41,6 +44,7 @@ pub mod exchange;
 pub mod filter;
 pub mod nts;
 pub mod packet;
+pub mod request;
 pub mod responder;
 pub mod selection;
 pub mod synchronizer;

@@ -12,6 +12,7 @@ use ntp_proto::clock::DisciplinedClock;
 use ntp_proto::discipline::DisciplineConfig;
 use ntp_proto::exchange::Timestamps;
 use ntp_proto::packet::{write_transmit, Header, Mode, ReferenceId, Stratum, Version};
+use ntp_proto::request::{Refusal, SentRequest};
 use ntp_proto::responder::{respond, Admission, Response, ServerState};
 use ntp_proto::synchronizer::Synchronizer;
 use ntp_proto::system::SystemConfig;
@@ -43,7 +44,8 @@ pub struct Record {
 
 #[derive(Debug, Clone, Copy)]
 struct Pending {
-    nonce: NtpTimestamp,
+    /// The request, for the reply's check (by server index).
+    request: SentRequest<usize>,
     t1: NtpTimestamp,
 }
 
@@ -66,7 +68,7 @@ struct Node {
 enum Event {
     Poll { node: usize, epoch: u64 },
     Request { server: usize, client: usize, association: usize, bytes: [u8; 48] },
-    Reply { client: usize, association: usize, bytes: [u8; 48], epoch: u64 },
+    Reply { server: usize, client: usize, association: usize, bytes: [u8; 48], epoch: u64 },
     Record,
     Wander,
     Scenario(usize),
@@ -169,7 +171,9 @@ impl<'a> Simulation<'a> {
                 Event::Request { server, client, association, bytes } => {
                     self.answer(server, client, association, bytes)
                 }
-                Event::Reply { client, association, bytes, epoch } => self.receive(client, association, &bytes, epoch),
+                Event::Reply { server, client, association, bytes, epoch } => {
+                    self.receive(server, client, association, &bytes, epoch);
+                }
                 Event::Record => {
                     self.record();
                     progress(self.now.to_seconds_f64());
@@ -238,9 +242,9 @@ impl<'a> Simulation<'a> {
         sync.poll_sent(association, raw_now);
         let poll = sync.associations().nth(association).map_or(0, |a| a.poll());
         // T1 and T4 are read from the raw clock (see Synchronizer::on_reply).
-        node.pending[association] = Some(Pending { nonce, t1: raw_now });
-        let request = Header { version: Version::V4, mode: Mode::Client, poll, transmit: nonce, ..Header::default() };
         let server = node.plan.upstreams[association];
+        node.pending[association] = Some(Pending { request: SentRequest { server, transmit: nonce }, t1: raw_now });
+        let request = Header { version: Version::V4, mode: Mode::Client, poll, transmit: nonce, ..Header::default() };
         let link = self.link(i, server);
         if let Some(delay) = self.traverse(&link, 0.0) {
             let bytes = request.encode();
@@ -267,22 +271,31 @@ impl<'a> Simulation<'a> {
         let link = self.link(client, s);
         if let Some(delay) = self.traverse(&link, link.asymmetry) {
             let at = self.now + NtpDuration::from_seconds_f64(PROCESSING) + delay;
-            self.schedule(at, Event::Reply { client, association, bytes: reply, epoch });
+            self.schedule(at, Event::Reply { server: s, client, association, bytes: reply, epoch });
         }
     }
 
-    fn receive(&mut self, i: usize, association: usize, bytes: &[u8], epoch: u64) {
+    fn receive(&mut self, from: usize, i: usize, association: usize, bytes: &[u8], epoch: u64) {
         let true_now = self.true_time();
         let node = &mut self.nodes[i];
         if !node.alive || node.restarts != epoch {
             return;
         }
-        let Ok(reply) = Header::decode(bytes) else { return };
-        let Some(pending) = node.pending.get_mut(association).and_then(Option::take) else { return };
+        let Some(pending) = node.pending.get(association).copied().flatten() else { return };
+        // Judged as the daemon's exchange judges it: what is not the answer
+        // is ignored and the request still waits; the answer, usable or not
+        // (a kiss), ends it and goes to the synchronizer.
+        let reply = match pending.request.accept(from, bytes) {
+            Ok(reply) => reply,
+            Err(Refusal::Unusable { reply, .. }) => *reply,
+            Err(_) => return,
+        };
+        node.pending[association] = None;
         let raw_now = node.clock.raw_at(true_now);
         let timestamps = Timestamps { t1: pending.t1, t2: reply.receive, t3: reply.transmit, t4: raw_now };
         if let Some(sync) = node.sync.as_mut() {
-            let out = sync.on_reply(association, &mut node.clock, raw_now, &reply, pending.nonce, &timestamps);
+            let out =
+                sync.on_reply(association, &mut node.clock, raw_now, &reply, pending.request.transmit, &timestamps);
             if std::env::var("SIMDEBUG").is_ok_and(|n| n == node.plan.name) {
                 eprintln!(
                     "{:.1} assoc {association} err {:.6} {:?}",
