@@ -10,11 +10,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ntp_proto::nts::ntp::has_nts_fields;
-use ntp_proto::nts::respond::{respond_nts, NtsReplyKind, NtsResponse};
+use ntp_proto::nts::respond::{respond_nts, NtsReplyKind, NtsRequest, NtsResponse};
 use ntp_proto::packet::{write_transmit, HEADER_LEN};
 use ntp_proto::responder::{respond, Response};
-use ntp_proto::Packet;
 use thiserror::Error;
 use tracing::{debug, warn};
 
@@ -167,7 +165,6 @@ impl Worker {
     fn run(mut self) {
         let mut received = RecvBatch::new(BATCH);
         let mut replies = SendBatch::new(BATCH);
-        let mut stamp = [false; BATCH];
         while !self.stop.load(Ordering::Relaxed) {
             match received.recv(&self.socket, true) {
                 Ok(_) => {}
@@ -178,7 +175,7 @@ impl Worker {
                     continue;
                 }
             }
-            let counts = self.answer(&received, &mut replies, &mut stamp);
+            let counts = self.answer(&received, &mut replies);
             self.stats.add(&counts);
         }
         debug!("serving thread stopped");
@@ -188,7 +185,7 @@ impl Worker {
     /// replies. The transmit timestamp (T3) is read once, right before the
     /// send, and moved on by the measured send latency (see
     /// [`crate::latency`]); kiss-o'-death replies keep the client's timestamps.
-    fn answer(&mut self, received: &RecvBatch, replies: &mut SendBatch, stamp: &mut [bool; BATCH]) -> Counts {
+    fn answer(&mut self, received: &RecvBatch, replies: &mut SendBatch) -> Counts {
         let snapshot = self.clock.snapshot();
         let arrival = Instant::now();
         let mut fallback_system_time = None;
@@ -208,48 +205,43 @@ impl Worker {
             let decision = self.policy.admit(source.ip(), arrival);
             let receive = snapshot.clock.time_at(system_receive);
             // NTS requests are longer than a header; plain ones never leave the fast path.
-            if let Some(nts) = self.nts.as_ref().filter(|_| datagram.payload.len() > HEADER_LEN) {
-                if Packet::decode(datagram.payload).is_ok_and(|packet| has_nts_fields(&packet)) {
-                    // T3 is authenticated, so it is read before sealing, not stamped at the send.
-                    let transmit =
-                        snapshot.clock.time_at(SharedClock::system_now() + self.clock.transmit_latency().get());
-                    let masters = masters.get_or_insert_with(|| nts.current());
-                    let admission = decision.admission();
-                    match respond_nts(
-                        datagram.payload,
-                        receive,
-                        transmit,
-                        &snapshot.state,
-                        admission,
-                        masters,
-                        &mut fill_random,
-                    ) {
-                        NtsResponse::Ignore(reason) => counts.ignored(reason, decision),
-                        NtsResponse::Reply { bytes, kind } => {
-                            if let Some(flag) = stamp.get_mut(replies.len()) {
-                                *flag = false;
-                                if replies.push(source, datagram.local, &bytes) {
-                                    match kind {
-                                        // An NTS NAK is a kiss-o'-death (NTSN): counted with the refusals.
-                                        NtsReplyKind::Nak => counts.kissed_deny += 1,
-                                        NtsReplyKind::Time | NtsReplyKind::Kiss => counts.replied(decision),
-                                    }
-                                }
+            let nts_request = match &self.nts {
+                Some(_) if datagram.payload.len() > HEADER_LEN => {
+                    NtsRequest::decode(datagram.payload).ok().filter(NtsRequest::has_nts_fields)
+                }
+                _ => None,
+            };
+            if let (Some(keys), Some(request)) = (&self.nts, nts_request) {
+                // T3 is authenticated, so it is read before sealing, not stamped at the send.
+                let transmit = snapshot.clock.time_at(SharedClock::system_now() + self.clock.transmit_latency().get());
+                let masters = masters.get_or_insert_with(|| keys.current());
+                let admission = decision.admission();
+                match respond_nts(&request, receive, transmit, &snapshot.state, admission, masters, &mut fill_random) {
+                    NtsResponse::Ignore(reason) => counts.ignored(reason, decision),
+                    NtsResponse::Reply { bytes, kind } => {
+                        if replies.push_final(source, datagram.local, &bytes) {
+                            match kind {
+                                // An NTS NAK is a kiss-o'-death (NTSN): counted with the refusals.
+                                NtsReplyKind::Nak => counts.kissed_deny += 1,
+                                NtsReplyKind::Time | NtsReplyKind::Kiss => counts.replied(decision),
                             }
                         }
                     }
-                    continue;
                 }
+                continue;
             }
             match respond(datagram.payload, receive, &snapshot.state, decision.admission()) {
                 Response::Ignore(reason) => counts.ignored(reason, decision),
                 Response::Reply { bytes, kiss } => {
-                    // Never full: a batch's replies fit in a batch.
-                    if let Some(flag) = stamp.get_mut(replies.len()) {
-                        *flag = !kiss;
-                        if replies.push(source, datagram.local, &bytes) {
-                            counts.replied(decision);
-                        }
+                    // Never full: a batch's replies fit in a batch. A kiss
+                    // keeps the client's timestamps: it is not stamped.
+                    let queued = if kiss {
+                        replies.push_final(source, datagram.local, &bytes)
+                    } else {
+                        replies.push(source, datagram.local, &bytes)
+                    };
+                    if queued {
+                        counts.replied(decision);
                     }
                 }
             }
@@ -260,10 +252,8 @@ impl Worker {
         let queued = replies.len() as u64;
         // T3: read now, plus the measured latency to the kernel's send.
         let transmit = snapshot.clock.time_at(SharedClock::system_now() + self.clock.transmit_latency().get());
-        for (payload, &stamp) in replies.payloads_mut().zip(stamp.iter()) {
-            if stamp {
-                write_transmit(payload, transmit);
-            }
+        for payload in replies.to_stamp_mut() {
+            write_transmit(payload, transmit);
         }
         match replies.send(&self.socket) {
             Ok(sent) => counts.send_errors += queued - sent as u64,

@@ -19,6 +19,8 @@ pub struct SendBatch {
     name_lens: Vec<libc::socklen_t>,
     controls: Vec<Control>,
     control_lens: Vec<usize>,
+    /// Whether each datagram still waits for its transmit timestamp.
+    to_stamp: Vec<bool>,
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
     queued: usize,
@@ -37,6 +39,7 @@ impl SendBatch {
             name_lens: vec![0; capacity],
             controls: vec![[0; 16]; capacity],
             control_lens: vec![0; capacity],
+            to_stamp: vec![false; capacity],
             // SAFETY: as above; the pointers are set before every use.
             iovecs: vec![unsafe { MaybeUninit::zeroed().assume_init() }; capacity],
             // SAFETY: as above.
@@ -65,8 +68,20 @@ impl SendBatch {
 
     /// Queues `payload` (cut to [`MAX_DATAGRAM`]) for `destination`, sent
     /// from the local address `source` if given (for sockets bound to a
-    /// wildcard address); false if the batch is full.
+    /// wildcard address); false if the batch is full. It waits for its
+    /// transmit timestamp ([`SendBatch::to_stamp_mut`]).
     pub fn push(&mut self, destination: SocketAddr, source: Option<IpAddr>, payload: &[u8]) -> bool {
+        self.queue(destination, source, payload, true)
+    }
+
+    /// [`SendBatch::push`] for a datagram that is sent as it is, never
+    /// stamped: a kiss-o'-death (which keeps the client's timestamps) or an
+    /// authenticated reply (sealed with its transmit time inside).
+    pub fn push_final(&mut self, destination: SocketAddr, source: Option<IpAddr>, payload: &[u8]) -> bool {
+        self.queue(destination, source, payload, false)
+    }
+
+    fn queue(&mut self, destination: SocketAddr, source: Option<IpAddr>, payload: &[u8], stamp: bool) -> bool {
         if self.is_full() {
             return false;
         }
@@ -76,14 +91,16 @@ impl SendBatch {
         self.lens[i] = len;
         self.name_lens[i] = to_sockaddr(destination, &mut self.names[i]);
         self.control_lens[i] = source.map_or(0, |source| write_source(source, &mut self.controls[i]));
+        self.to_stamp[i] = stamp;
         self.queued += 1;
         true
     }
 
-    /// The queued payloads, to stamp them (e.g. the transmit time) just
-    /// before sending.
-    pub fn payloads_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
-        self.data.iter_mut().zip(&self.lens).take(self.queued).map(|(buf, &len)| &mut buf[..len])
+    /// The queued payloads that wait for their transmit timestamp (all but
+    /// those of [`SendBatch::push_final`]), to stamp just before sending.
+    pub fn to_stamp_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        let queued = self.data.iter_mut().zip(&self.lens).zip(&self.to_stamp).take(self.queued);
+        queued.filter(|(_, &stamp)| stamp).map(|((buf, &len), _)| &mut buf[..len])
     }
 
     /// Sends everything queued and empties the batch. Returns how many the

@@ -137,7 +137,7 @@ mod tests {
         assert!(send.push(client.local_addr().unwrap(), None, &[7; 48]));
         assert!(send.push(client.local_addr().unwrap(), None, &[8; 48]));
         assert!(!send.push(client.local_addr().unwrap(), None, &[9; 48]));
-        for payload in send.payloads_mut() {
+        for payload in send.to_stamp_mut() {
             payload[0] = 1;
         }
         assert_eq!(send.send(&server).unwrap(), 2);

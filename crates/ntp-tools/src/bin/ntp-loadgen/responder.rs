@@ -38,7 +38,7 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
             let _ = replies.push(source, datagram.local, &reply);
         }
         let now = SystemClock.now();
-        for payload in replies.payloads_mut() {
+        for payload in replies.to_stamp_mut() {
             write_transmit(payload, now);
         }
         if !replies.is_empty() {
