@@ -5,6 +5,7 @@
 //! bound per bucket; kisses spaced; a client within its rate always served,
 //! however many others flood).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,15 @@ fn bits(address: IpAddr) -> (u128, u32) {
 fn same_leading_bits(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
     let ((a, a_len), (b, b_len)) = (bits(a), bits(b));
     a_len == b_len && (0..u32::from(prefix)).all(|i| (a >> (127 - i)) & 1 == (b >> (127 - i)) & 1)
+}
+
+/// The rate limiter's bucket of `client`: its IPv4 address (an IPv4-mapped
+/// one counts as IPv4), or the /64 of its IPv6 address.
+fn bucket(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(v6.to_bits() >> 64 << 64)),
+        v4 => v4,
+    }
 }
 
 fn config(interval: f64, burst: u32, table_size: usize, kiss_interval: f64) -> RateLimitConfig {
@@ -119,10 +129,26 @@ proptest! {
     ) {
         let epoch = Instant::now();
         let mut limiter = RateLimiter::new(&config(interval, burst, table_size, kiss_interval), epoch);
-        let mut now = epoch;
+        let mut elapsed = Duration::ZERO;
+        // Per bucket: when it last asked, and whether it was ever kissed.
+        let mut seen: HashMap<IpAddr, (Duration, bool)> = HashMap::new();
         for (client, step) in traffic {
-            now += Duration::from_nanos(step);
-            let _ = limiter.check(client, now);
+            elapsed += Duration::from_nanos(step);
+            let verdict = limiter.check(client, epoch + elapsed);
+            let key = bucket(client);
+            match seen.get(&key) {
+                // Whether remembered or forgotten (the table is full), a
+                // bucket starts full and a token comes back each interval.
+                None => prop_assert_eq!(verdict, RateVerdict::Allow, "a new client is served"),
+                Some(&(last, _)) if (elapsed - last).as_secs_f64() >= interval * 1.001 => {
+                    prop_assert_eq!(verdict, RateVerdict::Allow, "a token came back after an interval");
+                }
+                Some(&(_, kissed)) => {
+                    prop_assert!(verdict != RateVerdict::Drop || kissed, "silence only after a kiss");
+                }
+            }
+            let kissed = seen.get(&key).is_some_and(|&(_, kissed)| kissed) || verdict == RateVerdict::Kiss;
+            seen.insert(key, (elapsed, kissed));
         }
     }
 
@@ -147,10 +173,6 @@ proptest! {
             IpAddr::V4(Ipv4Addr::from(v4_b)),
             IpAddr::V6(Ipv6Addr::from(v6_b)),
         ];
-        let bucket = |client: IpAddr| match client.to_canonical() {
-            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(v6.to_bits() >> 64 << 64)),
-            v4 => v4,
-        };
         let epoch = Instant::now();
         let mut limiter = RateLimiter::new(&config(interval, burst, 4, kiss_interval), epoch);
         let mut elapsed = Duration::ZERO;
