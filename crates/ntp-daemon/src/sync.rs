@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::{RawClock, SharedClock};
 use crate::config::{SyncConfig, UpstreamKind};
-use crate::observe::statslog::StatsLog;
+use crate::observe::statslog::{LoopRecord, PeerRecord, StatsLog};
 use crate::observe::status::{SyncStatus, UpstreamStatus};
 use crate::upstream_nts::NtsUpstream;
 
@@ -229,10 +229,11 @@ fn handle(
     if let (Some(log), ReplyOutcome::Accepted(update)) = (stats_log, outcome) {
         let unix = SharedClock::system_now().to_unix_f64();
         let offset = measurement.timestamps.offset() - correction_before;
-        log.peer_sample(unix, &upstream.name, offset, measurement.timestamps.delay(), sync, index);
+        let row = upstream_status(sync, upstream, index);
+        log.peer_sample(&PeerRecord::new(unix, &row, offset, measurement.timestamps.delay()));
         if let Some(update) = update {
             let peer = upstreams.get(update.peer).map_or("-", |u| u.name.as_str());
-            log.clock_update(unix, &update, peer);
+            log.clock_update(&LoopRecord::new(unix, &update, peer));
         }
     }
     match outcome {
@@ -264,22 +265,23 @@ fn log_update(update: &Synchronization, was_synchronized: bool, index: usize) {
 }
 
 fn publish_status(status: &watch::Sender<SyncStatus>, sync: &Synchronizer, upstreams: &[Upstream]) {
-    let rows = upstreams
-        .iter()
-        .zip(sync.associations())
-        .enumerate()
-        .map(|(i, (u, a))| UpstreamStatus {
-            name: u.name.clone(),
-            address: u.address,
-            reach: a.reach(),
-            poll: a.poll(),
-            info: a.info(),
-            output: a.output(),
-            selection: sync.selection(i),
-            stopped: a.stopped(),
-        })
-        .collect();
+    let rows = upstreams.iter().enumerate().map(|(i, u)| upstream_status(sync, u, i)).collect();
     status.send_replace(SyncStatus { last: sync.system().synchronization().copied(), upstreams: rows });
+}
+
+/// How upstream `index` (`upstream`) stands in `sync`.
+fn upstream_status(sync: &Synchronizer, upstream: &Upstream, index: usize) -> UpstreamStatus {
+    let association = sync.associations().nth(index);
+    UpstreamStatus {
+        name: upstream.name.clone(),
+        address: upstream.address,
+        reach: association.map_or(0, |a| a.reach()),
+        poll: association.map_or(0, |a| a.poll()),
+        info: association.and_then(|a| a.info()),
+        output: association.and_then(|a| a.output()),
+        selection: sync.selection(index),
+        stopped: association.and_then(|a| a.stopped()),
+    }
 }
 
 /// How long until raw time `due` (raw time runs within parts per million

@@ -1,7 +1,8 @@
 //! `ntpd-sim plot`: a statistics directory (`loopstats`, `peerstats` and
 //! their rotated files) drawn as ntpviz draws NTPsec's: offset, delay,
 //! jitter and frequency over time, for the clock and per upstream, with the
-//! simulator's plotting code ([`crate::plot`]). The output is one HTML page
+//! simulator's plotting code (`ntp-plot`). The lines are read back through
+//! the record types the daemon writes them with ([`LoopRecord`], [`PeerRecord`]). The output is one HTML page
 //! or one SVG with the four plots stacked, headed by a convergence verdict.
 
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use thiserror::Error;
 
 use ntp_plot::{human_seconds, render_svg, Plot, PlotError, Scale, Series};
 
-use super::statslog::{rotated, KEEP, LOOPSTATS, PEERSTATS};
+use super::statslog::{rotated, LoopRecord, PeerRecord, KEEP, LOOPSTATS, PEERSTATS};
 
 /// Width and height of one plot.
 const SIZE: (u32, u32) = (1000, 420);
@@ -48,34 +49,6 @@ pub enum StatsPlotError {
     Plot(#[from] PlotError),
 }
 
-/// One clock update: time, offset, frequency, jitter.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LoopRecord {
-    /// Unix time, seconds.
-    pub time: f64,
-    /// Phase error found, seconds.
-    pub offset: f64,
-    /// Correction frequency, ppm.
-    pub frequency_ppm: f64,
-    /// Discipline jitter, seconds.
-    pub jitter: f64,
-}
-
-/// One upstream sample.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PeerRecord {
-    /// Unix time, seconds.
-    pub time: f64,
-    /// The upstream's name.
-    pub upstream: String,
-    /// Its offset from our clock, seconds.
-    pub offset: f64,
-    /// Round-trip delay, seconds.
-    pub delay: f64,
-    /// Filter jitter, seconds.
-    pub jitter: f64,
-}
-
 /// What a statistics directory holds.
 #[derive(Debug, Clone, Default)]
 pub struct Statistics {
@@ -89,23 +62,13 @@ impl Statistics {
     /// Reads every (rotated and current) file of `dir`, oldest first.
     pub fn read(dir: &Path) -> Result<Self, StatsPlotError> {
         let mut stats = Self::default();
-        for (path, line, fields) in lines(dir, LOOPSTATS)? {
-            let parse = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-            match (parse(0), parse(1), parse(2), parse(3)) {
-                (Some(time), Some(offset), Some(frequency_ppm), Some(jitter)) if fields.len() >= 8 => {
-                    stats.loops.push(LoopRecord { time, offset, frequency_ppm, jitter });
-                }
-                _ => return Err(parse_error(path, line, "loopstats", &fields)),
-            }
+        for (path, line, text) in lines(dir, LOOPSTATS)? {
+            let record = text.parse().map_err(|()| parse_error(path, line, "loopstats", &text))?;
+            stats.loops.push(record);
         }
-        for (path, line, fields) in lines(dir, PEERSTATS)? {
-            let parse = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-            match (parse(0), fields.get(1), parse(2), parse(3), parse(5)) {
-                (Some(time), Some(upstream), Some(offset), Some(delay), Some(jitter)) if fields.len() >= 9 => {
-                    stats.peers.push(PeerRecord { time, upstream: upstream.clone(), offset, delay, jitter });
-                }
-                _ => return Err(parse_error(path, line, "peerstats", &fields)),
-            }
+        for (path, line, text) in lines(dir, PEERSTATS)? {
+            let record = text.parse().map_err(|()| parse_error(path, line, "peerstats", &text))?;
+            stats.peers.push(record);
         }
         if stats.loops.is_empty() && stats.peers.is_empty() {
             return Err(StatsPlotError::Empty(dir.into()));
@@ -274,7 +237,7 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-type Line = (PathBuf, usize, Vec<String>);
+type Line = (PathBuf, usize, String);
 
 /// The data lines of `base` and its rotated files, oldest file first.
 fn lines(dir: &Path, base: &str) -> Result<Vec<Line>, StatsPlotError> {
@@ -289,12 +252,12 @@ fn lines(dir: &Path, base: &str) -> Result<Vec<Line>, StatsPlotError> {
             if line_text.is_empty() || line_text.starts_with('#') {
                 continue;
             }
-            out.push((path.clone(), i + 1, line_text.split_whitespace().map(String::from).collect()));
+            out.push((path.clone(), i + 1, line_text.to_string()));
         }
     }
     Ok(out)
 }
 
-fn parse_error(path: PathBuf, line: usize, kind: &'static str, fields: &[String]) -> StatsPlotError {
-    StatsPlotError::Parse { path, line, kind, text: fields.join(" ") }
+fn parse_error(path: PathBuf, line: usize, kind: &'static str, text: &str) -> StatsPlotError {
+    StatsPlotError::Parse { path, line, kind, text: text.into() }
 }
