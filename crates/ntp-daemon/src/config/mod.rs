@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ntp_proto::packet::{ReferenceId, Stratum};
+use ntp_proto::system::SystemConfig;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -128,13 +129,15 @@ pub struct SyncConfig {
 }
 
 impl Default for SyncConfig {
+    /// The discipline's and the system process's own defaults (`ntp-proto`).
     fn default() -> Self {
+        let system = SystemConfig::default();
         Self {
             upstreams: Vec::new(),
-            min_poll: 6,
-            max_poll: 10,
-            step_threshold: 0.128,
-            holdover: 3600.0,
+            min_poll: system.discipline.min_poll,
+            max_poll: system.discipline.max_poll,
+            step_threshold: system.discipline.step_threshold.to_seconds_f64(),
+            holdover: system.holdover.to_seconds_f64(),
             nts_ca_file: None,
         }
     }
@@ -146,23 +149,18 @@ impl SyncConfig {
         let upstreams = if args.upstreams.is_empty() { file.upstreams } else { args.upstreams.clone() };
         let min_poll = args.min_poll.or(file.min_poll).unwrap_or(defaults.min_poll);
         let max_poll = args.max_poll.or(file.max_poll).unwrap_or(defaults.max_poll.max(min_poll));
-        if !(-4..=17).contains(&min_poll) || !(-4..=17).contains(&max_poll) || min_poll > max_poll {
-            return Err(invalid(
-                "sync.min-poll",
-                format!("min-poll {min_poll} and max-poll {max_poll} must be in -4..=17, min <= max"),
-            ));
-        }
+        let polls = (-4..=17).contains(&min_poll) && (-4..=17).contains(&max_poll) && min_poll <= max_poll;
+        ensure(polls, "sync.min-poll", || {
+            format!("min-poll {min_poll} and max-poll {max_poll} must be in -4..=17, min <= max")
+        })?;
         let step_threshold = args.step_threshold.or(file.step_threshold).unwrap_or(defaults.step_threshold);
-        if !(step_threshold.is_finite() && step_threshold > 0.0) {
-            return Err(invalid(
-                "sync.step-threshold",
-                format!("{step_threshold} is not a positive number of seconds"),
-            ));
-        }
+        ensure(step_threshold.is_finite() && step_threshold > 0.0, "sync.step-threshold", || {
+            format!("{step_threshold} is not a positive number of seconds")
+        })?;
         let holdover = args.holdover.or(file.holdover).unwrap_or(defaults.holdover);
-        if !(holdover.is_finite() && holdover > 0.0) {
-            return Err(invalid("sync.holdover", format!("{holdover} is not a positive number of seconds")));
-        }
+        ensure(holdover.is_finite() && holdover > 0.0, "sync.holdover", || {
+            format!("{holdover} is not a positive number of seconds")
+        })?;
         if let Some(bad) = upstreams.iter().find(|u| u.trim().is_empty()) {
             return Err(invalid("sync.upstreams", format!("`{bad}` is not HOST[:PORT]")));
         }
@@ -305,62 +303,26 @@ impl ServeConfig {
     pub fn merge(file: FileConfig, overrides: &Overrides) -> Result<Self, ConfigError> {
         let server = file.server;
         let args = &overrides.server;
-        let listen = if !args.listen.is_empty() {
-            Listen::Addresses(args.listen.clone())
-        } else if let Some(port) = args.port {
-            Listen::EveryAddress(port)
-        } else if !server.listen.is_empty() {
-            if server.port.is_some() {
-                return Err(invalid("server.port", "give either listen or port, not both".into()));
-            }
-            Listen::Addresses(server.listen)
-        } else {
-            Listen::EveryAddress(server.port.unwrap_or(DEFAULT_PORT))
-        };
+        let listen = listen(args, &server)?;
         let stratum = args.stratum.or(server.stratum).unwrap_or(1);
-        if !(1..=15).contains(&stratum) {
-            return Err(invalid("server.stratum", format!("{stratum} is not 1-15")));
-        }
-        let refid = args.refid.clone().or(server.refid).unwrap_or_else(|| "LOCL".into());
+        ensure((1..=15).contains(&stratum), "server.stratum", || format!("{stratum} is not 1-15"))?;
+        let refid = args.refid.clone().or_else(|| server.refid.clone()).unwrap_or_else(|| "LOCL".into());
         let reference_id = ReferenceId::from_code(&refid)
             .ok_or_else(|| invalid("server.refid", format!("`{refid}` is not 1-4 ASCII characters")))?;
         let clock_offset = args.clock_offset.or(server.clock_offset).unwrap_or(0.0);
-        if !clock_offset.is_finite() || clock_offset.abs() > 1e9 {
-            return Err(invalid("server.clock-offset", format!("{clock_offset} is not a sensible number of seconds")));
-        }
+        ensure(clock_offset.is_finite() && clock_offset.abs() <= 1e9, "server.clock-offset", || {
+            format!("{clock_offset} is not a sensible number of seconds")
+        })?;
         let clock_drift_ppm = args.clock_drift_ppm.or(server.clock_drift_ppm).unwrap_or(0.0);
-        if !clock_drift_ppm.is_finite() || clock_drift_ppm.abs() >= 100_000.0 {
-            return Err(invalid("server.clock-drift-ppm", format!("{clock_drift_ppm} is not within ±100000 ppm")));
-        }
+        ensure(clock_drift_ppm.is_finite() && clock_drift_ppm.abs() < 100_000.0, "server.clock-drift-ppm", || {
+            format!("{clock_drift_ppm} is not within ±100000 ppm")
+        })?;
         let receive_buffer = args.receive_buffer.or(server.receive_buffer).unwrap_or(ntp_udp::RECEIVE_BUFFER);
-        if !(MIN_RECEIVE_BUFFER..=MAX_RECEIVE_BUFFER).contains(&receive_buffer) {
-            return Err(invalid(
-                "server.receive-buffer",
-                format!("{receive_buffer} is not {MIN_RECEIVE_BUFFER}-{MAX_RECEIVE_BUFFER} bytes"),
-            ));
-        }
-        let nts = match (args.nts_cert.clone().or(server.nts_cert), args.nts_key.clone().or(server.nts_key)) {
-            (Some(cert), Some(key)) => Some(NtsConfig {
-                cert,
-                key,
-                listen: args.nts_listen.or(server.nts_listen).unwrap_or(DEFAULT_NTS_LISTEN),
-            }),
-            (None, None) if args.nts_listen.or(server.nts_listen).is_none() => None,
-            _ => return Err(invalid("server.nts-cert", "NTS needs both nts-cert and nts-key".into())),
-        };
-        let rate = &file.rate_limit;
-        let seconds = |value: f64, least: f64| value.is_finite() && value >= least && value <= MAX_RATE_SECONDS;
-        if rate.enabled && !(seconds(rate.interval, MIN_RATE_INTERVAL) && seconds(rate.kiss_interval, 0.0)) {
-            return Err(invalid(
-                "rate-limit",
-                format!(
-                    "interval must be {MIN_RATE_INTERVAL}-{MAX_RATE_SECONDS} s and kiss-interval 0-{MAX_RATE_SECONDS} s"
-                ),
-            ));
-        }
-        if rate.enabled && (rate.burst == 0 || !(1..=MAX_RATE_TABLE).contains(&rate.table_size)) {
-            return Err(invalid("rate-limit", format!("burst must be at least 1 and table-size 1-{MAX_RATE_TABLE}")));
-        }
+        ensure((MIN_RECEIVE_BUFFER..=MAX_RECEIVE_BUFFER).contains(&receive_buffer), "server.receive-buffer", || {
+            format!("{receive_buffer} is not {MIN_RECEIVE_BUFFER}-{MAX_RECEIVE_BUFFER} bytes")
+        })?;
+        let nts = nts(args, &server)?;
+        check_rate_limit(&file.rate_limit)?;
         Ok(Self {
             listen,
             stratum: Stratum(stratum),
@@ -376,6 +338,54 @@ impl ServeConfig {
             stats_dir: args.stats_dir.clone().or(server.stats_dir),
             nts,
         })
+    }
+}
+
+/// Where to listen: the flags' addresses or port, else the file's.
+fn listen(args: &ServerSection, file: &ServerSection) -> Result<Listen, ConfigError> {
+    if !args.listen.is_empty() {
+        Ok(Listen::Addresses(args.listen.clone()))
+    } else if let Some(port) = args.port {
+        Ok(Listen::EveryAddress(port))
+    } else if !file.listen.is_empty() {
+        ensure(file.port.is_none(), "server.port", || "give either listen or port, not both".into())?;
+        Ok(Listen::Addresses(file.listen.clone()))
+    } else {
+        Ok(Listen::EveryAddress(file.port.unwrap_or(DEFAULT_PORT)))
+    }
+}
+
+/// NTS, if both a certificate and its key are given (a listening address
+/// alone is an error too).
+fn nts(args: &ServerSection, file: &ServerSection) -> Result<Option<NtsConfig>, ConfigError> {
+    let listen = args.nts_listen.or(file.nts_listen);
+    match (args.nts_cert.clone().or(file.nts_cert.clone()), args.nts_key.clone().or(file.nts_key.clone())) {
+        (Some(cert), Some(key)) => Ok(Some(NtsConfig { cert, key, listen: listen.unwrap_or(DEFAULT_NTS_LISTEN) })),
+        (None, None) if listen.is_none() => Ok(None),
+        _ => Err(invalid("server.nts-cert", "NTS needs both nts-cert and nts-key".into())),
+    }
+}
+
+/// `[rate-limit]`'s values, when it is enabled.
+fn check_rate_limit(rate: &RateLimitConfig) -> Result<(), ConfigError> {
+    if !rate.enabled {
+        return Ok(());
+    }
+    let seconds = |value: f64, least: f64| value.is_finite() && value >= least && value <= MAX_RATE_SECONDS;
+    ensure(seconds(rate.interval, MIN_RATE_INTERVAL) && seconds(rate.kiss_interval, 0.0), "rate-limit", || {
+        format!("interval must be {MIN_RATE_INTERVAL}-{MAX_RATE_SECONDS} s and kiss-interval 0-{MAX_RATE_SECONDS} s")
+    })?;
+    ensure(rate.burst != 0 && (1..=MAX_RATE_TABLE).contains(&rate.table_size), "rate-limit", || {
+        format!("burst must be at least 1 and table-size 1-{MAX_RATE_TABLE}")
+    })
+}
+
+/// `Ok` if `ok`, else the error of `key` with `reason()`.
+fn ensure(ok: bool, key: &'static str, reason: impl FnOnce() -> String) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, reason()))
     }
 }
 
