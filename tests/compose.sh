@@ -37,6 +37,7 @@ cleanup() {
         compose logs --no-color --tail 30 2>&1 || true
     fi
     compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+    rm -f "${unordered:-}"
     docker image rm -f "$NTPD_SIM_IMAGE" >/dev/null 2>&1 || true
     if [ "$status" = 0 ]; then echo "compose: $passed passed, 0 failed"; else echo "compose: $passed passed, 1 failed"; fi
 }
@@ -49,6 +50,24 @@ query() {
     for name in "$@"; do servers+=("$name:12300"); done
     timeout 20 "${compose_cmd[@]}" -p "$project" exec -T client \
         ntp-query --json -n 2 -i 0.1 -t 1 "${servers[@]}" || true
+}
+
+# True once strata 1, 2, 2, 3 hold, every clock within 1 ms of stratum1's
+# and updated within the last 10 s, three checks in a row (60 at most).
+converged() {
+    local in_a_row=0
+    for _ in $(seq 60); do
+        if query stratum1 stratum2a stratum2b stratum3 |
+            python3 tests/compose_check.py stratum1=1 stratum2a=2 stratum2b=2 stratum3=3 \
+                --fresh stratum2a=10 --fresh stratum2b=10 --fresh stratum3=10; then
+            in_a_row=$((in_a_row + 1))
+            [ "$in_a_row" = 3 ] && return 0
+        else
+            in_a_row=0
+        fi
+        sleep 1
+    done
+    return 1
 }
 
 echo "== build the image ($NTPD_SIM_IMAGE) with no registry"
@@ -75,19 +94,7 @@ done
 pass "five containers up, every process unprivileged (uid 65534)"
 
 echo "== convergence: strata 1, 2, 2, 3, every clock within 1 ms of stratum1, three checks in a row"
-in_a_row=0
-for _ in $(seq 60); do
-    if query stratum1 stratum2a stratum2b stratum3 |
-        python3 tests/compose_check.py stratum1=1 stratum2a=2 stratum2b=2 stratum3=3 \
-            --fresh stratum2a=10 --fresh stratum2b=10 --fresh stratum3=10; then
-        in_a_row=$((in_a_row + 1))
-        [ "$in_a_row" = 3 ] && break
-    else
-        in_a_row=0
-    fi
-    sleep 1
-done
-[ "$in_a_row" = 3 ] || fail "the chain did not converge within 60 checks"
+converged || fail "the chain did not converge within 60 checks"
 pass "chain converged"
 
 echo "== stop stratum2a: stratum3 must stay synchronized at stratum 3, within 1 ms, and end up following stratum2b"
@@ -124,3 +131,30 @@ pass "stratum3's healthcheck (ntp-query) says healthy"
 client_log=$(compose logs --no-color client)
 grep -q 'stratum3:12300 .* 3  ' <<<"$client_log" || fail "the client printed no table with stratum3"
 pass "the client service prints its table"
+
+echo "== unordered: the same stack with every depends_on removed, brought up all at once (as after a power loss)"
+compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || fail "compose down"
+unordered="$PWD/.compose-unordered-$$.yml"
+# Each depends_on block (the key and the lines indented under it) dropped.
+python3 - docker-compose.yml >"$unordered" <<'PY'
+import sys
+out, block = [], None
+for line in open(sys.argv[1]):
+    indent = len(line) - len(line.lstrip())
+    if line.strip().startswith("depends_on:"):
+        block = indent
+        continue
+    if block is not None and line.strip() and indent > block:
+        continue
+    block = None
+    out.append(line)
+sys.stdout.write("".join(out))
+PY
+! grep -q depends_on "$unordered" || fail "depends_on left in the unordered variant"
+unordered_compose=("${compose_cmd[@]}" -p "$project" -f "$unordered" --project-directory .)
+timeout 150 "${unordered_compose[@]}" up -d || fail "compose up (unordered)"
+started_at=$SECONDS
+converged || fail "the unordered chain did not converge within 60 checks"
+restarts=$(for service in stratum1 stratum2a stratum2b stratum3; do
+    docker inspect -f '{{.RestartCount}}' "$("${unordered_compose[@]}" ps -q "$service")"; done | awk '{ n += $1 } END { print n }')
+pass "unordered chain converged $((SECONDS - started_at)) s after up, $restarts container restarts"

@@ -6,12 +6,15 @@
 Each NAME=N: the server queried as NAME:12300 answered, synchronized, at
 stratum N, and its offset is within 1 ms of stratum1's (every container
 reads the host's one clock, so the offsets compare directly). --follows
-A=B: A's reference ID is B's address (A's system peer is B). --fresh A=S: A's clock was last updated (its
+A=B: A's reference ID names B (A's system peer is B): B's address on port
+123, elsewhere the first four bytes of the MD5 of B's address and port, as
+docs/chain.md says (computed here independently of the Rust code). --fresh A=S: A's clock was last updated (its
 reference time) at most S seconds before it answered: it is being steered
 now, not coasting on holdover. Prints one
 line per server; exits 0 when every check holds, 1 otherwise.
 """
 
+import hashlib
 import json
 import sys
 from datetime import datetime
@@ -55,7 +58,7 @@ def main(argv):
     for name, upstream in follows.items():
         address = (by_name.get(upstream) or {}).get("address") or "?"
         refid = (by_name.get(name) or {}).get("refid")
-        if refid != address.rsplit(":", 1)[0]:
+        if address == "?" or refid != reference_id_of(address):
             failures.append(f"{name}: refid {refid}, not {upstream} ({address})")
     for name, limit in fresh.items():
         server = by_name.get(name) or {}
@@ -70,6 +73,16 @@ def main(argv):
     for failure in failures:
         print(f"  not yet: {failure}")
     return 1 if failures else 0
+
+
+def reference_id_of(address):
+    """The reference ID, as ntp-query prints it, of a server synchronized
+    to the IPv4 upstream at ADDRESS ("a.b.c.d:port")."""
+    ip, port = address.rsplit(":", 1)
+    octets = bytes(int(part) for part in ip.split("."))
+    if int(port) != 123:
+        octets = hashlib.md5(octets + int(port).to_bytes(2, "big")).digest()[:4]
+    return ".".join(str(b) for b in octets)
 
 
 def parse(rfc3339):

@@ -7,6 +7,7 @@
 //! missing peer (chronyd, ntplib, tshark) is a failure with a message, never
 //! a silent skip: `.ci/run` installs them (see `shared/PEERS.md`).
 
+pub mod chain;
 pub mod nts;
 pub mod peers;
 pub mod process;

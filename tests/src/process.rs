@@ -1,5 +1,6 @@
 //! Starting and stopping real processes, and finding free loopback ports.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -7,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use rand::Rng;
 
 /// Path of one of the project's binaries (`ntpd-sim`, `ntp-query`) in the
 /// target directory that holds this test executable.
@@ -25,10 +28,29 @@ pub fn free_udp_port() -> u16 {
 }
 
 /// A UDP port on loopback address `ip` (any of 127.0.0.0/8, so that each
-/// daemon of a chain is a host of its own) that was free a moment ago.
+/// daemon of a chain can be a host of its own) that is free now and that
+/// this test process has handed out to nobody else. It is picked below the
+/// kernel's ephemeral range, so no client socket of a test running in
+/// parallel can be given it between this check and the daemon's bind.
 pub fn free_udp_port_on(ip: &str) -> u16 {
-    let socket = UdpSocket::bind((ip, 0)).expect("bind an ephemeral port");
-    socket.local_addr().expect("local address").port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let below = ephemeral_range_start().clamp(12_000, 32_768);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut rng = rand::thread_rng();
+    for _ in 0..10_000 {
+        let port = rng.gen_range(10_000..below);
+        if !handed_out.contains(&port) && UdpSocket::bind((ip, port)).is_ok() {
+            handed_out.insert(port);
+            return port;
+        }
+    }
+    panic!("no free UDP port on {ip} below {below}");
+}
+
+/// The first port of the kernel's ephemeral range (32768 if unknown).
+fn ephemeral_range_start() -> u16 {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    range.split_whitespace().next().and_then(|low| low.parse().ok()).unwrap_or(32_768)
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.

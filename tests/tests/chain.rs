@@ -1,47 +1,13 @@
 //! Stratum chains of real `ntpd-sim serve` processes on loopback, each on an
-//! address of its own (127.0.0.x) so that reference IDs and loop detection
-//! see separate hosts. Judged from outside with `ntp-query` (whose clock,
-//! the host's, is true time here) and by a chronyd below the chain.
+//! address of its own (127.0.0.x), as separate hosts would be (the same on
+//! one address, told apart by ports, is `one_address.rs`). Judged from
+//! outside with `ntp-query` (whose clock, the host's, is true time here) and
+//! by a chronyd below the chain.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ntp_e2e::peers::require;
-use ntp_e2e::{bin, free_udp_port_on, ntp_query_entry, wait_for, Daemon};
-use serde_json::Value;
-
-/// `ntpd-sim serve` on `ip:port` with `args`.
-fn serve(ip: &str, port: u16, args: &[&str]) -> Daemon {
-    let listen = format!("{ip}:{port}");
-    let mut all = vec!["serve", "--listen", &listen, "--log-level", "info"];
-    all.extend_from_slice(args);
-    Daemon::spawn(bin("ntpd-sim"), &all)
-}
-
-/// `ntp-query --json` of one server: its entry in `servers`.
-fn query(target: &str, samples: u32) -> Value {
-    ntp_query_entry(&["-n", &samples.to_string(), "-i", "0.05", "-t", "1", target])
-}
-
-fn offset(entry: &Value) -> Option<f64> {
-    entry["offset"].as_f64()
-}
-
-fn stratum(entry: &Value) -> Option<u64> {
-    entry["stratum"].as_u64()
-}
-
-/// Waits until `target` answers at `expected` stratum within `bound` of true time.
-fn wait_synced(target: &str, expected: u64, bound: f64, timeout: Duration) -> Value {
-    wait_for(timeout, || {
-        let entry = query(target, 1);
-        let ok = entry["error"].is_null()
-            && stratum(&entry) == Some(expected)
-            && offset(&entry).is_some_and(|o| o.abs() < bound);
-        ok.then_some(entry)
-    })
-    .unwrap_or_else(|| panic!("{target} not at stratum {expected} within {bound} s: {}", query(target, 1)))
-}
+use ntp_e2e::chain::{offset, query, refid_of, serve, stratum, wait_synced, ChronyClient};
+use ntp_e2e::{free_udp_port_on, wait_for};
 
 #[test]
 fn four_tier_chain_converges_and_a_chronyd_below_it_is_stratum_5() {
@@ -71,9 +37,9 @@ fn four_tier_chain_converges_and_a_chronyd_below_it_is_stratum_5() {
         eprintln!("stratum {expected} within 1 ms after {:.1} s: {entry}", started.elapsed().as_secs_f64());
     }
     assert!(started.elapsed() < Duration::from_secs(60), "the whole chain within 1 ms in under a minute");
-    // Reference IDs name the upstream's address.
+    // Reference IDs name the upstream's address and port.
     for i in 1..4 {
-        assert_eq!(query(&target(i), 1)["refid"], ips[i - 1], "refid of stratum {}", i + 1);
+        assert_eq!(query(&target(i), 1)["refid"], refid_of(&target(i - 1)), "refid of stratum {}", i + 1);
     }
 
     // Steady state: every tier stays close to true time. The bound leaves
@@ -91,37 +57,9 @@ fn four_tier_chain_converges_and_a_chronyd_below_it_is_stratum_5() {
     assert!(worst.iter().all(|&w| w < 200e-6), "every tier within 200 µs: {worst:?}");
 
     // chronyd below stratum 4 synchronizes to it and calls itself stratum 5.
-    let chronyd = require("chronyd");
-    let chronyc = require("chronyc");
-    let dir = tempfile::tempdir().unwrap();
-    let cmdport = free_udp_port_on("127.0.0.1");
-    let conf = dir.path().join("chrony.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server {} port {} iburst minpoll 0 maxpoll 2\nport 0\ncmdport {cmdport}\nbindcmdaddress 127.0.0.1\n\
-             pidfile {}/chronyd.pid\ndriftfile {}/drift\n",
-            ips[3],
-            ports[3],
-            dir.path().display(),
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let conf = conf.to_string_lossy().into_owned();
-    let _chrony = Daemon::spawn(chronyd, &["-x", "-d", "-u", "root", "-f", &conf]);
-    let tracking = wait_for(Duration::from_secs(40), || {
-        let output =
-            Command::new(&chronyc).args(["-h", "127.0.0.1", "-p", &cmdport.to_string(), "tracking"]).output().ok()?;
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        (text.contains("Stratum         : 5") && text.contains("Leap status     : Normal")).then_some(text)
-    })
-    .expect("chronyd below stratum 4 reports stratum 5");
-    eprintln!("{tracking}");
-    let system_time = tracking.lines().find(|l| l.starts_with("System time")).expect("System time line");
-    let seconds: f64 =
-        system_time.split(':').nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap();
-    assert!(seconds.abs() < 1e-3, "chronyd's view of its offset from stratum 4: {system_time}");
+    let chronyd = ChronyClient::follow(ips[3], ports[3]);
+    let seconds = chronyd.wait_stratum(5, Duration::from_secs(40));
+    assert!(seconds.abs() < 1e-3, "chronyd's view of its offset from stratum 4: {seconds} s");
     drop(daemons);
 }
 
@@ -139,7 +77,10 @@ fn a_lying_stratum_1_among_three_is_voted_out() {
     let _downstream = serve(ips[3], ports[3], &args);
     let entry = wait_synced(&target(3), 2, 1e-3, Duration::from_secs(30));
     let refid = entry["refid"].as_str().unwrap().to_string();
-    assert!(refid == ips[0] || refid == ips[2], "system peer is an honest server, not the liar: {refid}");
+    assert!(
+        refid == refid_of(&target(0)) || refid == refid_of(&target(2)),
+        "system peer is an honest server, not the liar: {refid}"
+    );
     // It stays with the honest majority.
     std::thread::sleep(Duration::from_secs(3));
     let entry = query(&target(3), 4);

@@ -9,6 +9,7 @@ use std::net::{TcpStream, UdpSocket};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use ntp_e2e::chain::refid_of;
 use ntp_e2e::nts::free_tcp_port_on;
 use ntp_e2e::{bin, free_udp_port_on, ntpd_sim_status, wait_for, Daemon};
 use serde_json::Value;
@@ -95,7 +96,7 @@ fn status_metrics_and_statistics_of_a_chain() {
     })
     .unwrap_or_else(|| panic!("downstream never synchronized: {:?}", ntpd_sim_status(&h2)));
     assert_eq!(status["system"]["stratum"], 2);
-    assert_eq!(status["system"]["reference_id"], "127.0.0.1");
+    assert_eq!(status["system"]["reference_id"], refid_of(&upstream));
     assert_eq!(status["system"]["system_peer"], upstream.as_str());
     assert_eq!(status["upstreams"][0]["stratum"], 1);
     assert_eq!(status["upstreams"][0]["reach"].as_u64().map(|r| r & 1), Some(1));

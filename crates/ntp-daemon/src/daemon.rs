@@ -4,7 +4,7 @@
 //! `/status` and `/metrics`, with `--stats-dir`, statistics logs.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,10 +169,9 @@ pub async fn run_on(
         tokio::spawn(refresh_reference(Arc::clone(&clock), stopped.clone()))
     } else {
         let upstreams = sync::connect(&config.sync).await?;
-        let own: Vec<IpAddr> = local.iter().map(SocketAddr::ip).filter(|ip| !ip.is_unspecified()).collect();
         let until_stopped = wait_for_stop(stopped.clone());
         let (clock, sync_config) = (Arc::clone(&clock), config.sync.clone());
-        tokio::spawn(sync::run(clock, upstreams, sync_config, own, status, stats_log, until_stopped))
+        tokio::spawn(sync::run(clock, upstreams, sync_config, local.clone(), status, stats_log, until_stopped))
     };
     let started = config
         .nts

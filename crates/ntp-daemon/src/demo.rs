@@ -4,8 +4,9 @@
 //! table refreshed every second shows each server's stratum, its offset from
 //! true time (the host clock) and its state, until all are within 1 ms.
 //!
-//! Each server listens on its own loopback address (127.0.0.1, .2, .3), so
-//! the reference IDs differ and loop detection sees three hosts.
+//! All three listen on 127.0.0.1, each on a port of its own, as a user
+//! would start them: reference IDs name the upstream's address and port
+//! (docs/chain.md), so loop detection tells them apart.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
@@ -29,8 +30,8 @@ use crate::observe::status::SyncStatus;
 /// The chain: name, address, clock offset (s), drift (ppm).
 const TIERS: [(&str, &str, f64, f64); 3] = [
     ("stratum 1", "127.0.0.1", 0.0, 0.0),
-    ("stratum 2", "127.0.0.2", 300.0, 0.0),
-    ("stratum 3", "127.0.0.3", -1.5, 40.0),
+    ("stratum 2", "127.0.0.1", 300.0, 0.0),
+    ("stratum 3", "127.0.0.1", -1.5, 40.0),
 ];
 /// Within this of true time counts as converged...
 const CONVERGED: f64 = 1e-3;
@@ -41,7 +42,7 @@ const CONVERGED_FOR: u32 = 5;
 #[derive(Debug, Error)]
 pub enum DemoError {
     /// A loopback address could not be bound.
-    #[error("cannot bind {0}: {1} (the demo needs 127.0.0.1-3, which Linux routes to loopback)")]
+    #[error("cannot bind {0}: {1} (the demo needs three UDP ports on loopback)")]
     Bind(String, std::io::Error),
     /// A daemon's configuration was refused.
     #[error(transparent)]

@@ -16,8 +16,9 @@ use ntp_proto::association::PollConfig;
 use ntp_proto::discipline::{Adjustment, DisciplineConfig};
 use ntp_proto::exchange::log2_seconds;
 use ntp_proto::packet::{ReferenceId, Version};
+use ntp_proto::responder::ServerState;
 use ntp_proto::synchronizer::{ReplyOutcome, Synchronizer};
-use ntp_proto::system::{Synchronization, SystemConfig};
+use ntp_proto::system::{own_reference_ids, Synchronization, SystemConfig};
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use ntp_udp::TimestampedSocket;
 use thiserror::Error;
@@ -106,30 +107,24 @@ pub fn system_config(config: &SyncConfig, precision: i8) -> (SystemConfig, PollC
 }
 
 /// Polls `upstreams` and disciplines `clock` until `shutdown` completes.
-/// `own_addresses` are this server's addresses, for loop detection.
+/// `listening` are the addresses this server serves on, for loop detection.
 pub async fn run(
     clock: Arc<SharedClock>,
     upstreams: Vec<Upstream>,
     config: SyncConfig,
-    own_addresses: Vec<IpAddr>,
+    listening: Vec<SocketAddr>,
     status: watch::Sender<SyncStatus>,
     mut stats_log: Option<StatsLog>,
     shutdown: impl Future<Output = ()>,
 ) {
     let precision = clock.snapshot().state.precision;
     let (system, poll) = system_config(&config, precision);
-    let ids: Vec<ReferenceId> = upstreams.iter().map(|u| ReferenceId::from_upstream(u.address.ip())).collect();
+    let ids: Vec<ReferenceId> = upstreams.iter().map(|u| ReferenceId::of_upstream(u.address)).collect();
     let raw_now = clock.raw_now();
     let mut sync = Synchronizer::new(system, poll, &ids, raw_now);
-    let mut own: Vec<ReferenceId> = own_addresses.iter().map(|&ip| ReferenceId::from_upstream(ip)).collect();
-    own.extend(
-        upstreams
-            .iter()
-            .filter_map(|u| u.socket.local_addr().ok())
-            .filter(|a| !a.ip().is_unspecified())
-            .map(|a| ReferenceId::from_upstream(a.ip())),
-    );
-    sync.set_own_reference_ids(own);
+    let polling_from: Vec<IpAddr> =
+        upstreams.iter().filter_map(|u| u.socket.local_addr().ok()).map(|a| a.ip()).collect();
+    sync.set_own_reference_ids(own_reference_ids(&listening, &polling_from));
     publish_status(&status, &sync, &upstreams);
 
     let options = ExchangeOptions { version: Version::V4, timeout: Duration::from_secs(2), local_precision: precision };
@@ -179,9 +174,7 @@ pub async fn run(
                 let state = sync.server_state(raw_now);
                 let was = clock.snapshot().state;
                 clock.update(|s| s.state = state);
-                if was.stratum != state.stratum && state.stratum.0 == 0 {
-                    warn!("no usable upstream for longer than the holdover: now unsynchronized");
-                }
+                log_if_unsynchronized(&was, &state);
                 publish_status(&status, &sync, &upstreams);
             }
         }
@@ -222,10 +215,12 @@ fn handle(
     let sent = measurement.request_transmit;
     let outcome = sync.on_reply(index, &mut disciplined, raw_now, &reply, sent, &measurement.timestamps);
     let state = sync.server_state(raw_now);
+    let was = clock.snapshot().state;
     clock.update(|s| {
         s.clock.correction = disciplined.correction;
         s.state = state;
     });
+    log_if_unsynchronized(&was, &state);
     if let (Some(log), ReplyOutcome::Accepted(update)) = (stats_log, outcome) {
         let unix = SharedClock::system_now().to_unix_f64();
         let offset = measurement.timestamps.offset() - correction_before;
@@ -240,6 +235,14 @@ fn handle(
         ReplyOutcome::Accepted(Some(update)) => log_update(&update, was_synchronized, index),
         ReplyOutcome::Accepted(None) => {}
         ReplyOutcome::Rejected(error) => debug!(upstream = %upstream.name, %error, "reply rejected"),
+    }
+}
+
+/// Says so when what we advertise turns unsynchronized, whichever event
+/// (a reply or the periodic refresh) noticed the holdover had run out.
+fn log_if_unsynchronized(was: &ServerState, now: &ServerState) {
+    if was.stratum.0 != 0 && now.stratum.0 == 0 {
+        warn!("no usable upstream for longer than the holdover: now unsynchronized");
     }
 }
 

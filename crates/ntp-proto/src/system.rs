@@ -4,6 +4,8 @@
 //! reference, root delay and dispersion, leap), including falling back to
 //! unsynchronized after a holdover without upstreams.
 
+use std::net::{IpAddr, SocketAddr};
+
 use crate::association::Association;
 use crate::clock::VirtualClock;
 use crate::discipline::{Adjustment, Discipline, DisciplineConfig, Update};
@@ -334,6 +336,38 @@ pub fn unsynchronized(precision: i8, reference_time: NtpTimestamp) -> ServerStat
         reference_id: ReferenceId::default(),
         reference_time,
     }
+}
+
+/// The reference IDs that mean "synchronized to us", for loop detection:
+/// what a server polling us would advertise once we are its system peer.
+///
+/// `listening` are the addresses we serve on (an unspecified address means
+/// every address of the host), `polling_from` the addresses our own polls
+/// leave from. For each address we can be reached at, both the plain
+/// address (what chrony, ntpd and ntpd-sim on port 123 advertise) and
+/// [`ReferenceId::of_upstream`] of it with the listening port (what
+/// ntpd-sim advertises for an upstream on another port), so that servers
+/// sharing one address on different ports are told apart. Addresses behind
+/// a wildcard listener are known only as far as `polling_from` names them.
+#[must_use]
+pub fn own_reference_ids(listening: &[SocketAddr], polling_from: &[IpAddr]) -> Vec<ReferenceId> {
+    let specified = |ip: &IpAddr| !ip.is_unspecified();
+    let mut ids: Vec<ReferenceId> =
+        polling_from.iter().filter(|ip| specified(ip)).map(|&ip| ReferenceId::from_upstream(ip)).collect();
+    for listener in listening {
+        let reachable: Vec<IpAddr> = if specified(&listener.ip()) {
+            vec![listener.ip()]
+        } else {
+            polling_from.iter().copied().filter(|ip| specified(ip) && ip.is_ipv4() == listener.is_ipv4()).collect()
+        };
+        for ip in reachable {
+            ids.push(ReferenceId::from_upstream(ip));
+            ids.push(ReferenceId::of_upstream(SocketAddr::new(ip, listener.port())));
+        }
+    }
+    ids.sort_unstable_by_key(|id| id.0);
+    ids.dedup();
+    ids
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The daemon's HTTP side (`serve --http ADDR:PORT`, off unless asked):
-//! `GET /status` (JSON, [`crate::status::StatusReport`]) and `GET /metrics`
+//! `GET /status` (JSON, [`super::status::StatusReport`]) and `GET /metrics`
 //! (Prometheus text), served by hyper 1 over HTTP/1.1, plus the small client
 //! `ntpd-sim status` fetches them with.
 

@@ -2,7 +2,7 @@
 //! version, mode, stratum, reference ID and kiss-o'-death codes.
 
 use core::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use md5::{Digest, Md5};
 
@@ -203,6 +203,9 @@ impl fmt::Display for KissCode {
     }
 }
 
+/// The NTP port (RFC 5905 §7.2).
+pub const NTP_PORT: u16 = 123;
+
 /// The 32-bit reference ID (RFC 5905 §7.3): what the sender is synchronized
 /// to. Its meaning depends on the stratum, see [`ReferenceId::interpret`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -244,8 +247,34 @@ impl ReferenceId {
         }
     }
 
+    /// The reference ID of a server synchronized to the upstream at
+    /// `upstream` (address and port). On the NTP port, 123, it is
+    /// [`from_upstream`](Self::from_upstream) of the address, as RFC 5905
+    /// says. On any other port the address alone does not name the server
+    /// (a chain of daemons on 127.0.0.1 with one port each would all share
+    /// one reference ID, and each would take its upstream's for its own), so
+    /// it is the first four octets of the MD5 hash of the address's octets
+    /// followed by the port in network byte order: the same kind of value
+    /// RFC 5905 uses for IPv6 upstreams, and as opaque to other peers.
+    #[must_use]
+    pub fn of_upstream(upstream: SocketAddr) -> Self {
+        if upstream.port() == NTP_PORT {
+            return Self::from_upstream(upstream.ip());
+        }
+        let mut hasher = Md5::new();
+        match upstream.ip() {
+            IpAddr::V4(v4) => hasher.update(v4.octets()),
+            IpAddr::V6(v6) => hasher.update(v6.octets()),
+        }
+        hasher.update(upstream.port().to_be_bytes());
+        Self::from_digest(&hasher.finalize())
+    }
+
     fn from_ipv6(address: Ipv6Addr) -> Self {
-        let digest = Md5::digest(address.octets());
+        Self::from_digest(&Md5::digest(address.octets()))
+    }
+
+    fn from_digest(digest: &[u8]) -> Self {
         Self([digest[0], digest[1], digest[2], digest[3]])
     }
 
@@ -318,6 +347,20 @@ mod tests {
         // MD5 of the 16 bytes of ::1 is cf404dc806178c245b5b4fe2531e6d8c.
         let id = ReferenceId::from_upstream("::1".parse().unwrap());
         assert_eq!(id.0, [0xcf, 0x40, 0x4d, 0xc8]);
+    }
+
+    #[test]
+    fn on_port_123_the_reference_id_is_the_address_elsewhere_address_and_port() {
+        let on_123: SocketAddr = "192.0.2.7:123".parse().unwrap();
+        assert_eq!(ReferenceId::of_upstream(on_123).0, [192, 0, 2, 7]);
+        let v6_on_123: SocketAddr = "[::1]:123".parse().unwrap();
+        assert_eq!(ReferenceId::of_upstream(v6_on_123), ReferenceId::from_upstream("::1".parse().unwrap()));
+        // MD5 of 7f 00 00 01 43 55 (127.0.0.1, port 17237) starts 1cbbf72d,
+        // computed independently with Python's hashlib.
+        let one_address = |port: u16| ReferenceId::of_upstream(SocketAddr::from(([127, 0, 0, 1], port)));
+        assert_eq!(one_address(17237).0, [0x1c, 0xbb, 0xf7, 0x2d]);
+        assert_ne!(one_address(17221), one_address(17222));
+        assert_ne!(one_address(17221), ReferenceId([127, 0, 0, 1]));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 pub(crate) use extension::decode_field;
 pub use extension::{ExtensionField, Mac, Trailer};
-pub use fields::{KissCode, LeapIndicator, Mode, ReferenceId, ReferenceIdMeaning, Stratum, Version};
+pub use fields::{KissCode, LeapIndicator, Mode, ReferenceId, ReferenceIdMeaning, Stratum, Version, NTP_PORT};
 pub use header::{write_transmit, Header, HEADER_LEN};
 
 /// Why a datagram is not an NTP packet this crate can read.

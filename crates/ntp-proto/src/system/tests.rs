@@ -148,3 +148,32 @@ fn the_system_peer_does_not_hop_between_equals() {
     assert!(peers_seen.len() > 10);
     assert!(peers_seen.windows(2).all(|w| w[0] == w[1]), "one system peer throughout: {peers_seen:?}");
 }
+
+fn socket(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+#[test]
+fn servers_sharing_one_address_on_other_ports_are_not_us() {
+    // Three tiers on 127.0.0.1: we are the third, on port 17223.
+    let own = own_reference_ids(&[socket("127.0.0.1:17223")], &["127.0.0.1".parse().unwrap()]);
+    // Our upstream (port 17222) is synchronized to the first tier (17221).
+    let upstream_refid = ReferenceId::of_upstream(socket("127.0.0.1:17221"));
+    assert!(!own.contains(&upstream_refid), "a neighbour on the same address is not a loop");
+    // A server polling us on our port advertises us: that is a loop.
+    assert!(own.contains(&ReferenceId::of_upstream(socket("127.0.0.1:17223"))));
+    // So is one that names only our address, as chrony and ntpd do.
+    assert!(own.contains(&ReferenceId([127, 0, 0, 1])));
+}
+
+#[test]
+fn a_wildcard_listener_is_us_at_every_address_our_polls_leave_from() {
+    let own = own_reference_ids(&[socket("0.0.0.0:12300"), socket("[::]:12300")], &["127.0.0.5".parse().unwrap()]);
+    assert!(own.contains(&ReferenceId::of_upstream(socket("127.0.0.5:12300"))));
+    assert!(own.contains(&ReferenceId([127, 0, 0, 5])));
+    assert!(!own.contains(&ReferenceId([0, 0, 0, 0])), "the unspecified address is nobody");
+    assert_eq!(own.len(), 2, "{own:?}");
+    // On port 123 the two spellings are one value.
+    let on_123 = own_reference_ids(&[socket("192.0.2.1:123")], &[]);
+    assert_eq!(on_123, vec![ReferenceId([192, 0, 2, 1])]);
+}

@@ -51,6 +51,10 @@ struct Cli {
     /// Seed of the random decisions.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Write a line per NTP exchange relayed to FILE: Unix time, then the
+    /// seconds the request and the reply really spent in the relay.
+    #[arg(long, value_name = "FILE")]
+    exchange_log: Option<std::path::PathBuf>,
     /// Log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         out: Impairment { delay: base.delay + millis(cli.delay_out)?, ..base },
         back: Impairment { delay: base.delay + millis(cli.delay_back)?, ..base },
         seed: cli.seed,
+        exchange_log: cli.exchange_log,
     };
     relay::run(&config)?;
     Ok(())

@@ -1,0 +1,113 @@
+//! Stratum chains of real `ntpd-sim serve` processes, judged from outside:
+//! by `ntp-query` (whose clock, the host's, is true time on one host) and by
+//! a chronyd below the chain.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use ntp_proto::packet::{ReferenceId, Stratum};
+use serde_json::Value;
+
+use crate::peers::require;
+use crate::process::{bin, free_udp_port, ntp_query_entry, wait_for, Daemon};
+
+/// `ntpd-sim serve` on `ip:port` with `args`, logging at info.
+pub fn serve(ip: &str, port: u16, args: &[&str]) -> Daemon {
+    let listen = format!("{ip}:{port}");
+    let mut all = vec!["serve", "--listen", &listen, "--log-level", "info"];
+    all.extend_from_slice(args);
+    Daemon::spawn(bin("ntpd-sim"), &all)
+}
+
+/// `ntp-query --json` of one server with `samples` samples: its entry in `servers`.
+pub fn query(target: &str, samples: u32) -> Value {
+    ntp_query_entry(&["-n", &samples.to_string(), "-i", "0.05", "-t", "1", target])
+}
+
+/// The offset an `ntp-query` entry reports, if it measured one.
+pub fn offset(entry: &Value) -> Option<f64> {
+    entry["offset"].as_f64()
+}
+
+/// The stratum an `ntp-query` entry reports.
+pub fn stratum(entry: &Value) -> Option<u64> {
+    entry["stratum"].as_u64()
+}
+
+/// The reference ID, as `ntp-query` and `/status` print it, of a server
+/// synchronized to the upstream at `target` (`ip:port`): the address on
+/// port 123, a hash of address and port elsewhere (docs/chain.md).
+pub fn refid_of(target: &str) -> String {
+    let address = target.parse().unwrap_or_else(|_| panic!("not ip:port: {target}"));
+    ReferenceId::of_upstream(address).display(Stratum(2))
+}
+
+/// Is `entry` a synchronized answer at `expected` stratum within `bound` of true time?
+pub fn is_synced(entry: &Value, expected: u64, bound: f64) -> bool {
+    entry["error"].is_null() && stratum(entry) == Some(expected) && offset(entry).is_some_and(|o| o.abs() < bound)
+}
+
+/// Waits until `target` answers at `expected` stratum within `bound` of true time.
+pub fn wait_synced(target: &str, expected: u64, bound: f64, timeout: Duration) -> Value {
+    wait_for(timeout, || {
+        let entry = query(target, 1);
+        is_synced(&entry, expected, bound).then_some(entry)
+    })
+    .unwrap_or_else(|| panic!("{target} not at stratum {expected} within {bound} s: {}", query(target, 1)))
+}
+
+/// A chronyd (`-x`: it never touches the clock) following one server as a
+/// long-running client, read with `chronyc tracking`; killed when dropped.
+#[derive(Debug)]
+pub struct ChronyClient {
+    cmdport: u16,
+    _daemon: Daemon,
+    _dir: tempfile::TempDir,
+}
+
+impl ChronyClient {
+    /// Starts chronyd polling `ip:port` every 1-4 s.
+    pub fn follow(ip: &str, port: u16) -> Self {
+        let chronyd = require("chronyd");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cmdport = free_udp_port();
+        let conf = dir.path().join("chrony.conf");
+        let at = |name: &str| Path::new(dir.path()).join(name).display().to_string();
+        std::fs::write(
+            &conf,
+            format!(
+                "server {ip} port {port} iburst minpoll 0 maxpoll 2\nport 0\ncmdport {cmdport}\n\
+                 bindcmdaddress 127.0.0.1\npidfile {}\ndriftfile {}\n",
+                at("chronyd.pid"),
+                at("drift")
+            ),
+        )
+        .expect("write chrony.conf");
+        let conf = conf.to_string_lossy().into_owned();
+        let daemon = Daemon::spawn(chronyd, &["-x", "-d", "-u", "root", "-f", &conf]);
+        Self { cmdport, _daemon: daemon, _dir: dir }
+    }
+
+    /// `chronyc tracking`'s output, or empty if chronyc could not run.
+    pub fn tracking(&self) -> String {
+        let output = Command::new(require("chronyc"))
+            .args(["-h", "127.0.0.1", "-p", &self.cmdport.to_string(), "tracking"])
+            .output();
+        output.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    }
+
+    /// Waits until chronyd says it is synchronized at `stratum` (leap
+    /// normal) and returns its offset from its source ("System time").
+    pub fn wait_stratum(&self, stratum: u8, timeout: Duration) -> f64 {
+        let wanted = format!("Stratum         : {stratum}\n");
+        let tracking = wait_for(timeout, || {
+            let text = self.tracking();
+            (text.contains(&wanted) && text.contains("Leap status     : Normal")).then_some(text)
+        })
+        .unwrap_or_else(|| panic!("chronyd not at stratum {stratum}: {}", self.tracking()));
+        eprintln!("{tracking}");
+        let line = tracking.lines().find(|l| l.starts_with("System time")).expect("System time line");
+        line.split(':').nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()).expect("seconds")
+    }
+}
