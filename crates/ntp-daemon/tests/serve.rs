@@ -28,6 +28,9 @@ fn start_with(policy: PolicyConfig, drift_ppm: f64) -> (Server, Arc<SharedClock>
     let config = ServeConfig::merge(FileConfig::default(), &args).unwrap();
     let clock = Arc::new(SharedClock::new(primary_snapshot(&config, -20)));
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // As the daemon sizes it, so a burst waits in the queue while the
+    // serving thread is kept off its core (the whole suite runs at once).
+    let _ = ntp_udp::set_receive_buffer(&socket, config.receive_buffer);
     (Server::start(vec![socket], &policy, Arc::clone(&clock)).unwrap(), clock)
 }
 

@@ -2,6 +2,14 @@
 //! at a fixed rate), validating every reply, and a trivial batching UDP
 //! responder to measure what the generator and the kernel can do at best.
 //! Used by `bench/server.sh`; see `docs/performance.md`.
+//!
+//! # Layout
+//! - `generator`: the load itself, over `ntp_udp` batches, and the check
+//!   of every reply's origin.
+//! - `bad`: the datagrams of a mixed load that a server must drop.
+//! - `nts`: `ntp-loadgen nts`, NTS-protected load after one NTS-KE.
+//! - `responder`: the trivial responder, a floor for comparisons.
+//! - `report`: what a run counted, as one line.
 
 mod bad;
 mod generator;
