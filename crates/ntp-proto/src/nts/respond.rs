@@ -132,15 +132,11 @@ mod tests {
             ClientRequest { unique_id: &uid, cookie: &cookie, placeholders: 2, nonce: &[9; 16], c2s: &session.c2s }
                 .encode(&header);
         let (receive, transmit) = (NtpTimestamp::from_bits(1 << 40), NtpTimestamp::from_bits(2 << 40));
-        let NtsResponse::Reply { bytes, kind: NtsReplyKind::Time } = respond_nts(
-            &NtsRequest::decode(&request).unwrap(),
-            receive,
-            transmit,
-            &STATE,
-            Admission::Serve,
-            &masters,
-            &mut fill,
-        ) else {
+        let answer = |request: &[u8], admission: Admission| {
+            let request = NtsRequest::decode(request).unwrap();
+            respond_nts(&request, receive, transmit, &STATE, admission, &masters, &mut fill)
+        };
+        let NtsResponse::Reply { bytes, kind: NtsReplyKind::Time } = answer(&request, Admission::Serve) else {
             panic!("no time reply")
         };
         let reply = Packet::decode(&bytes).unwrap();
@@ -158,52 +154,17 @@ mod tests {
             nonce: &[9; 16],
         }
         .encode(&header);
-        let NtsResponse::Reply { bytes, kind: NtsReplyKind::Nak } = respond_nts(
-            &NtsRequest::decode(&wrong).unwrap(),
-            receive,
-            transmit,
-            &STATE,
-            Admission::Serve,
-            &masters,
-            &mut fill,
-        ) else {
+        let NtsResponse::Reply { bytes, kind: NtsReplyKind::Nak } = answer(&wrong, Admission::Serve) else {
             panic!("no NAK")
         };
         let reply = Packet::decode(&bytes).unwrap();
         assert_eq!(check_reply(&bytes, &reply, &uid, &session.s2c), Err(ReplyError::Nak));
 
-        let rate = respond_nts(
-            &NtsRequest::decode(&request).unwrap(),
-            receive,
-            transmit,
-            &STATE,
-            Admission::Kiss(KissCode::Rate),
-            &masters,
-            &mut fill,
-        );
+        let rate = answer(&request, Admission::Kiss(KissCode::Rate));
         assert!(matches!(rate, NtsResponse::Reply { kind: NtsReplyKind::Kiss, .. }));
-        let dropped = respond_nts(
-            &NtsRequest::decode(&request).unwrap(),
-            receive,
-            transmit,
-            &STATE,
-            Admission::Drop,
-            &masters,
-            &mut fill,
-        );
+        let dropped = answer(&request, Admission::Drop);
         assert_eq!(dropped, NtsResponse::Ignore(IgnoreReason::Denied));
         let plain = Header { mode: Mode::Client, transmit: NtpTimestamp::from_bits(1), ..Header::default() }.encode();
-        assert!(matches!(
-            respond_nts(
-                &NtsRequest::decode(&plain).unwrap(),
-                receive,
-                transmit,
-                &STATE,
-                Admission::Serve,
-                &masters,
-                &mut fill
-            ),
-            NtsResponse::Ignore(IgnoreReason::Malformed(_))
-        ));
+        assert!(matches!(answer(&plain, Admission::Serve), NtsResponse::Ignore(IgnoreReason::Malformed(_))));
     }
 }
