@@ -14,7 +14,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates
 COPY tests tests
-RUN cargo build --release --locked -p ntp-server -p ntp-client --bins
+RUN cargo build --release --locked -p ntp-daemon -p ntp-client --bins
 COPY docker/rootfs.sh docker/rootfs.sh
 RUN sh docker/rootfs.sh /rootfs target/release
 

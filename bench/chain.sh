@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-180}
 BASE=${BASE_PORT:-12500}
 
-cargo build --release --quiet -p ntp-server -p ntp-client --bins
+cargo build --release --quiet -p ntp-daemon -p ntp-client --bins
 TARGET=${CARGO_TARGET_DIR:-target}/release
 CHRONYD=$(command -v chronyd || echo /usr/sbin/chronyd)
 WORK=$(mktemp -d)

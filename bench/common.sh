@@ -8,7 +8,7 @@
 SERVER_CPU=${SERVER_CPU:-0}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
 
-cargo build --release --quiet -p ntp-server --bins
+cargo build --release --quiet -p ntp-daemon -p ntp-tools --bins
 TARGET=${CARGO_TARGET_DIR:-target}/release
 NTPD_SIM=$TARGET/ntpd-sim
 LOADGEN=$TARGET/ntp-loadgen

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 image=${NTPD_SIM_IMAGE:-ntpd-sim:local}
 target_dir=${CARGO_TARGET_DIR:-target}
 
-cargo build --release --locked -p ntp-server -p ntp-client --bins
+cargo build --release --locked -p ntp-daemon -p ntp-client --bins
 bash docker/rootfs.sh docker/rootfs "$target_dir/release"
 # The legacy builder is enough for FROM scratch + COPY, and is there when
 # the buildx plugin is not.

@@ -1,10 +1,12 @@
 //! Starting and stopping real processes, and finding free loopback ports.
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -66,10 +68,26 @@ pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> O
 }
 
 /// A process this test started; killed (by its own pid) when dropped.
+/// What it writes to stdout and stderr is collected as it comes, line by
+/// line, so a test can wait for a log line while it runs.
 #[derive(Debug)]
 pub struct Daemon {
     child: Child,
     name: String,
+    output: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// Appends each line `from` gives to `output`, until it closes.
+fn collect(from: impl Read + Send + 'static, output: &Arc<Mutex<String>>) -> JoinHandle<()> {
+    let output = Arc::clone(output);
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            let mut text = output.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            text.push_str(&line);
+            text.push('\n');
+        }
+    })
 }
 
 impl Daemon {
@@ -78,14 +96,29 @@ impl Daemon {
     pub fn spawn(program: impl Into<PathBuf>, args: &[&str]) -> Self {
         let program = program.into();
         let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let child = Command::new(&program)
+        let mut child = Command::new(&program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
-        Self { child, name }
+        let output = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            collect(child.stdout.take().expect("piped stdout"), &output),
+            collect(child.stderr.take().expect("piped stderr"), &output),
+        ];
+        Self { child, name, output, readers }
+    }
+
+    /// Everything the process has written so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The first line of output containing `text`, waiting up to `timeout`.
+    pub fn wait_for_line(&self, text: &str, timeout: Duration) -> Option<String> {
+        wait_for(timeout, || self.output().lines().find(|l| l.contains(text)).map(strip_ansi))
     }
 
     /// The process id.
@@ -108,10 +141,11 @@ impl Daemon {
     /// everything the process wrote to stdout and stderr.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         self.signal("TERM");
-        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().expect("spawn true"));
-        let output = child.wait_with_output().expect("wait for the daemon");
-        let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-        (output.status, text)
+        let status = self.child.wait().expect("wait for the daemon");
+        for reader in std::mem::take(&mut self.readers) {
+            let _ = reader.join();
+        }
+        (status, self.output())
     }
 }
 
@@ -122,6 +156,25 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Starts `ntpd-sim serve --listen IP:0` with `args` on loopback address
+/// `ip`, and returns it with the port the kernel gave it, read from its
+/// start-up log line: no port is picked beforehand and handed over, so
+/// tests running in parallel cannot race for one.
+pub fn ntpd_sim_serve(ip: &str, args: &[&str]) -> (Daemon, u16) {
+    let listen = format!("{ip}:0");
+    let mut all = vec!["serve", "--listen", &listen];
+    all.extend_from_slice(args);
+    let daemon = Daemon::spawn(bin("ntpd-sim"), &all);
+    let line = daemon.wait_for_line("serving NTP", Duration::from_secs(10));
+    let line = line.unwrap_or_else(|| panic!("ntpd-sim did not start serving:\n{}", daemon.output()));
+    let port = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addresses="))
+        .and_then(|address| address.parse::<std::net::SocketAddr>().ok())
+        .map(|address| address.port());
+    (daemon, port.unwrap_or_else(|| panic!("no address in {line}")))
 }
 
 /// The numeric field `name` (as in `name=42`) of the first log line that

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ntp_e2e::{bin, free_udp_port, log_field, wait_for, Daemon};
+use ntp_e2e::{log_field, ntpd_sim_serve, wait_for};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -120,9 +120,8 @@ fn ntp_seconds(bytes: &[u8]) -> f64 {
 
 #[test]
 fn hostile_datagrams_get_no_reply_and_interleaved_clients_are_all_answered() {
-    let port = free_udp_port();
+    let (daemon, port) = ntpd_sim_serve("127.0.0.1", &["--clock-offset", "300"]);
     let listen = format!("127.0.0.1:{port}");
-    let daemon = Daemon::spawn(bin("ntpd-sim"), &["serve", "--listen", &listen, "--clock-offset", "300"]);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     // Generous: a loaded machine may keep the server off its core for a while.
     socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

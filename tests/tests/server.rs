@@ -9,18 +9,16 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ntp_e2e::peers::{chronyd_query_offset, ntplib_query, require};
-use ntp_e2e::{bin, free_udp_port, log_field, udp_exchange, wait_for, Daemon, CLIENT_REQUEST};
+use ntp_e2e::{bin, free_udp_port, log_field, ntpd_sim_serve, udp_exchange, wait_for, Daemon, CLIENT_REQUEST};
 
 const OFFSET: f64 = 300.0;
 
-/// Starts `ntpd-sim serve` with `args` and waits until it answers.
-fn serve(port: u16, args: &[&str]) -> Daemon {
-    let listen = format!("127.0.0.1:{port}");
-    let mut all = vec!["serve", "--listen", &listen];
-    all.extend_from_slice(args);
-    let daemon = Daemon::spawn(bin("ntpd-sim"), &all);
+/// Starts `ntpd-sim serve` with `args` on a port of its own choosing and
+/// waits until it answers; returns it and the port.
+fn serve(args: &[&str]) -> (Daemon, u16) {
+    let (daemon, port) = ntpd_sim_serve("127.0.0.1", args);
     wait_for(Duration::from_secs(10), || raw_query(port, 4, 1).map(|_| ())).expect("ntpd-sim answers");
-    daemon
+    (daemon, port)
 }
 
 /// One request from a plain socket; the reply, if any within 300 ms.
@@ -33,9 +31,8 @@ fn raw_query(port: u16, version: u8, transmit: u64) -> Option<Vec<u8>> {
 
 #[test]
 fn ntplib_and_chronyd_accept_it_and_measure_its_clock_offset() {
-    let port = free_udp_port();
     let offset = OFFSET.to_string();
-    let daemon = serve(port, &["--clock-offset", &offset, "--refid", "GPS"]);
+    let (daemon, port) = serve(&["--clock-offset", &offset, "--refid", "GPS"]);
     for version in [3, 4] {
         let (stratum, measured, delay, refid) = ntplib_query(port, version).unwrap();
         assert_eq!((stratum, refid.as_str()), (1, "GPS"), "ntplib v{version}");
@@ -90,8 +87,7 @@ fn sigint_stops_it_cleanly_and_port_serves_every_address() {
 
 #[test]
 fn drops_bad_datagrams_without_reply_and_keeps_answering() {
-    let port = free_udp_port();
-    let daemon = serve(port, &[]);
+    let (daemon, port) = serve(&[]);
     let mut valid = [0u8; 48];
     valid[0] = (4 << 3) | 3;
     valid[47] = 9;
@@ -183,8 +179,7 @@ fn a_typo_in_the_config_is_rejected_naming_the_key() {
 fn wireshark_decodes_its_replies_as_ntp() {
     let tshark = require("tshark");
     let dir = tempfile::tempdir().unwrap();
-    let port = free_udp_port();
-    let daemon = serve(port, &["--clock-offset", "-2.5"]);
+    let (daemon, port) = serve(&["--clock-offset", "-2.5"]);
     let pcap = dir.path().join("capture.pcap");
     let log = dir.path().join("tshark.log");
     let filter = format!("udp port {port}");
@@ -279,10 +274,9 @@ fn resident_kb(pid: u32) -> u64 {
 #[test]
 fn memory_stays_flat_and_a_client_is_served_under_a_flood_of_sources() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_udp_port();
     let config =
         write_config(dir.path(), "[rate-limit]\nenabled = true\ninterval = 0.25\nburst = 4\ntable-size = 4096\n");
-    let daemon = serve(port, &["--config", &config]);
+    let (daemon, port) = serve(&["--config", &config]);
     let before = resident_kb(daemon.pid());
     let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     // A well-behaved client on 127.0.0.1 polls every 300 ms (within its

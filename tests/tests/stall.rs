@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ntp_e2e::{bin, free_udp_port, require_root, udp_exchange, wait_for, Daemon, CLIENT_REQUEST};
+use ntp_e2e::{bin, ntpd_sim_serve, require_root, udp_exchange, wait_for, CLIENT_REQUEST};
 
 /// How long the server is stopped, and the request rate meanwhile: some
 /// 10,000 requests queue, at about 830 bytes of buffer each on loopback.
@@ -25,9 +25,8 @@ fn serves(port: u16) -> Option<()> {
 /// Runs `ntp-loadgen` open loop for two seconds while the server is
 /// stopped for [`STALL`] in the middle; returns (sent, valid, lost).
 fn load_through_a_stall(receive_buffer: &str) -> (u64, u64, u64) {
-    let port = free_udp_port();
+    let (server, port) = ntpd_sim_serve("127.0.0.1", &["--receive-buffer", receive_buffer]);
     let listen = format!("127.0.0.1:{port}");
-    let server = Daemon::spawn(bin("ntpd-sim"), &["serve", "--listen", &listen, "--receive-buffer", receive_buffer]);
     assert!(wait_for(Duration::from_secs(10), || serves(port)).is_some(), "server up");
     let load = Command::new(bin("ntp-loadgen"))
         .args(["run", "--server", &listen, "--rate", RATE, "--duration", "2", "--warmup", "0"])

@@ -16,9 +16,9 @@ use crate::nts::{key_exchange, tls_config};
 use crate::query::query_nts;
 use crate::query::{query, QueryOptions};
 use crate::report::{table, Report, ServerReport};
-use crate::system_clock::SystemClock;
 use crate::target::{Family, Host, Target, TargetError, NTP_PORT};
 use ntp_proto::nts::DEFAULT_KE_PORT;
+use ntp_udp::SystemClock;
 use std::net::IpAddr;
 
 /// Measure the offset and delay of NTP servers (a one-shot client, like

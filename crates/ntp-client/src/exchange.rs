@@ -5,18 +5,19 @@
 //! The local clock is a parameter, so `ntp-query` passes the system clock
 //! and the daemon passes its disciplined virtual clock.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use ntp_proto::clock::Clock;
 use ntp_proto::nts::ntp::ReplyError as NtsReplyError;
 use ntp_proto::packet::{Header, KissCode, Mode, Version};
+use ntp_proto::request::{Refusal, SentRequest};
 use ntp_proto::{DecodeError, NtpDuration, NtpTimestamp, Packet, ReplyError, Sample, Timestamps};
 use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::net::TimestampedSocket;
 use crate::nts::NtsSession;
+use ntp_udp::TimestampedSocket;
 
 /// How to conduct one exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,10 @@ pub struct ExchangeOptions {
 pub struct Measurement {
     /// The server's reply, validated.
     pub reply: Header,
+    /// The transmit timestamp of our request (a random nonce), which the
+    /// reply's origin echoed: what a later check of the reply compares
+    /// the origin with.
+    pub request_transmit: NtpTimestamp,
     /// T1 and T4 on the local clock, T2 and T3 from the reply.
     pub timestamps: Timestamps,
     /// Offset, delay and dispersion of this exchange.
@@ -105,6 +110,17 @@ impl ExchangeError {
         matches!(self, Self::Rejected { error: ReplyError::Kiss(KissCode::Rate), .. })
     }
 
+    /// The error a refused datagram from `got` makes, for a request to `expected`.
+    fn refused(refusal: Refusal<(IpAddr, u16), NtsReplyError>, expected: SocketAddr, got: SocketAddr) -> Self {
+        match refusal {
+            Refusal::WrongSource(_) => Self::WrongSource { expected, got },
+            Refusal::Decode(error) => Self::Decode(error),
+            Refusal::Unauthenticated(error) => Self::Nts(error),
+            Refusal::Bogus(error) => Self::Bogus(error),
+            Refusal::Unusable { reply, error } => Self::Rejected { reply, error },
+        }
+    }
+
     /// How informative the error is, to report the best of several.
     #[must_use]
     pub fn rank(&self) -> u8 {
@@ -127,9 +143,10 @@ impl ExchangeError {
 /// timestamp mapped into `clock`, or `clock.now()` right after the receive
 /// where there is none.
 ///
-/// Datagrams that are not the answer (from another address, undecodable,
-/// not echoing our nonce) are ignored, so a forged packet cannot end the
-/// exchange; if nothing better arrives before the timeout, the last of them
+/// Each datagram is judged by [`ntp_proto::request::SentRequest`], as the
+/// simulator judges its replies. Datagrams that are not the answer (from
+/// another address, undecodable, not echoing our nonce) are ignored, so a
+/// forged packet cannot end the exchange; if nothing better arrives before the timeout, the last of them
 /// is the error. The request's transmit timestamp is a random nonce, so the
 /// request reveals nothing of the local clock.
 ///
@@ -175,6 +192,7 @@ async fn exchange_with(
         }
     };
     let request = Header { version: options.version, mode: Mode::Client, transmit: nonce, ..Header::default() };
+    let sent = SentRequest { server: endpoint(server), transmit: nonce };
     let (bytes, pending) = match nts {
         None => (request.encode().to_vec(), None),
         Some(session) => {
@@ -198,38 +216,24 @@ async fn exchange_with(
             Some(system) => clock.at_system_time(system),
             None => clock.now(),
         };
-        if !same_endpoint(datagram.source, server) {
-            tracing::debug!(%server, source = %datagram.source, "ignoring a datagram from another address");
-            ignored = Some(ExchangeError::WrongSource { expected: server, got: datagram.source });
-            continue;
-        }
-        let reply = match Header::decode(&buf[..datagram.len]) {
+        let bytes = &buf[..datagram.len];
+        let source = endpoint(datagram.source);
+        let verify = pending.as_ref().map(|(session, pending)| {
+            move |bytes: &[u8], packet: &Packet| session.accept_reply(bytes, packet, pending)
+        });
+        let reply = match sent.accept_with(source, bytes, verify) {
             Ok(reply) => reply,
-            Err(error) => {
-                tracing::debug!(%server, %error, "ignoring an undecodable datagram");
-                ignored = Some(ExchangeError::Decode(error));
-                continue;
-            }
-        };
-        if let Some((session, pending)) = &pending {
-            let checked = Packet::decode(&buf[..datagram.len]).map_err(ExchangeError::Decode).and_then(|packet| {
-                session.accept_reply(&buf[..datagram.len], &packet, pending).map_err(ExchangeError::Nts)
-            });
-            if let Err(error) = checked {
-                tracing::debug!(%server, %error, "ignoring a reply that is not NTS-authenticated");
+            Err(refusal) => {
+                let answered = refusal.is_answer();
+                let error = ExchangeError::refused(refusal, server, datagram.source);
+                if answered {
+                    return Err(error);
+                }
+                tracing::debug!(%server, source = %datagram.source, %error, "ignoring a datagram that is not the answer");
                 ignored = Some(error);
                 continue;
             }
-        }
-        match ntp_proto::validate_reply(&reply, nonce) {
-            Ok(()) => {}
-            Err(error @ (ReplyError::OriginMismatch | ReplyError::WrongMode(_))) => {
-                tracing::debug!(%server, %error, "ignoring a reply that does not answer our request");
-                ignored = Some(ExchangeError::Bogus(error));
-                continue;
-            }
-            Err(error) => return Err(ExchangeError::Rejected { reply: Box::new(reply), error }),
-        }
+        };
         // The kernel's transmit timestamp, if it is this request's: not
         // before the clock was read for the send, nor long after.
         let kernel_transmit = socket.last_transmit_timestamp().filter(|&stamp| {
@@ -249,6 +253,7 @@ async fn exchange_with(
         );
         return Ok(Measurement {
             reply,
+            request_transmit: nonce,
             timestamps,
             sample,
             kernel_transmit: kernel_transmit.is_some(),
@@ -258,10 +263,11 @@ async fn exchange_with(
     }
 }
 
-/// Same address and port; an IPv6 scope is not compared (the kernel may
-/// fill it in on replies to a request sent without one).
-fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
-    a.ip() == b.ip() && a.port() == b.port()
+/// Address and port, what a reply's source is compared by; an IPv6 scope
+/// is left out (the kernel may fill it in on replies to a request sent
+/// without one).
+fn endpoint(address: SocketAddr) -> (IpAddr, u16) {
+    (address.ip(), address.port())
 }
 
 #[cfg(test)]
@@ -328,6 +334,10 @@ mod tests {
         assert!(measured.sample.delay.to_seconds_f64() < 0.05);
         assert_eq!(measured.kernel_receive, cfg!(target_os = "linux"));
         assert_eq!(measured.kernel_transmit, cfg!(target_os = "linux"));
+        // The request's transmit timestamp is kept, for the daemon's
+        // synchronizer to check the origin against (not against itself).
+        assert_eq!(measured.request_transmit, measured.reply.origin);
+        assert!(!measured.request_transmit.is_zero());
     }
 
     #[tokio::test]
@@ -335,7 +345,7 @@ mod tests {
         let server = serve_once(|request| vec![Header { origin: NtpTimestamp::from_bits(7), ..reply_to(request) }]);
         let socket = TimestampedSocket::bind_for(server).await.unwrap();
         let options = ExchangeOptions { timeout: Duration::from_millis(200), ..OPTIONS };
-        let error = exchange(&socket, server, &crate::SystemClock, &options).await.unwrap_err();
+        let error = exchange(&socket, server, &ntp_udp::SystemClock, &options).await.unwrap_err();
         assert!(matches!(error, ExchangeError::Bogus(ReplyError::OriginMismatch)), "{error}");
     }
 
@@ -345,7 +355,7 @@ mod tests {
             vec![Header { stratum: Stratum(0), reference_id: ReferenceId(*b"DENY"), ..reply_to(request) }]
         });
         let socket = TimestampedSocket::bind_for(server).await.unwrap();
-        let error = exchange(&socket, server, &crate::SystemClock, &OPTIONS).await.unwrap_err();
+        let error = exchange(&socket, server, &ntp_udp::SystemClock, &OPTIONS).await.unwrap_err();
         assert!(error.is_answer() && !error.is_rate_kiss());
         assert_eq!(error.to_string(), "kiss-o'-death DENY");
     }
@@ -364,7 +374,7 @@ mod tests {
         let error = exchange(
             &socket,
             server,
-            &crate::SystemClock,
+            &ntp_udp::SystemClock,
             &ExchangeOptions { timeout: Duration::from_millis(300), ..OPTIONS },
         )
         .await
@@ -385,7 +395,7 @@ mod tests {
             raw.send_to(&bad_version, peer).unwrap();
             raw.send_to(&reply_to(&request).encode(), peer).unwrap();
         });
-        let measured = exchange(&socket, server, &crate::SystemClock, &OPTIONS).await.unwrap();
+        let measured = exchange(&socket, server, &ntp_udp::SystemClock, &OPTIONS).await.unwrap();
         assert_eq!(measured.reply.stratum, Stratum(1));
         serving.join().unwrap();
     }
@@ -407,10 +417,10 @@ mod tests {
         });
         let socket = TimestampedSocket::bind_for(server).await.unwrap();
         let options = ExchangeOptions { timeout: Duration::from_millis(300), ..OPTIONS };
-        let error = exchange_nts(&socket, server, &crate::SystemClock, &options, &session).await.unwrap_err();
+        let error = exchange_nts(&socket, server, &ntp_udp::SystemClock, &options, &session).await.unwrap_err();
         assert!(matches!(error, ExchangeError::Nts(_)), "{error}");
         // The one cookie is spent: the next request needs a new NTS-KE.
-        let error = exchange_nts(&socket, server, &crate::SystemClock, &options, &session).await.unwrap_err();
+        let error = exchange_nts(&socket, server, &ntp_udp::SystemClock, &options, &session).await.unwrap_err();
         assert!(matches!(error, ExchangeError::NoCookies), "{error}");
     }
 }

@@ -1,13 +1,10 @@
 //! The NTP client: one validated exchange with a server, a burst of them
-//! reduced to one estimate, and the `ntp-query` tool built on top.
+//! reduced to one estimate, and the `ntp-query` tool built on top. Sockets
+//! and the host clock come from `ntp-udp`.
 //!
 //! # Layout
-//! - [`system_clock`]: [`SystemClock`], the host's real-time clock as an
-//!   `ntp_proto::clock::Clock`, and a measurement of its precision.
-//! - [`net`]: a UDP socket that reports the kernel's receive and transmit
-//!   timestamps of each datagram (`SO_TIMESTAMPNS`, `SO_TIMESTAMPING`); the
-//!   crate's only `unsafe`.
-//! - [`exchange`]: one request and its reply, read against a given clock,
+//! - [`exchange`]: one request and its reply over an
+//!   `ntp_udp::TimestampedSocket`, read against a given clock,
 //!   validated, and turned into a [`Measurement`]. The daemon reuses it to
 //!   poll its upstreams.
 //! - [`nts`]: NTS-KE over TLS 1.3 (RFC 8915 §4) and the session (keys,
@@ -22,13 +19,10 @@
 
 pub mod cli;
 pub mod exchange;
-pub mod net;
 pub mod nts;
 pub mod query;
 pub mod report;
-pub mod system_clock;
 pub mod target;
 
 pub use exchange::{exchange, ExchangeError, ExchangeOptions, Measurement};
 pub use query::{query, query_nts, Estimate, QueryOptions};
-pub use system_clock::SystemClock;

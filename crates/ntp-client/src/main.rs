@@ -1,13 +1,11 @@
 //! `ntp-query`: thin front end over the ntp-client library (see `docs/query.md`).
 
-use std::future::Future;
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use ntp_client::cli::{self, Args};
-use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
@@ -15,7 +13,12 @@ fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the runtime")?;
     if let Some(every) = args.watch {
-        let shutdown = runtime.block_on(async { shutdown_signal() })?;
+        // In a container ntp-query may be process 1, which the kernel does
+        // not kill on a signal it ignores: stop on SIGINT and SIGTERM.
+        let stop = runtime.block_on(async { ntp_udp::signal::stop_signal() }).context("install the signal handlers")?;
+        let shutdown = async move {
+            stop.await;
+        };
         let mut stdout = std::io::stdout();
         runtime.block_on(cli::watch(&args, every, &mut stdout, shutdown)).context("write the report")?;
         return Ok(ExitCode::SUCCESS);
@@ -23,17 +26,4 @@ fn main() -> anyhow::Result<ExitCode> {
     let report = runtime.block_on(cli::run(&args));
     std::io::stdout().write_all(cli::render(&report, args.json).as_bytes()).context("write the report")?;
     Ok(ExitCode::from(report.exit_code()))
-}
-
-/// Completes on the first SIGINT or SIGTERM (in a container, ntp-query may
-/// be process 1, which the kernel does not kill on a signal it ignores).
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
-    let mut interrupt = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-    })
 }

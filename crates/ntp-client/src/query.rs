@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::exchange::{exchange, exchange_nts, ExchangeError, ExchangeOptions, Measurement};
-use crate::net::TimestampedSocket;
 use crate::nts::NtsSession;
+use ntp_udp::TimestampedSocket;
 
 /// How to query one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +184,7 @@ mod tests {
         let timestamps = Timestamps { t1, t2, t3: t2, t4: t1 + half + half };
         Measurement {
             reply: Header::default(),
+            request_transmit: NtpTimestamp::ZERO,
             timestamps,
             sample: Sample::new(&timestamps, -20, -20),
             kernel_transmit: true,

@@ -9,7 +9,7 @@
 use crate::time::{NtpDuration, NtpTimestamp};
 
 /// Anything that tells the time. Implemented by the system clock and the
-/// daemon's disciplined clock (in `ntp-server`) and by manual clocks in tests.
+/// daemon's disciplined clock (in `ntp-daemon`) and by manual clocks in tests.
 pub trait Clock {
     /// The current time of this clock.
     fn now(&self) -> NtpTimestamp;

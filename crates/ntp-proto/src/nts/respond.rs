@@ -37,11 +37,35 @@ pub enum NtsReplyKind {
     Nak,
 }
 
+/// A request for the NTS path, decoded once: the datagram (the
+/// authenticator covers its bytes) and its packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NtsRequest<'a> {
+    /// The datagram as received.
+    pub bytes: &'a [u8],
+    /// It decoded.
+    pub packet: Packet,
+}
+
+impl<'a> NtsRequest<'a> {
+    /// Decodes the datagram `bytes`.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        Ok(Self { bytes, packet: Packet::decode(bytes)? })
+    }
+
+    /// True if it carries NTS extension fields, so it is the NTS path's to
+    /// answer; otherwise the plain responder answers it.
+    #[must_use]
+    pub fn has_nts_fields(&self) -> bool {
+        ntp::has_nts_fields(&self.packet)
+    }
+}
+
 /// Decides what to send back for the NTS request `request`, received at
 /// `receive_time`; `transmit_time` goes into an authenticated reply.
 /// `random` fills nonces (the shell passes a CSPRNG).
 pub fn respond_nts(
-    request: &[u8],
+    request: &NtsRequest<'_>,
     receive_time: NtpTimestamp,
     transmit_time: NtpTimestamp,
     state: &ServerState,
@@ -49,10 +73,7 @@ pub fn respond_nts(
     masters: &MasterKeys,
     random: &mut impl FnMut(&mut [u8]),
 ) -> NtsResponse {
-    let packet = match Packet::decode(request) {
-        Ok(packet) => packet,
-        Err(err) => return NtsResponse::Ignore(IgnoreReason::Malformed(err)),
-    };
+    let NtsRequest { bytes: request, packet } = request;
     let header = packet.header;
     if let Some(reason) = not_a_request(&header) {
         return NtsResponse::Ignore(reason);
@@ -64,7 +85,7 @@ pub fn respond_nts(
         offset: crate::packet::HEADER_LEN,
         reason: "not a well-formed NTS request",
     });
-    match ntp::check_request(request, &packet, masters, COOKIE_LEN) {
+    match ntp::check_request(request, packet, masters, COOKIE_LEN) {
         ServerCheck::Drop => NtsResponse::Ignore(not_nts),
         ServerCheck::Nak { unique_id } => {
             let bytes = ntp::nak(&kiss_reply(&header, KissCode::NtsNak), &unique_id);
@@ -111,9 +132,11 @@ mod tests {
             ClientRequest { unique_id: &uid, cookie: &cookie, placeholders: 2, nonce: &[9; 16], c2s: &session.c2s }
                 .encode(&header);
         let (receive, transmit) = (NtpTimestamp::from_bits(1 << 40), NtpTimestamp::from_bits(2 << 40));
-        let NtsResponse::Reply { bytes, kind: NtsReplyKind::Time } =
-            respond_nts(&request, receive, transmit, &STATE, Admission::Serve, &masters, &mut fill)
-        else {
+        let answer = |request: &[u8], admission: Admission| {
+            let request = NtsRequest::decode(request).unwrap();
+            respond_nts(&request, receive, transmit, &STATE, admission, &masters, &mut fill)
+        };
+        let NtsResponse::Reply { bytes, kind: NtsReplyKind::Time } = answer(&request, Admission::Serve) else {
             panic!("no time reply")
         };
         let reply = Packet::decode(&bytes).unwrap();
@@ -131,23 +154,17 @@ mod tests {
             nonce: &[9; 16],
         }
         .encode(&header);
-        let NtsResponse::Reply { bytes, kind: NtsReplyKind::Nak } =
-            respond_nts(&wrong, receive, transmit, &STATE, Admission::Serve, &masters, &mut fill)
-        else {
+        let NtsResponse::Reply { bytes, kind: NtsReplyKind::Nak } = answer(&wrong, Admission::Serve) else {
             panic!("no NAK")
         };
         let reply = Packet::decode(&bytes).unwrap();
         assert_eq!(check_reply(&bytes, &reply, &uid, &session.s2c), Err(ReplyError::Nak));
 
-        let rate =
-            respond_nts(&request, receive, transmit, &STATE, Admission::Kiss(KissCode::Rate), &masters, &mut fill);
+        let rate = answer(&request, Admission::Kiss(KissCode::Rate));
         assert!(matches!(rate, NtsResponse::Reply { kind: NtsReplyKind::Kiss, .. }));
-        let dropped = respond_nts(&request, receive, transmit, &STATE, Admission::Drop, &masters, &mut fill);
+        let dropped = answer(&request, Admission::Drop);
         assert_eq!(dropped, NtsResponse::Ignore(IgnoreReason::Denied));
         let plain = Header { mode: Mode::Client, transmit: NtpTimestamp::from_bits(1), ..Header::default() }.encode();
-        assert!(matches!(
-            respond_nts(&plain, receive, transmit, &STATE, Admission::Serve, &masters, &mut fill),
-            NtsResponse::Ignore(IgnoreReason::Malformed(_))
-        ));
+        assert!(matches!(answer(&plain, Admission::Serve), NtsResponse::Ignore(IgnoreReason::Malformed(_))));
     }
 }

@@ -1,0 +1,175 @@
+//! The daemon's clock: a virtual clock over the host's system clock, shared
+//! lock-free between the serving threads and (later) the discipline.
+//!
+//! Replies are built from a [`ClockSnapshot`]: the daemon's clock (a
+//! [`DisciplinedClock`]: the raw clock, system time plus the configured
+//! offset and drift, under the discipline's correction) and what the server
+//! advertises about its synchronisation. The snapshot is swapped as a
+//! whole (arc-swap), so a serving thread reads a consistent pair without
+//! taking a lock, and the discipline changes both with [`SharedClock::update`].
+//! The host's clock is only ever read.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, Guard};
+use ntp_proto::clock::{Clock, DisciplinedClock};
+use ntp_proto::responder::ServerState;
+use ntp_proto::{NtpDuration, NtpTimestamp};
+use ntp_udp::SystemClock;
+
+/// What replies are built from: the virtual clock and what we advertise,
+/// swapped atomically so the fast path takes no lock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClockSnapshot {
+    /// Maps system time to raw time (the error the daemon was started
+    /// with) and raw time to served time (the discipline's correction).
+    pub clock: DisciplinedClock,
+    /// Stratum, reference ID, root delay and dispersion, reference time, leap.
+    pub state: ServerState,
+}
+
+/// The server's clock, shared by every serving thread and the discipline.
+#[derive(Debug)]
+pub struct SharedClock {
+    snapshot: ArcSwap<ClockSnapshot>,
+    /// Serialises writers only; readers never touch it.
+    writer: Mutex<()>,
+    /// How much later than T3 is read a reply leaves (see [`crate::latency`]).
+    transmit_latency: TransmitLatency,
+}
+
+impl SharedClock {
+    /// A clock starting from `snapshot`.
+    #[must_use]
+    pub fn new(snapshot: ClockSnapshot) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            writer: Mutex::new(()),
+            transmit_latency: TransmitLatency::default(),
+        }
+    }
+
+    /// The current clock and state; cheap, lock-free, and consistent.
+    pub fn snapshot(&self) -> Guard<Arc<ClockSnapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The host's clock (CLOCK_REALTIME), read and never written.
+    #[must_use]
+    pub fn system_now() -> NtpTimestamp {
+        SystemClock.now()
+    }
+
+    /// The send latency the serving threads add to T3.
+    #[must_use]
+    pub fn transmit_latency(&self) -> &TransmitLatency {
+        &self.transmit_latency
+    }
+
+    /// The server's time now (what it serves).
+    #[must_use]
+    pub fn now(&self) -> NtpTimestamp {
+        self.snapshot().clock.time_at(Self::system_now())
+    }
+
+    /// The raw clock now: system time plus the oscillator error, before any
+    /// correction. What a discipline measures its upstreams against.
+    #[must_use]
+    pub fn raw_now(&self) -> NtpTimestamp {
+        self.snapshot().clock.raw_at(Self::system_now())
+    }
+
+    /// Copy, modify, store: how the discipline steps or slews the clock and
+    /// changes what is advertised. Writers take turns; readers see the old
+    /// snapshot or the new one, never a mix.
+    pub fn update(&self, f: impl FnOnce(&mut ClockSnapshot)) {
+        let _turn = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = **self.snapshot.load();
+        f(&mut next);
+        self.snapshot.store(Arc::new(next));
+    }
+}
+
+/// The raw clock under a [`SharedClock`]: the system clock plus the error
+/// the daemon was started with, before any correction. Exchanges with
+/// upstreams read T1 and T4 from it (see `ntp_proto::synchronizer`).
+#[derive(Debug, Clone, Copy)]
+pub struct RawClock<'a>(pub &'a SharedClock);
+
+impl Clock for RawClock<'_> {
+    fn now(&self) -> NtpTimestamp {
+        self.0.raw_now()
+    }
+
+    fn at_system_time(&self, system: NtpTimestamp) -> NtpTimestamp {
+        self.0.snapshot().clock.raw_at(system)
+    }
+}
+
+impl Clock for SharedClock {
+    fn now(&self) -> NtpTimestamp {
+        SharedClock::now(self)
+    }
+
+    fn at_system_time(&self, system: NtpTimestamp) -> NtpTimestamp {
+        self.snapshot().clock.time_at(system)
+    }
+}
+
+/// How much later than T3 is read a reply leaves: the send latency that
+/// [`crate::latency`] measures and the serving threads add to T3, shared
+/// lock-free.
+#[derive(Debug, Default)]
+pub struct TransmitLatency(AtomicI64);
+
+impl TransmitLatency {
+    /// The estimate: how much later than T3 is read the reply leaves.
+    #[must_use]
+    pub fn get(&self) -> NtpDuration {
+        NtpDuration::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Replaces the estimate.
+    pub fn set(&self, latency: NtpDuration) {
+        self.0.store(latency.to_bits(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ntp_proto::packet::{ReferenceId, Stratum};
+
+    fn snapshot(offset: f64) -> ClockSnapshot {
+        ClockSnapshot {
+            clock: DisciplinedClock::new(SharedClock::system_now(), NtpDuration::from_seconds_f64(offset), 0.0),
+            state: ServerState::primary(Stratum(1), -20, ReferenceId(*b"LOCL"), NtpTimestamp::ZERO),
+        }
+    }
+
+    #[test]
+    fn virtual_time_is_system_time_plus_the_offset() {
+        let clock = SharedClock::new(snapshot(300.0));
+        let offset = (clock.now() - SharedClock::system_now()).to_seconds_f64();
+        assert!((offset - 300.0).abs() < 0.1, "offset {offset}");
+        let system = SharedClock::system_now();
+        assert_eq!(clock.at_system_time(system) - system, NtpDuration::from_seconds(300));
+    }
+
+    #[test]
+    fn update_swaps_clock_and_state_together() {
+        let clock = SharedClock::new(snapshot(0.0));
+        clock.update(|s| {
+            let raw = s.clock.raw_at(SharedClock::system_now());
+            s.clock.correction.step(raw, NtpDuration::from_seconds(-5));
+            s.state.stratum = Stratum(3);
+        });
+        let now = clock.snapshot();
+        assert_eq!(now.state.stratum, Stratum(3));
+        let system = SharedClock::system_now();
+        let offset = (now.clock.time_at(system) - system).to_seconds_f64();
+        assert!((offset + 5.0).abs() < 0.1, "offset {offset}");
+        assert!((clock.raw_now() - SharedClock::system_now()).to_seconds_f64().abs() < 0.1, "raw clock untouched");
+    }
+}

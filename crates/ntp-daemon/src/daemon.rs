@@ -1,0 +1,273 @@
+//! `ntpd-sim serve` as a whole: bind the configured addresses, set up the
+//! virtual clock (a primary server's, or one disciplined from upstreams),
+//! log one start-up line, serve until SIGINT or SIGTERM; with `--http`, also
+//! `/status` and `/metrics`, with `--stats-dir`, statistics logs.
+
+use std::future::Future;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ntp_proto::clock::DisciplinedClock;
+use ntp_proto::responder::ServerState;
+use ntp_proto::system::unsynchronized;
+use ntp_proto::{NtpDuration, NtpTimestamp};
+use thiserror::Error;
+use tokio::sync::watch;
+use tracing::info;
+
+use ntp_udp::measure_precision;
+use ntp_udp::privileges::{self, PrivilegeError};
+
+use crate::clock::{ClockSnapshot, SharedClock};
+use crate::config::{Listen, ServeConfig};
+use crate::latency;
+use crate::nts::{self, NtsConfig, NtsKeys};
+use crate::observe::http;
+use crate::observe::metrics::Observed;
+use crate::observe::statslog::{StatsLog, DEFAULT_MAX_BYTES};
+use crate::observe::status::SyncStatus;
+use crate::serve::{ServeError, Server};
+use crate::stats::Counts;
+use crate::sync::{self, SyncError};
+
+/// How often a primary server's reference time is brought up to date, so
+/// the root dispersion it advertises stays that of a fresh reference.
+pub const REFERENCE_REFRESH: Duration = Duration::from_secs(8);
+
+/// Why the daemon could not run.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// Binding the listening addresses failed.
+    #[error("{0}")]
+    Bind(std::io::Error),
+    /// Serving failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// The upstreams could not be set up.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// `--user` was given and could not be become.
+    #[error("cannot drop privileges: {0}")]
+    Privileges(#[from] PrivilegeError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// The HTTP address could not be bound.
+    #[error("cannot listen for HTTP on {0}: {1}")]
+    Http(SocketAddr, std::io::Error),
+    /// NTS could not be set up (certificate, key, NTS-KE address).
+    #[error("NTS: {0}")]
+    Nts(#[from] nts::NtsSetupError),
+    /// The statistics directory could not be opened.
+    #[error("statistics directory {0}: {1}")]
+    StatsDir(std::path::PathBuf, std::io::Error),
+}
+
+/// The clock and state of a primary server: a raw clock of the system clock
+/// plus the configured offset and drift, no correction yet, advertising the configured stratum and
+/// reference ID, synchronised now.
+#[must_use]
+pub fn primary_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
+    let system_now = SharedClock::system_now();
+    let clock =
+        DisciplinedClock::new(system_now, NtpDuration::from_seconds_f64(config.clock_offset), config.clock_drift_ppm);
+    let state = ServerState::primary(config.stratum, precision, config.reference_id, clock.time_at(system_now));
+    ClockSnapshot { clock, state }
+}
+
+/// Binds what `listen` names.
+pub fn bind(listen: &Listen) -> Result<Vec<UdpSocket>, DaemonError> {
+    match listen {
+        Listen::Addresses(addresses) => ntp_udp::bind_all(addresses),
+        Listen::EveryAddress(port) => ntp_udp::bind_every_address(*port),
+    }
+    .map_err(DaemonError::Bind)
+}
+
+/// Asks for a receive buffer of `bytes` on each socket, and says what was
+/// granted: at debug level if all of it, at info level, with the remedy, if
+/// less. Call it while the process may still force the size past
+/// `rmem_max` (before dropping root): [`run`] does, and so must callers of
+/// [`run_on`] that bind their own sockets.
+pub fn size_receive_buffers(sockets: &[UdpSocket], bytes: usize) {
+    for socket in sockets {
+        let address = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        match ntp_udp::set_receive_buffer(socket, bytes) {
+            Ok(granted) if granted >= bytes => tracing::debug!(%address, granted, "receive buffer"),
+            Ok(granted) => info!(
+                %address,
+                asked = bytes,
+                granted,
+                "receive buffer capped by net.core.rmem_max (raise it, or start with CAP_NET_ADMIN)"
+            ),
+            Err(e) => info!(%address, error = %e, "receive buffer left at the kernel's default"),
+        }
+    }
+}
+
+/// The clock a daemon starts with: a primary server's (synchronized at
+/// once to its own clock), or, with upstreams, an unsynchronized one (leap
+/// 3, stratum 0) until the first clock update.
+#[must_use]
+pub fn initial_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
+    let primary = primary_snapshot(config, precision);
+    if config.sync.upstreams.is_empty() {
+        primary
+    } else {
+        ClockSnapshot { state: unsynchronized(precision, NtpTimestamp::ZERO), ..primary }
+    }
+}
+
+/// Runs the daemon until `shutdown` completes; returns the final counters.
+pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<Counts, DaemonError> {
+    let sockets = bind(&config.listen)?;
+    size_receive_buffers(&sockets, config.receive_buffer);
+    if let Some(user) = &config.user {
+        let (uid, gid) = privileges::drop_to(user)?;
+        info!(user, uid, gid, "privileges dropped after binding");
+    }
+    let clock = Arc::new(SharedClock::new(initial_snapshot(&config, measure_precision())));
+    let (status, _) = watch::channel(SyncStatus::default());
+    run_on(sockets, config, clock, status, shutdown).await
+}
+
+/// Runs the daemon on sockets the caller bound, with a clock the caller
+/// can watch (the demo and tests do), until `shutdown` completes.
+pub async fn run_on(
+    sockets: Vec<UdpSocket>,
+    config: ServeConfig,
+    clock: Arc<SharedClock>,
+    status: watch::Sender<SyncStatus>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Counts, DaemonError> {
+    let local: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let addresses: Vec<String> = local.iter().map(ToString::to_string).collect();
+    let state = clock.snapshot().state;
+    info!(
+        addresses = %addresses.join(" "),
+        stratum = state.stratum.0,
+        refid = %state.reference_id.display(state.stratum),
+        upstreams = %config.sync.upstreams.join(" "),
+        precision = state.precision,
+        clock_offset = config.clock_offset,
+        clock_drift_ppm = config.clock_drift_ppm,
+        "serving NTP"
+    );
+    let http_listener = match config.http {
+        Some(address) => Some(bind_http(address)?),
+        None => None,
+    };
+    let stats_log = match &config.stats_dir {
+        Some(dir) => Some(StatsLog::open(dir, DEFAULT_MAX_BYTES).map_err(|e| DaemonError::StatsDir(dir.clone(), e))?),
+        None => None,
+    };
+    let (stop, stopped) = watch::channel(false);
+    let calibration = tokio::spawn(latency::calibrate(Arc::clone(&clock), stopped.clone()));
+    let observe = status.subscribe();
+    let background = if config.sync.upstreams.is_empty() {
+        tokio::spawn(refresh_reference(Arc::clone(&clock), stopped.clone()))
+    } else {
+        let upstreams = sync::connect(&config.sync).await?;
+        let until_stopped = wait_for_stop(stopped.clone());
+        let (clock, sync_config) = (Arc::clone(&clock), config.sync.clone());
+        tokio::spawn(sync::run(clock, upstreams, sync_config, local.clone(), status, stats_log, until_stopped))
+    };
+    let started = config
+        .nts
+        .as_ref()
+        .map(|nts| start_nts(nts, &local, stopped.clone()))
+        .transpose()
+        .and_then(|nts| Ok(Server::start_with_nts(sockets, &config.policy, Arc::clone(&clock), nts)?));
+    let server = match started {
+        Ok(server) => server,
+        Err(error) => {
+            let _ = stop.send(true);
+            let _ = background.await;
+            return Err(error);
+        }
+    };
+    let http_task = http_listener.map(|listener| {
+        let observed = Observed { clock, status: observe, stats: Arc::clone(server.stats()) };
+        tokio::spawn(http::serve(listener, observed, wait_for_stop(stopped)))
+    });
+    shutdown.await;
+    let stats = tokio::task::spawn_blocking(move || server.stop()).await;
+    let _ = stop.send(true);
+    let _ = background.await;
+    let _ = calibration.await;
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
+    let counts = stats.map_err(|e| ServeError::Thread(e.to_string()))??.read();
+    info!(
+        received = counts.received,
+        answered = counts.answered,
+        kissed = counts.kissed_rate + counts.kissed_deny,
+        "stopped"
+    );
+    Ok(counts)
+}
+
+/// Loads the certificate, binds NTS-KE and starts it and the key rotation;
+/// the serving threads get the keys.
+fn start_nts(
+    config: &NtsConfig,
+    local: &[SocketAddr],
+    stopped: watch::Receiver<bool>,
+) -> Result<Arc<NtsKeys>, DaemonError> {
+    let tls = nts::tls_config(&config.cert, &config.key)?;
+    let listener = bind_tcp(config.listen).map_err(|e| nts::NtsSetupError::Bind(config.listen, e))?;
+    let keys = Arc::new(NtsKeys::new());
+    let ntp_port = local.first().map_or(crate::config::DEFAULT_PORT, SocketAddr::port);
+    tokio::spawn(nts::serve_ke(listener, tls, Arc::clone(&keys), ntp_port, wait_for_stop(stopped.clone())));
+    tokio::spawn(Arc::clone(&keys).rotate_every(nts::KEY_ROTATION, wait_for_stop(stopped)));
+    Ok(keys)
+}
+
+/// Binds the HTTP address now, so a bad one stops the daemon at start-up.
+fn bind_http(address: SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
+    let fail = |e| DaemonError::Http(address, e);
+    let listener = bind_tcp(address).map_err(fail)?;
+    let bound = listener.local_addr().map_err(fail)?;
+    info!(address = %bound, "serving /status and /metrics over HTTP");
+    Ok(listener)
+}
+
+/// Binds a TCP address synchronously (HTTP, NTS-KE), so that an address in
+/// use stops the daemon at start-up rather than in a task later.
+fn bind_tcp(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
+/// A primary server keeps its reference time fresh, so the root dispersion
+/// it advertises stays that of a reference just read.
+async fn refresh_reference(clock: Arc<SharedClock>, stopped: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(REFERENCE_REFRESH);
+    let stop = wait_for_stop(stopped);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticks.tick() => {
+                let now = clock.now();
+                clock.update(|snapshot| snapshot.state.reference_time = now);
+            }
+        }
+    }
+}
+
+pub(crate) async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|&stop| stop).await;
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()>, DaemonError> {
+    let stop = ntp_udp::signal::stop_signal().map_err(DaemonError::Signals)?;
+    Ok(async move {
+        let signal = stop.await;
+        info!("{}: shutting down", signal.name());
+    })
+}

@@ -1,0 +1,53 @@
+//! ntp-daemon: the `ntpd-sim` daemon as a library. It serves NTP over UDP
+//! from a virtual clock (the host clock plus an offset and a frequency error
+//! of its own, never written back), with access lists and rate limits, and
+//! synchronizes to upstreams. Sockets, the host clock and privileges come
+//! from `ntp-udp`.
+//!
+//! # Layout
+//! - [`cli`]: the command line (clap derive); `serve`'s flags fill
+//!   [`config::Overrides`].
+//! - [`config`]: the strict TOML file, its merge with the overrides, and
+//!   `ntpd-sim validate` ([`config::validate`]).
+//! - [`clock`]: the shared virtual clock ([`clock::SharedClock`]) replies are
+//!   built from, swapped lock-free; the interface a discipline drives.
+//! - [`latency`]: measures the send latency that the serving threads add
+//!   to T3, so the transmit timestamp is when the reply really leaves.
+//! - [`policy`]: access lists and per-client rate limiting, pure logic.
+//! - [`serve`]: the serving threads; [`serve::run`] serves on sockets the
+//!   caller bound (tests bind `127.0.0.1:0`) until a shutdown future ends.
+//! - [`stats`]: lock-free counters of what was received, answered, dropped.
+//! - [`nts`]: NTS (RFC 8915) on the server: rotating cookie keys and the
+//!   NTS-KE listener (TLS 1.3); NTS requests are answered by the serving threads.
+//! - [`sync`]: the upstream side: polls upstreams through `ntp-client`,
+//!   drives `ntp_proto::synchronizer`, publishes the disciplined clock.
+//! - [`upstream_nts`]: an `nts://` upstream: NTS-KE, then NTS-protected polls.
+//! - [`observe`]: the operations side: `/status`, `/metrics`, the HTTP
+//!   server, statistics logs and `ntpd-sim plot`.
+//! - [`daemon`]: `ntpd-sim serve` end to end: bind, start-up log, signals.
+//! - [`demo`]: `ntpd-sim demo`, a stratum 1 -> 2 -> 3 chain in one process.
+//!
+//! `ntpd-sim simulate` is the `ntp-sim` crate. Deciding what to answer is
+//! not done here: [`ntp_proto::responder`] does it, this crate carries the
+//! decision out.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod latency;
+pub mod nts;
+pub mod observe;
+pub mod policy;
+pub mod serve;
+pub mod stats;
+pub mod sync;
+pub mod upstream_nts;
+
+pub use clock::{ClockSnapshot, SharedClock};
+pub use config::ServeConfig;
+pub use serve::{run, PolicyConfig, Server};

@@ -1,0 +1,171 @@
+//! `ntpd-sim status` as text: the system's state as `chronyc tracking`
+//! prints it, then a table of upstreams as `chronyc sources` does.
+
+use std::fmt::Write as _;
+
+use ntp_proto::exchange::log2_seconds;
+
+use super::{Selection, StatusReport};
+use ntp_plot::human_seconds;
+
+/// The report as a person reads it.
+#[must_use]
+pub fn render(report: &StatusReport) -> String {
+    let s = &report.system;
+    let mut out = String::new();
+    let seconds = |v: Option<f64>| v.map_or_else(|| "-".into(), human_seconds);
+    let mut line = |label: &str, value: String| {
+        let _ = writeln!(out, "{label:<18}: {value}");
+    };
+    line("Synchronized", if s.synchronized { "yes".into() } else { "no".into() });
+    line("Stratum", s.stratum.to_string());
+    line("Reference ID", s.reference_id.clone());
+    line("System peer", s.system_peer.clone().unwrap_or_else(|| "-".into()));
+    line("Leap status", s.leap.clone());
+    line("Last offset", seconds(s.offset));
+    line(
+        "Frequency",
+        format!("{:+.3} ppm correction ({:+.3} ppm relative to the host clock)", s.frequency_ppm, s.host_frequency_ppm),
+    );
+    line("Root delay", human_seconds(s.root_delay));
+    line("Root dispersion", human_seconds(s.root_dispersion));
+    line("Poll", s.poll.map_or_else(|| "-".into(), |p| format!("{p} ({} s)", log2_seconds(p))));
+    line("Last update", s.since_update.map_or_else(|| "never".into(), |t| format!("{t:.1} s ago")));
+    let c = &report.counters;
+    line(
+        "Requests",
+        format!(
+            "{} received, {} answered, {} kiss-o'-death, {} dropped",
+            c.received,
+            c.answered,
+            c.kissed_rate + c.kissed_deny,
+            c.dropped_malformed
+                + c.dropped_not_request
+                + c.dropped_zero_transmit
+                + c.dropped_denied
+                + c.dropped_rate_limited
+        ),
+    );
+    if report.upstreams.is_empty() {
+        let _ = writeln!(out, "\nno upstreams: a primary server");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n  {:<24} {:>5} {:>3} {:>4} {:>11} {:>11} {:>11}  STATE",
+        "UPSTREAM", "REACH", "ST", "POLL", "OFFSET", "DELAY", "JITTER"
+    );
+    for u in &report.upstreams {
+        let _ = writeln!(
+            out,
+            "{} {:<24} {:>5o} {:>3} {:>4} {:>11} {:>11} {:>11}  {}",
+            mark(u.state),
+            u.name,
+            u.reach,
+            u.stratum.map_or_else(|| "-".into(), |s| s.to_string()),
+            u.poll,
+            seconds(u.offset),
+            seconds(u.delay),
+            seconds(u.jitter),
+            describe(u.state),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n* system peer, + candidate, - outlier, x falseticker, ? unreachable or unusable; \
+         OFFSET: the upstream minus our clock"
+    );
+    out
+}
+
+/// The tally mark `ntpq -p` puts before a row.
+fn mark(state: Selection) -> char {
+    match state {
+        Selection::SystemPeer => '*',
+        Selection::Candidate => '+',
+        Selection::Outlier => '-',
+        Selection::Falseticker => 'x',
+        Selection::Pending => ' ',
+        _ => '?',
+    }
+}
+
+fn describe(state: Selection) -> &'static str {
+    match state {
+        Selection::SystemPeer => "system peer",
+        Selection::Candidate => "candidate",
+        Selection::Outlier => "outlier",
+        Selection::Falseticker => "falseticker",
+        Selection::Unreachable => "unreachable",
+        Selection::Stopped => "stopped by a kiss-o'-death",
+        Selection::NoSample => "no sample yet",
+        Selection::Unsynchronized => "unsynchronized",
+        Selection::TooFar => "root distance too large",
+        Selection::Loop => "synchronized to us (loop)",
+        Selection::Pending => "not selected yet",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{SystemReport, UpstreamReport};
+    use super::*;
+    use crate::stats::Counts;
+
+    fn upstream(name: &str, state: Selection) -> UpstreamReport {
+        UpstreamReport {
+            name: name.into(),
+            address: name.into(),
+            reach: 0o377,
+            stratum: Some(1),
+            reference_id: Some("LOCL".into()),
+            poll: 2,
+            offset: Some(-4e-6),
+            delay: Some(2e-5),
+            jitter: Some(1e-6),
+            state,
+        }
+    }
+
+    #[test]
+    fn tracking_lines_then_a_row_per_upstream_marked_as_ntpq_does() {
+        let report = StatusReport {
+            system: SystemReport {
+                synchronized: true,
+                stratum: 2,
+                reference_id: "127.0.0.1".into(),
+                leap: "none".into(),
+                offset: Some(-9.8e-8),
+                frequency_ppm: -50.1,
+                host_frequency_ppm: -0.1,
+                root_delay: 3.05e-5,
+                root_dispersion: 4e-4,
+                since_update: Some(1.0),
+                poll: Some(2),
+                precision: -24,
+                system_peer: Some("a:1".into()),
+            },
+            upstreams: vec![upstream("a:1", Selection::SystemPeer), upstream("b:1", Selection::Falseticker)],
+            counters: Counts { received: 7, answered: 5, dropped_malformed: 2, ..Counts::default() },
+        };
+        let text = render(&report);
+        assert!(text.contains("Stratum           : 2\n"), "{text}");
+        assert!(text.contains("Last offset       : -98 ns\n"), "{text}");
+        assert!(text.contains("7 received, 5 answered, 0 kiss-o'-death, 2 dropped"), "{text}");
+        let rows: Vec<&str> = text.lines().filter(|l| l.contains(":1 ")).collect();
+        assert!(rows[0].starts_with("* a:1") && rows[0].contains(" 377 ") && rows[0].ends_with("system peer"));
+        assert!(rows[1].starts_with("x b:1") && rows[1].ends_with("falseticker"), "{rows:?}");
+    }
+
+    #[test]
+    fn a_primary_server_has_no_table() {
+        let json = r#"{"system":{"synchronized":true,"stratum":1,"reference_id":"LOCL","leap":"none","offset":null,
+            "frequency_ppm":0.0,"host_frequency_ppm":0.0,"root_delay":0.0,"root_dispersion":0.0,"since_update":null,
+            "poll":null,"precision":-24,"system_peer":null},"upstreams":[],"counters":{"received":0,"answered":0,
+            "kissed_rate":0,"kissed_deny":0,"dropped_malformed":0,"dropped_not_request":0,"dropped_zero_transmit":0,
+            "dropped_denied":0,"dropped_rate_limited":0,"send_errors":0}}"#;
+        let report: StatusReport = serde_json::from_str(json).unwrap();
+        let text = render(&report);
+        assert!(text.contains("Last update       : never") && text.ends_with("no upstreams: a primary server\n"));
+    }
+}

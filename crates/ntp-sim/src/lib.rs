@@ -1,0 +1,174 @@
+//! ntp-sim: NTP hierarchies in simulated time (`ntpd-sim simulate`),
+//! driven through the daemon's own `ntp-proto` code by a discrete-event
+//! scheduler. No sockets, no tokio, no clock but the simulated one: the
+//! same seed gives the same bytes.
+//!
+//! # Layout
+//! - this file: [`run_file`] and [`run`], a scenario from file to
+//!   [`Outcome`] (and, with `--out`, the files of [`report`] and the plot).
+//! - [`scenario`]: reads and expands the scenario file.
+//! - [`engine`]: the discrete-event simulation of nodes and links.
+//! - [`report`]: per-node summaries, the table, the CSV time series; the
+//!   SVG comes from `ntp-plot`.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![warn(missing_docs)]
+
+pub mod engine;
+pub mod report;
+pub mod scenario;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use thiserror::Error;
+
+use engine::Simulation;
+use ntp_plot::{render_svg, Plot, PlotError, Scale, Series};
+use report::NodeSummary;
+use scenario::{Scenario, ScenarioError};
+
+/// Nodes of one stratum drawn on the plot at most.
+const MAX_LINES_PER_GROUP: usize = 12;
+
+/// How to run a scenario, beyond the file.
+#[derive(Debug, Clone, Default)]
+pub struct SimulateOptions {
+    /// Overrides `simulation.seed`.
+    pub seed: Option<u64>,
+    /// Overrides `simulation.duration`, seconds.
+    pub duration: Option<f64>,
+    /// Where to write summary.txt, series/*.csv and offset.svg.
+    pub out: Option<PathBuf>,
+    /// Show a progress bar (only on a terminal).
+    pub progress: bool,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// One summary per node.
+    pub summaries: Vec<NodeSummary>,
+    /// The summary table as printed.
+    pub table: String,
+    /// Events processed.
+    pub events: u64,
+    /// Wall-clock time taken.
+    pub wall: Duration,
+}
+
+/// Why a simulation failed.
+#[derive(Debug, Error)]
+pub enum SimulateError {
+    /// The scenario is invalid.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// Output could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// What was being written.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The plot failed.
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+}
+
+/// Parses a duration: seconds, or a number with `s`, `m`, `h` or `d`.
+pub fn parse_duration(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let scale = match unit {
+        's' => 1.0,
+        'm' => 60.0,
+        'h' => 3600.0,
+        'd' => 86400.0,
+        _ => return Err(format!("unknown unit in {text:?}: use s, m, h or d")),
+    };
+    match number.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v * scale),
+        _ => Err(format!("{text:?} is not a positive duration")),
+    }
+}
+
+/// Runs the scenario file at `path`.
+pub fn run_file(path: &Path, options: &SimulateOptions) -> Result<Outcome, SimulateError> {
+    let scenario = Scenario::load(path)?;
+    run(&scenario, options)
+}
+
+/// Runs a scenario and writes its outputs if asked.
+pub fn run(scenario: &Scenario, options: &SimulateOptions) -> Result<Outcome, SimulateError> {
+    let seed = options.seed.unwrap_or(scenario.simulation.seed);
+    let duration = options.duration.unwrap_or(scenario.simulation.duration);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let plans = scenario::expand(scenario, &mut rng)?;
+    let mut simulation = Simulation::new(scenario, plans, duration, rng);
+
+    let bar = progress_bar(options.progress, duration);
+    let started = Instant::now();
+    simulation.run(|done| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    let wall = started.elapsed();
+
+    let summaries: Vec<NodeSummary> =
+        simulation.results().map(|(plan, series)| NodeSummary::new(plan, series)).collect();
+    let title = scenario.simulation.title.clone().unwrap_or_else(|| "simulation".to_string());
+    let table = report::table(&format!("{title} (seed {seed}, {duration} s simulated)"), &summaries, None);
+    if let Some(dir) = &options.out {
+        write_outputs(dir, &simulation, &title, &table)?;
+    }
+    Ok(Outcome { summaries, table, events: simulation.processed, wall })
+}
+
+fn progress_bar(wanted: bool, duration: f64) -> indicatif::ProgressBar {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(duration as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} simulated s  eta {eta}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn write_outputs(dir: &Path, simulation: &Simulation<'_>, title: &str, table: &str) -> Result<(), SimulateError> {
+    let fail = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| SimulateError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(fail(dir))?;
+    std::fs::write(dir.join("summary.txt"), table).map_err(fail(&dir.join("summary.txt")))?;
+    let mut lines: Vec<Series> = Vec::new();
+    for (plan, series) in simulation.results() {
+        report::write_series(dir, plan, series).map_err(fail(&dir.join("series")))?;
+        let group = match series.last().map_or(0, |r| r.stratum) {
+            0 => "unsynchronized".to_string(),
+            s => format!("stratum {s}"),
+        };
+        if lines.iter().filter(|l| l.group == group).count() < MAX_LINES_PER_GROUP {
+            let points = series.iter().map(|r| (r.time, r.offset)).collect();
+            lines.push(Series { name: plan.name.clone(), group, points });
+        }
+    }
+    lines.sort_by(|a, b| a.group.cmp(&b.group));
+    let plot = Plot {
+        title: &format!("{title}: |offset| from true time"),
+        x_label: "simulated time (s)",
+        y_label: "|offset| (s), log scale: dips are zero crossings",
+        scale: Scale::LogAbs,
+        series: &lines,
+        colours: &[],
+    };
+    let svg = render_svg(&plot, 1000, 600)?;
+    std::fs::write(dir.join("offset.svg"), svg).map_err(fail(&dir.join("offset.svg")))?;
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Ancillary data: reading the receive and transmit timestamps and the
+//! destination address the kernel attaches to a message, and writing the
+//! source address a reply should leave from.
+
+use std::mem::{size_of, MaybeUninit};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ntp_proto::NtpTimestamp;
+
+/// Room for the control messages a batch asks for (a receive timestamp and
+/// a destination address), aligned for `cmsghdr`.
+pub(crate) type Control = [u64; 16];
+
+/// What the kernel attached to one received message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Ancillary {
+    /// When it arrived (SCM_TIMESTAMPNS), on CLOCK_REALTIME.
+    pub receive: Option<NtpTimestamp>,
+    /// When a datagram we sent left (SCM_TIMESTAMPING, on the error queue).
+    pub transmit: Option<NtpTimestamp>,
+    /// The local address it was sent to (IP_PKTINFO / IPV6_PKTINFO).
+    pub local: Option<IpAddr>,
+}
+
+/// Walks the control messages of a message that `recvmsg` or `recvmmsg`
+/// filled in. A message whose control data was cut short (MSG_CTRUNC) is
+/// trusted for nothing.
+pub(crate) fn read(header: &libc::msghdr) -> Ancillary {
+    let mut found = Ancillary::default();
+    if header.msg_flags & libc::MSG_CTRUNC != 0 {
+        return found;
+    }
+    // SAFETY: `header` was filled by a successful recvmsg/recvmmsg, so its
+    // control pointer and length describe the control messages the kernel
+    // wrote; CMSG_FIRSTHDR and CMSG_NXTHDR never step past msg_controllen
+    // and return null at the end. Each header is read in place (the buffer
+    // is aligned for cmsghdr); a payload is read, unaligned, only if the
+    // message's cmsg_len says it holds the whole value.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(header);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            let payload = (c.cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+            let data = libc::CMSG_DATA(cmsg);
+            match (c.cmsg_level, c.cmsg_type) {
+                // SCM_TIMESTAMPING carries three timespecs, software first.
+                (libc::SOL_SOCKET, kind @ (libc::SCM_TIMESTAMPNS | libc::SCM_TIMESTAMPING))
+                    if payload >= size_of::<libc::timespec>() =>
+                {
+                    let stamp = ntp_time(std::ptr::read_unaligned(data.cast()));
+                    if kind == libc::SCM_TIMESTAMPNS {
+                        found.receive = stamp;
+                    } else {
+                        found.transmit = stamp;
+                    }
+                }
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) if payload >= size_of::<libc::in_pktinfo>() => {
+                    let info: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
+                    found.local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr))));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if payload >= size_of::<libc::in6_pktinfo>() => {
+                    let info: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
+                    found.local = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+            cmsg = libc::CMSG_NXTHDR(header, cmsg);
+        }
+    }
+    found
+}
+
+/// A kernel timespec as an NTP timestamp; `None` for the zero a
+/// timestamp slot holds when empty, or a nanosecond count out of range.
+fn ntp_time(stamp: libc::timespec) -> Option<NtpTimestamp> {
+    let nanos = u32::try_from(stamp.tv_nsec).ok().filter(|&n| n < 1_000_000_000)?;
+    if stamp.tv_sec == 0 && nanos == 0 {
+        return None;
+    }
+    // time_t is 32 bits on some targets.
+    #[allow(clippy::useless_conversion)]
+    Some(NtpTimestamp::from_unix(i64::from(stamp.tv_sec), nanos))
+}
+
+/// Writes an IP_PKTINFO (IPv4) or IPV6_PKTINFO control message asking the
+/// kernel to send from `source`; returns its length.
+pub(crate) fn write_source(source: IpAddr, control: &mut Control) -> usize {
+    *control = [0; 16];
+    // SAFETY: a msghdr whose control buffer is `control` (128 bytes, aligned
+    // for cmsghdr) lets CMSG_FIRSTHDR find the first header at its start;
+    // CMSG_SPACE of either pktinfo (32 or 40 bytes) fits, so the header and
+    // its data written below (unaligned) stay inside the buffer.
+    unsafe {
+        let mut header: libc::msghdr = MaybeUninit::zeroed().assume_init();
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = size_of::<Control>() as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&header);
+        let data = libc::CMSG_DATA(cmsg);
+        match source {
+            IpAddr::V4(v4) => {
+                (*cmsg).cmsg_level = libc::IPPROTO_IP;
+                (*cmsg).cmsg_type = libc::IP_PKTINFO;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr { s_addr: u32::from(v4).to_be() },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                std::ptr::write_unaligned(data.cast(), info);
+                libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as usize
+            }
+            IpAddr::V6(v6) => {
+                (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
+                (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as _;
+                let info = libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: v6.octets() }, ipi6_ifindex: 0 };
+                std::ptr::write_unaligned(data.cast(), info);
+                libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as usize
+            }
+        }
+    }
+}
