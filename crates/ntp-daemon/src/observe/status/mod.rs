@@ -83,6 +83,11 @@ pub struct SystemReport {
     /// Rate of the served clock relative to the host's clock: the raw
     /// clock's configured drift plus the correction.
     pub host_frequency_ppm: f64,
+    /// The served clock minus the host's clock, now. With no
+    /// `--clock-offset`/`--clock-drift-ppm` and a primary that serves the
+    /// host's clock, this is the server's true error, exactly, with no
+    /// network in between: what tests judge a chain on one host by.
+    pub host_offset: f64,
     /// Root delay advertised.
     pub root_delay: f64,
     /// Root dispersion advertised.
@@ -207,6 +212,7 @@ pub fn report(sync: &SyncStatus, snapshot: &ClockSnapshot, system_now: NtpTimest
         offset: last.map(|l| l.update.offset.to_seconds_f64()),
         frequency_ppm,
         host_frequency_ppm: (1.0 + clock.oscillator.frequency_ppm() * 1e-6) * (1.0 + frequency_ppm * 1e-6) * 1e6 - 1e6,
+        host_offset: (clock.time_at(system_now) - system_now).to_seconds_f64(),
         root_delay: state.root_delay.to_seconds_f64(),
         root_dispersion: state.root_dispersion.to_seconds_f64(),
         since_update: last.map(|l| (raw_now - l.updated_raw).to_seconds_f64()),

@@ -138,6 +138,7 @@ mod tests {
                 offset: Some(-9.8e-8),
                 frequency_ppm: -50.1,
                 host_frequency_ppm: -0.1,
+                host_offset: 0.0,
                 root_delay: 3.05e-5,
                 root_dispersion: 4e-4,
                 since_update: Some(1.0),
@@ -160,7 +161,7 @@ mod tests {
     #[test]
     fn a_primary_server_has_no_table() {
         let json = r#"{"system":{"synchronized":true,"stratum":1,"reference_id":"LOCL","leap":"none","offset":null,
-            "frequency_ppm":0.0,"host_frequency_ppm":0.0,"root_delay":0.0,"root_dispersion":0.0,"since_update":null,
+            "frequency_ppm":0.0,"host_frequency_ppm":0.0,"host_offset":0.0,"root_delay":0.0,"root_dispersion":0.0,"since_update":null,
             "poll":null,"precision":-24,"system_peer":null},"upstreams":[],"counters":{"received":0,"answered":0,
             "kissed_rate":0,"kissed_deny":0,"dropped_malformed":0,"dropped_not_request":0,"dropped_zero_transmit":0,
             "dropped_denied":0,"dropped_rate_limited":0,"send_errors":0}}"#;

@@ -171,14 +171,24 @@ impl Queue {
     }
 }
 
-/// `--exchange-log`: one line per NTP exchange relayed, `UNIX_TIME OUT
-/// BACK`, the seconds each leg really took from the kernel's receive
-/// timestamp to the relay's send. A reply is matched to its request by the
-/// client and the request's transmit timestamp, which the reply carries as
-/// its origin.
+/// `--exchange-log`: one line per NTP exchange relayed,
+/// `UNIX_TIME OUT BACK SERVER_OUT SERVER_BACK`, in seconds:
+/// - `OUT`, `BACK`: what the request and the reply spent in the relay, from
+///   the kernel's receive timestamp to the relay's send;
+/// - `SERVER_OUT`, `SERVER_BACK`: the legs as the server's own timestamps
+///   draw them: from the request entering the relay to the server's receive
+///   timestamp (T2), and from the server's transmit timestamp (T3) to the
+///   reply leaving the relay. They are right only when the server's clock
+///   is this host's (a primary on the same host), and they then hold what
+///   the relay cannot see: a server that stamps T3 and sends late makes
+///   its reply's leg longer by that much.
+///
+/// A reply is matched to its request by the client and the request's
+/// transmit timestamp, which the reply carries as its origin.
 struct ExchangeLog {
     file: LineWriter<File>,
-    open: HashMap<(SocketAddr, [u8; 8]), f64>,
+    /// Per open request: when it entered the relay, and what it spent there.
+    open: HashMap<(SocketAddr, [u8; 8]), (SystemTime, f64)>,
 }
 
 impl std::fmt::Debug for ExchangeLog {
@@ -190,7 +200,7 @@ impl std::fmt::Debug for ExchangeLog {
 impl ExchangeLog {
     fn sent(&mut self, p: &Pending) {
         let now = SystemTime::now();
-        let took = now.duration_since(p.arrived).unwrap_or(Duration::ZERO).as_secs_f64();
+        let took = seconds_between(p.arrived, now);
         let stamp = |range: std::ops::Range<usize>| p.bytes.get(range).and_then(|b| <[u8; 8]>::try_from(b).ok());
         match p.leg {
             Leg::Out => {
@@ -198,17 +208,33 @@ impl ExchangeLog {
                     if self.open.len() >= MAX_OPEN_EXCHANGES {
                         self.open.clear();
                     }
-                    self.open.insert((p.client, transmit), took);
+                    self.open.insert((p.client, transmit), (p.arrived, took));
                 }
             }
             Leg::Back => {
-                let Some(out) = stamp(24..32).and_then(|origin| self.open.remove(&(p.client, origin))) else { return };
-                let unix = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs_f64();
-                if let Err(e) = writeln!(self.file, "{unix:.6} {out:.9} {took:.9}") {
+                let Some((entered, out)) = stamp(24..32).and_then(|origin| self.open.remove(&(p.client, origin)))
+                else {
+                    return;
+                };
+                let server_time =
+                    |range| stamp(range).map(|b| NtpTimestamp::from_bits(u64::from_be_bytes(b)).to_system_time());
+                let (Some(t2), Some(t3)) = (server_time(32..40), server_time(40..48)) else { return };
+                let unix = seconds_between(UNIX_EPOCH, now);
+                let (server_out, server_back) = (seconds_between(entered, t2), seconds_between(t3, now));
+                let line = format!("{unix:.6} {out:.9} {took:.9} {server_out:.9} {server_back:.9}");
+                if let Err(e) = writeln!(self.file, "{line}") {
                     tracing::debug!(error = %e, "exchange log not written");
                 }
             }
         }
+    }
+}
+
+/// `to - from` in seconds, negative if `to` is earlier.
+fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
+    match to.duration_since(from) {
+        Ok(later) => later.as_secs_f64(),
+        Err(earlier) => -earlier.duration().as_secs_f64(),
     }
 }
 
