@@ -7,7 +7,8 @@ Each NAME=N: the server queried as NAME:12300 answered, synchronized, at
 stratum N, and its offset is within 1 ms of stratum1's (every container
 reads the host's one clock, so the offsets compare directly). --follows
 A=B: A's reference ID names B (A's system peer is B): B's address on port
-123, elsewhere the first four bytes of the MD5 of B's address and port, as
+123 of another host, elsewhere the first four bytes of the MD5 of B's
+address and port, as
 docs/chain.md says (computed here independently of the Rust code). --fresh A=S: A's clock was last updated (its
 reference time) at most S seconds before it answered: it is being steered
 now, not coasting on holdover. Prints one
@@ -80,7 +81,7 @@ def reference_id_of(address):
     to the IPv4 upstream at ADDRESS ("a.b.c.d:port")."""
     ip, port = address.rsplit(":", 1)
     octets = bytes(int(part) for part in ip.split("."))
-    if int(port) != 123:
+    if int(port) != 123 or octets[0] == 127:
         octets = hashlib.md5(octets + int(port).to_bytes(2, "big")).digest()[:4]
     return ".".join(str(b) for b in octets)
 

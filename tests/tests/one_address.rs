@@ -99,7 +99,6 @@ fn converges(order: Order) {
     for tier in 1..5 {
         let refid = query(&chain.target(tier), 1)["refid"].clone();
         assert_eq!(refid, refid_of(&chain.target(tier - 1)), "{order:?}: refid of stratum {}", tier + 1);
-        assert_ne!(refid, IP, "a reference ID that is our address would read as a loop below");
     }
     let chronyd = ChronyClient::follow(IP, chain.ports[4]);
     let seconds = chronyd.wait_stratum(6, Duration::from_secs(40));
@@ -139,7 +138,9 @@ fn upstream_states(http: &str) -> Vec<Value> {
 /// A follows P and B; B follows only A. A must see that B is synchronized
 /// to it and never select it; once P is gone and the holdovers have run
 /// out, neither may go on claiming synchronization on the other.
-fn a_pair_does_not_hold_itself_up(ips: [&str; 3]) {
+/// With `a_on_every_address`, A listens with `--port` (the wildcard
+/// address), as the compose chain's servers do.
+fn a_pair_does_not_hold_itself_up(ips: [&str; 3], a_on_every_address: bool) {
     let ports: Vec<u16> = ips.iter().map(|ip| free_udp_port_on(ip)).collect();
     let target = |i: usize| format!("{}:{}", ips[i], ports[i]);
     let http: Vec<String> = (1..3).map(|i| format!("{}:{}", ips[i], ntp_e2e::nts::free_tcp_port_on(ips[i]))).collect();
@@ -148,7 +149,14 @@ fn a_pair_does_not_hold_itself_up(ips: [&str; 3]) {
     let (p, b) = (target(0), target(2));
     let mut a_args = vec!["--upstream", &p, "--upstream", &b, "--http", &http[0], "--clock-offset", "2"];
     a_args.extend_from_slice(&fast);
-    let a = serve(ips[1], ports[1], &a_args);
+    let a = if a_on_every_address {
+        let port = ports[1].to_string();
+        let mut all = vec!["serve", "--port", &port, "--log-level", "info"];
+        all.extend_from_slice(&a_args);
+        Daemon::spawn(ntp_e2e::bin("ntpd-sim"), &all)
+    } else {
+        serve(ips[1], ports[1], &a_args)
+    };
     let a_target = target(1);
     let mut b_args = vec!["--upstream", &a_target, "--http", &http[1], "--clock-offset", "-3"];
     b_args.extend_from_slice(&fast);
@@ -185,12 +193,17 @@ fn a_pair_does_not_hold_itself_up(ips: [&str; 3]) {
 
 #[test]
 fn a_server_and_its_client_on_one_address_do_not_hold_each_other_up() {
-    a_pair_does_not_hold_itself_up([IP, IP, IP]);
+    a_pair_does_not_hold_itself_up([IP, IP, IP], false);
+}
+
+#[test]
+fn a_server_on_every_address_and_its_client_do_not_hold_each_other_up() {
+    a_pair_does_not_hold_itself_up([IP, IP, IP], true);
 }
 
 #[test]
 fn a_server_and_its_client_on_separate_addresses_do_not_hold_each_other_up() {
-    a_pair_does_not_hold_itself_up(["127.0.0.41", "127.0.0.42", "127.0.0.43"]);
+    a_pair_does_not_hold_itself_up(["127.0.0.41", "127.0.0.42", "127.0.0.43"], false);
 }
 
 #[test]
@@ -336,4 +349,22 @@ fn chronyd_above_is_followed_and_chronyd_below_is_never_taken_for_an_upstream() 
     .unwrap_or_else(|| panic!("chronyd below not seen as a loop: {:?}", ntpd_sim_status(&http)));
     assert_eq!(states[0], "system-peer", "chronyd above is the system peer: {states:?}");
     drop(above);
+}
+
+/// A chain below a server on port 123 of our own address (the host's usual
+/// time server on 127.0.0.1): the tier that follows it must not advertise
+/// 127.0.0.1, or the tier below would take it for a loop.
+#[test]
+fn a_chain_below_port_123_of_our_own_address_synchronizes() {
+    ntp_e2e::require_root();
+    let (p2, p3) = (free_udp_port_on(IP), free_udp_port_on(IP));
+    let _top = serve(IP, 123, &[]);
+    let top = format!("{IP}:123");
+    let _second = serve(IP, p2, &["--upstream", IP, "--min-poll", "0", "--max-poll", "1", "--clock-offset", "3"]);
+    let second = format!("{IP}:{p2}");
+    let _third = serve(IP, p3, &["--upstream", &second, "--min-poll", "0", "--max-poll", "1", "--clock-offset", "-4"]);
+    wait_synced(&top, 1, 1e-3, Duration::from_secs(10));
+    let entry = wait_synced(&second, 2, 1e-3, Duration::from_secs(30));
+    assert_eq!(entry["refid"], refid_of(&top), "named by address and port, not 127.0.0.1: {entry}");
+    wait_synced(&format!("{IP}:{p3}"), 3, 1e-3, Duration::from_secs(30));
 }

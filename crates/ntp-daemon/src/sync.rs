@@ -6,7 +6,7 @@
 //! serving threads read.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,11 +119,19 @@ pub async fn run(
 ) {
     let precision = clock.snapshot().state.precision;
     let (system, poll) = system_config(&config, precision);
-    let ids: Vec<ReferenceId> = upstreams.iter().map(|u| ReferenceId::of_upstream(u.address)).collect();
+    let sources: Vec<Option<IpAddr>> = upstreams.iter().map(|u| source_address(u.address)).collect();
+    // An upstream on this host (we reach it from its own address) shares
+    // our address: name it by address and port, even on port 123, or the
+    // servers below us would take it for themselves.
+    let ids: Vec<ReferenceId> = (upstreams.iter().zip(&sources))
+        .map(|(u, source)| match source {
+            Some(ip) if *ip == u.address.ip() => ReferenceId::of_address_and_port(u.address),
+            _ => ReferenceId::of_upstream(u.address),
+        })
+        .collect();
     let raw_now = clock.raw_now();
     let mut sync = Synchronizer::new(system, poll, &ids, raw_now);
-    let polling_from: Vec<IpAddr> =
-        upstreams.iter().filter_map(|u| u.socket.local_addr().ok()).map(|a| a.ip()).collect();
+    let polling_from: Vec<IpAddr> = sources.into_iter().flatten().collect();
     sync.set_own_reference_ids(own_reference_ids(&listening, &polling_from));
     publish_status(&status, &sync, &upstreams);
 
@@ -236,6 +244,18 @@ fn handle(
         ReplyOutcome::Accepted(None) => {}
         ReplyOutcome::Rejected(error) => debug!(upstream = %upstream.name, %error, "reply rejected"),
     }
+}
+
+/// The local address the kernel picks to reach `upstream`: where our polls
+/// leave from, and so an address a server polling us may know us by. The
+/// polling sockets are bound to the wildcard address and never connected,
+/// so their own `local_addr` says nothing; a throwaway socket connected to
+/// the upstream (no datagram is sent) asks the routing table instead.
+fn source_address(upstream: SocketAddr) -> Option<IpAddr> {
+    let any: SocketAddr = if upstream.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
+    let probe = std::net::UdpSocket::bind(any).ok()?;
+    probe.connect(upstream).ok()?;
+    probe.local_addr().ok().map(|local| local.ip()).filter(|ip| !ip.is_unspecified())
 }
 
 /// Says so when what we advertise turns unsynchronized, whichever event

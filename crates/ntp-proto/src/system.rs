@@ -352,10 +352,11 @@ pub fn unsynchronized(precision: i8, reference_time: NtpTimestamp) -> ServerStat
 /// `listening` are the addresses we serve on (an unspecified address means
 /// every address of the host), `polling_from` the addresses our own polls
 /// leave from. For each address we can be reached at, both the plain
-/// address (what chrony, ntpd and ntpd-sim on port 123 advertise) and
-/// [`ReferenceId::of_upstream`] of it with the listening port (what
-/// ntpd-sim advertises for an upstream on another port), so that servers
-/// sharing one address on different ports are told apart. Addresses behind
+/// address (what chrony and ntpd advertise, and ntpd-sim for a remote
+/// upstream on port 123) and [`ReferenceId::of_address_and_port`] of it
+/// with the listening port (what ntpd-sim advertises for an upstream on
+/// another port or on its own host), so that servers sharing one address
+/// on different ports are told apart. Addresses behind
 /// a wildcard listener are known only as far as `polling_from` names them.
 #[must_use]
 pub fn own_reference_ids(listening: &[SocketAddr], polling_from: &[IpAddr]) -> Vec<ReferenceId> {
@@ -366,11 +367,13 @@ pub fn own_reference_ids(listening: &[SocketAddr], polling_from: &[IpAddr]) -> V
         let reachable: Vec<IpAddr> = if specified(&listener.ip()) {
             vec![listener.ip()]
         } else {
-            polling_from.iter().copied().filter(|ip| specified(ip) && ip.is_ipv4() == listener.is_ipv4()).collect()
+            // An IPv6 wildcard socket is usually dual-stack and serves IPv4
+            // too; counting too many addresses as us only errs on the safe side.
+            polling_from.iter().copied().filter(|ip| specified(ip) && (listener.is_ipv6() || ip.is_ipv4())).collect()
         };
         for ip in reachable {
             ids.push(ReferenceId::from_upstream(ip));
-            ids.push(ReferenceId::of_upstream(SocketAddr::new(ip, listener.port())));
+            ids.push(ReferenceId::of_address_and_port(SocketAddr::new(ip, listener.port())));
         }
     }
     ids.sort_unstable_by_key(|id| id.0);

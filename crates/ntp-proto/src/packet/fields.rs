@@ -248,19 +248,30 @@ impl ReferenceId {
     }
 
     /// The reference ID of a server synchronized to the upstream at
-    /// `upstream` (address and port). On the NTP port, 123, it is
-    /// [`from_upstream`](Self::from_upstream) of the address, as RFC 5905
-    /// says. On any other port the address alone does not name the server
-    /// (a chain of daemons on 127.0.0.1 with one port each would all share
-    /// one reference ID, and each would take its upstream's for its own), so
-    /// it is the first four octets of the MD5 hash of the address's octets
-    /// followed by the port in network byte order: the same kind of value
-    /// RFC 5905 uses for IPv6 upstreams, and as opaque to other peers.
+    /// `upstream` (address and port). On the NTP port, 123, of an address
+    /// that is not loopback, it is [`from_upstream`](Self::from_upstream) of
+    /// the address, as RFC 5905 says. Elsewhere the address alone does not
+    /// name the server (a chain of daemons on 127.0.0.1 with one port each
+    /// would all share one reference ID, and each would take its upstream's
+    /// for its own; a loopback address names this host, whatever runs on
+    /// port 123), so it is the first four octets of the MD5 hash of the
+    /// address's octets followed by the port in network byte order: the same
+    /// kind of value RFC 5905 uses for IPv6 upstreams, and as opaque to
+    /// other peers.
     #[must_use]
     pub fn of_upstream(upstream: SocketAddr) -> Self {
-        if upstream.port() == NTP_PORT {
+        if upstream.port() == NTP_PORT && !upstream.ip().is_loopback() {
             return Self::from_upstream(upstream.ip());
         }
+        Self::of_address_and_port(upstream)
+    }
+
+    /// The hash of [`of_upstream`](Self::of_upstream), whatever the port:
+    /// what a server advertises for an upstream on its own host (where the
+    /// address is its own too, and so would read as a loop below it), and
+    /// one of the values that mean "us" in loop detection.
+    #[must_use]
+    pub fn of_address_and_port(upstream: SocketAddr) -> Self {
         let mut hasher = Md5::new();
         match upstream.ip() {
             IpAddr::V4(v4) => hasher.update(v4.octets()),
@@ -353,8 +364,11 @@ mod tests {
     fn on_port_123_the_reference_id_is_the_address_elsewhere_address_and_port() {
         let on_123: SocketAddr = "192.0.2.7:123".parse().unwrap();
         assert_eq!(ReferenceId::of_upstream(on_123).0, [192, 0, 2, 7]);
-        let v6_on_123: SocketAddr = "[::1]:123".parse().unwrap();
-        assert_eq!(ReferenceId::of_upstream(v6_on_123), ReferenceId::from_upstream("::1".parse().unwrap()));
+        let v6_on_123: SocketAddr = "[2001:db8::1]:123".parse().unwrap();
+        assert_eq!(ReferenceId::of_upstream(v6_on_123), ReferenceId::from_upstream("2001:db8::1".parse().unwrap()));
+        // A loopback upstream names this host, not a server: hashed on 123 too.
+        let loopback_123: SocketAddr = "127.0.0.1:123".parse().unwrap();
+        assert_ne!(ReferenceId::of_upstream(loopback_123), ReferenceId([127, 0, 0, 1]));
         // MD5 of 7f 00 00 01 43 55 (127.0.0.1, port 17237) starts 1cbbf72d,
         // computed independently with Python's hashlib.
         let one_address = |port: u16| ReferenceId::of_upstream(SocketAddr::from(([127, 0, 0, 1], port)));
