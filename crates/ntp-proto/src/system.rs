@@ -10,7 +10,7 @@ use crate::association::Association;
 use crate::clock::VirtualClock;
 use crate::discipline::{Adjustment, Discipline, DisciplineConfig, Update};
 use crate::exchange::{Sample, PHI};
-use crate::leap::{majority_leap, Leap};
+use crate::leap::{majority_leap, Leap, LeapKind};
 use crate::packet::{LeapIndicator, ReferenceId, Stratum};
 use crate::responder::ServerState;
 use crate::selection::{aged, cluster, combine, intersect, root_distance, Candidate, Intersection, Survivor};
@@ -308,7 +308,7 @@ impl System {
         let held_over = self.last_usable.is_none_or(|last| raw_now - last > self.config.holdover);
         match self.sync {
             Some(sync) if !held_over => ServerState {
-                leap: sync.leap,
+                leap: still_announced(sync.leap, sync.reference_time + (raw_now - sync.updated_raw)),
                 stratum: sync.stratum,
                 precision: self.config.precision,
                 root_delay: NtpShort::from_duration(sync.root_delay),
@@ -343,6 +343,16 @@ pub fn unsynchronized(precision: i8, reference_time: NtpTimestamp) -> ServerStat
         root_dispersion: NtpShort::from_duration(NtpDuration::from_seconds(16)),
         reference_id: ReferenceId::default(),
         reference_time,
+    }
+}
+
+/// `leap`, as decided at the last clock update, if it still holds at
+/// `now` (our time): an announcement ends with its month, even when the
+/// next update is a long poll away.
+fn still_announced(leap: LeapIndicator, now: NtpTimestamp) -> LeapIndicator {
+    match LeapKind::from_indicator(leap) {
+        Some(kind) if Leap::ending_today(now, kind).is_none() => LeapIndicator::NoWarning,
+        _ => leap,
     }
 }
 
