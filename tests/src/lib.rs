@@ -13,6 +13,6 @@ pub mod peers;
 pub mod process;
 
 pub use process::{
-    bin, free_udp_port, free_udp_port_on, log_field, ntp_query_entry, ntp_query_json, ntpd_sim_serve, ntpd_sim_status,
-    require_root, udp_exchange, wait_for, Daemon, CLIENT_REQUEST,
+    bin, free_tcp_port_on, free_udp_port, free_udp_port_on, log_field, ntp_query_entry, ntp_query_json, ntpd_sim_serve,
+    ntpd_sim_status, require_root, udp_exchange, wait_for, Daemon, CLIENT_REQUEST,
 };

@@ -2,7 +2,6 @@
 //! certificate for `localhost` and 127.0.0.1-3), chronyd as an NTS server,
 //! and chronyd as a one-shot NTS client (shared/PEERS.md, "NTS").
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -10,15 +9,11 @@ use std::time::Duration;
 use crate::peers::{clock_wrong_by, require, ChronyServer};
 use crate::process::wait_for;
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub use crate::process::free_tcp_port_on;
+
+/// A TCP port on 127.0.0.1, picked as [`free_tcp_port_on`] picks them.
 pub fn free_tcp_port() -> u16 {
     free_tcp_port_on("127.0.0.1")
-}
-
-/// A TCP port on loopback address `ip` that was free a moment ago.
-pub fn free_tcp_port_on(ip: &str) -> u16 {
-    let listener = TcpListener::bind((ip, 0)).expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
 }
 
 /// Waits (up to 10 s) until something accepts TCP connections on

@@ -33,18 +33,30 @@ pub fn free_udp_port() -> u16 {
 /// kernel's ephemeral range, so no client socket of a test running in
 /// parallel can be given it between this check and the daemon's bind.
 pub fn free_udp_port_on(ip: &str) -> u16 {
+    free_port_below_ephemeral(ip, |port| UdpSocket::bind((ip, port)).is_ok())
+}
+
+/// A TCP port on `ip`, picked as [`free_udp_port_on`] picks UDP ones.
+pub fn free_tcp_port_on(ip: &str) -> u16 {
+    free_port_below_ephemeral(ip, |port| std::net::TcpListener::bind((ip, port)).is_ok())
+}
+
+/// A port below the kernel's ephemeral range that `free` says is free on
+/// `ip` and that this process has handed out to nobody else (UDP and TCP
+/// share the record, which costs nothing and keeps it simple).
+fn free_port_below_ephemeral(ip: &str, free: impl Fn(u16) -> bool) -> u16 {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let below = ephemeral_range_start().clamp(12_000, 32_768);
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut rng = rand::thread_rng();
     for _ in 0..10_000 {
         let port = rng.gen_range(10_000..below);
-        if !handed_out.contains(&port) && UdpSocket::bind((ip, port)).is_ok() {
+        if !handed_out.contains(&port) && free(port) {
             handed_out.insert(port);
             return port;
         }
     }
-    panic!("no free UDP port on {ip} below {below}");
+    panic!("no free port on {ip} below {below}");
 }
 
 /// The first port of the kernel's ephemeral range (32768 if unknown).

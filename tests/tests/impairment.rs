@@ -7,13 +7,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ntp_e2e::nts::free_tcp_port_on;
-use ntp_e2e::{bin, free_udp_port_on, ntp_query_entry, ntpd_sim_status, wait_for, Daemon};
+use ntp_e2e::chain::{query, stratum};
+use ntp_e2e::{bin, free_tcp_port_on, free_udp_port_on, ntpd_sim_status, wait_for, Daemon};
 
-/// `ntp-query --json` of one server: (stratum, offset) if it answered with time.
-fn query(target: &str, samples: u32) -> Option<(u64, f64)> {
-    let entry = ntp_query_entry(&["-n", &samples.to_string(), "-i", "0.05", "-t", "1", target]);
-    Some((entry["stratum"].as_u64()?, entry["offset"].as_f64()?))
+/// The stratum 2 server's true error now (its served clock minus the
+/// host's, from its `/status`), if it answers at stratum 2.
+fn true_error(target: &str, http: &str) -> Option<f64> {
+    (stratum(&query(target, 1)) == Some(2)).then_some(())?;
+    ntpd_sim_status(http)?["system"]["host_offset"].as_f64()
 }
 
 /// A primary server, a relay in front of it with `impairment` (writing
@@ -68,10 +69,7 @@ fn offsets(target: &str, http: &str, seconds: u64) -> Vec<f64> {
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut seen = Vec::new();
     while Instant::now() < end {
-        let (stratum, _) = query(target, 1).expect("the stratum 2 server answers");
-        assert_eq!(stratum, 2);
-        let status = ntpd_sim_status(http).expect("its /status");
-        seen.push(status["system"]["host_offset"].as_f64().expect("host_offset"));
+        seen.push(true_error(target, http).expect("the stratum 2 server answers at stratum 2"));
         std::thread::sleep(Duration::from_millis(500));
     }
     seen
@@ -133,7 +131,7 @@ fn a_chain_converges_through_jitter_loss_duplication_and_reordering() {
     let log = dir.path().join("exchanges");
     let (_daemons, downstream, http) = chain(["127.0.0.51", "127.0.0.52", "127.0.0.53"], &impairment, &log, "2", "20");
     let started = Instant::now();
-    wait_for(Duration::from_secs(60), || query(&downstream, 1).filter(|&(s, o)| s == 2 && o.abs() < 1e-3))
+    wait_for(Duration::from_secs(60), || true_error(&downstream, &http).filter(|o| o.abs() < 1e-3))
         .expect("stratum 2 within 1 ms of true time through the impaired path");
     eprintln!("converged after {:.1} s", started.elapsed().as_secs_f64());
     // The swing that follows the start-up step and the drift's discovery
@@ -162,7 +160,7 @@ fn an_asymmetric_path_costs_half_the_asymmetry() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("exchanges");
     let (_daemons, downstream, http) = chain(["127.0.0.54", "127.0.0.55", "127.0.0.56"], &impairment, &log, "0", "0");
-    wait_for(Duration::from_secs(60), || query(&downstream, 1).filter(|&(s, o)| s == 2 && (o + 1e-3).abs() < 3e-4))
+    wait_for(Duration::from_secs(60), || true_error(&downstream, &http).filter(|o| (o + 1e-3).abs() < 3e-4))
         .expect("stratum 2 settles about 1 ms slow");
     // Neither clock drifts, so the discipline has settled once its
     // frequency is back near zero. On a loaded machine the first noisy

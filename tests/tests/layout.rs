@@ -219,7 +219,8 @@ fn only_ntp_udp_holds_unsafe_code_and_libc() {
         }
         for file in rust_files(&dir) {
             let text = std::fs::read_to_string(&file).unwrap();
-            if name != "ntp-udp" && text.contains("unsafe") {
+            // `#![forbid(unsafe_code)]` says the opposite, and is welcome.
+            if name != "ntp-udp" && text.replace("#![forbid(unsafe_code)]", "").contains("unsafe") {
                 found.push(file.display().to_string());
             }
         }

@@ -17,6 +17,8 @@
 //!   (RFC 5905 intersection), and their table and JSON forms.
 //! - [`cli`]: `ntp-query`'s arguments and its library entry point, [`cli::run`].
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod exchange;
 pub mod nts;

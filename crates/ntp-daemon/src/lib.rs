@@ -31,6 +31,7 @@
 //! not done here: [`ntp_proto::responder`] does it, this crate carries the
 //! decision out.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 

@@ -6,6 +6,7 @@
 //! - this file: [`Plot`], [`Series`], [`Scale`] and [`render_svg`].
 //! - [`units`]: [`human_seconds`], the durations the reports and tables print.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod units;

@@ -36,6 +36,7 @@
 //! - [`leap`]: leap seconds: the `leap-seconds.list` file, the announcement
 //!   window, the upstream vote, and stepped or smeared served time.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 

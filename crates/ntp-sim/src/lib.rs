@@ -11,6 +11,7 @@
 //! - [`report`]: per-node summaries, the table, the CSV time series; the
 //!   SVG comes from `ntp-plot`.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 
