@@ -66,9 +66,82 @@ fn module_of(src: &Path, file: &Path) -> Option<Vec<String>> {
     Some(parts)
 }
 
-/// The code of a file without its comments (line comments, doc comments).
+/// The code of a file without its comments (line comments, doc comments)
+/// and without its unit tests (a `#[cfg(test)] mod tests` at the end may
+/// use any module: that is no dependency of the module itself).
 fn code(text: &str) -> String {
-    text.lines().map(|line| line.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
+    let code = text.lines().map(|line| line.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+    match code.find("#[cfg(test)]\nmod tests") {
+        Some(tests) => code[..tests].to_string(),
+        None => code,
+    }
+}
+
+/// `code` with every `use` group spelled out: `a::{b, c::{d, e}}` becomes
+/// `a::b, a::c::d, a::c::e`, so that a path inside braces is seen whole.
+fn expand_groups(code: &str) -> String {
+    let ident = |c: char| c.is_alphanumeric() || c == '_' || c == ':';
+    let mut out = code.to_string();
+    while let Some(open) = out.find("::{") {
+        let prefix_start = out[..open].rfind(|c: char| !ident(c)).map_or(0, |i| i + 1);
+        let prefix = out[prefix_start..open].to_string();
+        let (mut depth, mut close) = (0usize, None);
+        for (i, c) in out[open + 2..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = Some(open + 2 + i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(close) = close else { break };
+        let inner = &out[open + 3..close];
+        let (mut items, mut depth, mut start) = (Vec::new(), 0usize, 0);
+        for (i, c) in inner.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    items.push(inner[start..i].trim().to_string());
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        items.push(inner[start..].trim().to_string());
+        let spelled: Vec<String> = items
+            .iter()
+            .filter(|item| !item.is_empty())
+            .map(|item| if item == "self" { prefix.clone() } else { format!("{prefix}::{item}") })
+            .collect();
+        out.replace_range(prefix_start..=close, &spelled.join(", "));
+    }
+    out
+}
+
+/// Names the crate root re-exports (`pub use a::b::Name;` in lib.rs) and the
+/// module each comes from, so that `crate::Name` counts as an import of `a::b`.
+fn root_reexports(src: &Path) -> BTreeMap<String, Vec<String>> {
+    let text = expand_groups(&code(&std::fs::read_to_string(src.join("lib.rs")).unwrap_or_default()));
+    let mut found = BTreeMap::new();
+    for statement in text.split(';') {
+        let Some(list) = statement.trim().strip_prefix("pub use ") else { continue };
+        for path in list.split(',') {
+            let segments: Vec<String> =
+                path.trim().trim_start_matches("crate::").split("::").map(|s| s.trim().to_string()).collect();
+            if let [module @ .., name] = segments.as_slice() {
+                if !module.is_empty() && !name.is_empty() && name != "*" {
+                    found.insert(name.clone(), module.to_vec());
+                }
+            }
+        }
+    }
+    found
 }
 
 /// The paths `crate::a::b...` and `super::...::a` used in `code`, resolved
@@ -125,11 +198,16 @@ fn module_graph(src: &Path) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     let files: Vec<(Vec<String>, PathBuf)> =
         rust_files(src).into_iter().filter_map(|f| module_of(src, &f).map(|m| (m, f))).collect();
     let modules: BTreeSet<Vec<String>> = files.iter().map(|(m, _)| m.clone()).collect();
+    let reexports = root_reexports(src);
     let mut graph: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
     for (module, file) in &files {
         let text = std::fs::read_to_string(file).unwrap();
         let edges = graph.entry(module.clone()).or_default();
-        for path in referenced_paths(&code(&text), module) {
+        for mut path in referenced_paths(&expand_groups(&code(&text)), module) {
+            // `crate::Name` re-exported by the root is an import of where it lives.
+            if let Some(home) = (!module.is_empty()).then(|| path.first().and_then(|n| reexports.get(n))).flatten() {
+                path = home.iter().cloned().chain(path.into_iter().skip(1)).collect();
+            }
             // The longest prefix of the path that is a module.
             let Some(target) = (0..=path.len()).rev().map(|n| path[..n].to_vec()).find(|p| modules.contains(p)) else {
                 continue;
@@ -207,6 +285,9 @@ fn the_cycle_check_finds_a_cycle() {
     assert_eq!(find_cycle(&graph), Some(vec![1, 2, 3, 1]));
     let paths = referenced_paths("use crate::a::b; super::super::c::d(); x::crate_y", &["m".into(), "n".into()]);
     assert_eq!(paths, [vec!["a", "b"], vec!["c", "d"]]);
+    // Paths inside use groups are seen whole.
+    let grouped = expand_groups("use crate::{a::X, b::{c::Y, self}};");
+    assert_eq!(referenced_paths(&grouped, &[]), [vec!["a", "X"], vec!["b", "c", "Y"], vec!["b"]]);
 }
 
 #[test]
