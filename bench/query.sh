@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-30}
 PORT=${PORT:-11230}
+# Wall times are hyperfine's (Debian's `hyperfine`); say so before anything runs.
+command -v hyperfine >/dev/null || { echo "bench/query.sh needs hyperfine: apt-get install hyperfine" >&2; exit 1; }
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release --quiet -p ntp-client
 QUERY=$CARGO_TARGET_DIR/release/ntp-query
