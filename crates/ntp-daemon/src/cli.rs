@@ -180,6 +180,11 @@ pub struct ServeArgs {
     /// peerstats: one per upstream sample) into this directory, rotated.
     #[arg(long, value_name = "DIR")]
     pub stats_dir: Option<PathBuf>,
+    /// The IETF/NIST leap-seconds.list to announce leaps from, as a primary
+    /// server (e.g. /usr/share/zoneinfo/leap-seconds.list); an expired or
+    /// corrupt file is reported and not used.
+    #[arg(long, value_name = "FILE")]
+    pub leap_file: Option<PathBuf>,
     /// Once the sockets are bound, become this user (uid, gid, no
     /// supplementary groups) for good; for a start as root on port 123.
     #[arg(long, value_name = "NAME")]
@@ -215,6 +220,7 @@ impl ServeArgs {
                 log_level: self.log_level.clone(),
                 http: self.http,
                 stats_dir: self.stats_dir.clone(),
+                leap_file: self.leap_file.clone(),
                 user: self.user.clone(),
                 receive_buffer: self.receive_buffer,
                 nts_cert: self.nts_cert.clone(),

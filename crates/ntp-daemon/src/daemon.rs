@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ntp_proto::clock::DisciplinedClock;
+use ntp_proto::leap::LeapSecondsList;
+use ntp_proto::packet::LeapIndicator;
 use ntp_proto::responder::ServerState;
 use ntp_proto::system::unsynchronized;
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use thiserror::Error;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use ntp_udp::measure_precision;
 use ntp_udp::privileges::{self, PrivilegeError};
@@ -62,6 +64,9 @@ pub enum DaemonError {
     /// The statistics directory could not be opened.
     #[error("statistics directory {0}: {1}")]
     StatsDir(std::path::PathBuf, std::io::Error),
+    /// The leap-seconds file could not be read at all.
+    #[error("leap file {0}: {1}")]
+    LeapFile(std::path::PathBuf, std::io::Error),
 }
 
 /// The clock and state of a primary server: a raw clock of the system clock
@@ -165,8 +170,12 @@ pub async fn run_on(
     let (stop, stopped) = watch::channel(false);
     let calibration = tokio::spawn(latency::calibrate(Arc::clone(&clock), stopped.clone()));
     let observe = status.subscribe();
+    let leaps = match &config.leap_file {
+        Some(path) => load_leap_file(path, clock.now())?,
+        None => None,
+    };
     let background = if config.sync.upstreams.is_empty() {
-        tokio::spawn(refresh_reference(Arc::clone(&clock), stopped.clone()))
+        tokio::spawn(refresh_reference(Arc::clone(&clock), leaps, stopped.clone()))
     } else {
         let upstreams = sync::connect(&config.sync).await?;
         let until_stopped = wait_for_stop(stopped.clone());
@@ -244,8 +253,14 @@ fn bind_tcp(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 
 /// A primary server keeps its reference time fresh, so the root dispersion
 /// it advertises stays that of a reference just read.
-async fn refresh_reference(clock: Arc<SharedClock>, stopped: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(REFERENCE_REFRESH);
+async fn refresh_reference(
+    clock: Arc<SharedClock>,
+    mut leaps: Option<LeapSecondsList>,
+    stopped: watch::Receiver<bool>,
+) {
+    // With a leap file, the leap indicator follows it to the second.
+    let every = if leaps.is_some() { LEAP_REFRESH } else { REFERENCE_REFRESH };
+    let mut ticks = tokio::time::interval(every);
     let stop = wait_for_stop(stopped);
     tokio::pin!(stop);
     loop {
@@ -253,8 +268,51 @@ async fn refresh_reference(clock: Arc<SharedClock>, stopped: watch::Receiver<boo
             () = &mut stop => return,
             _ = ticks.tick() => {
                 let now = clock.now();
-                clock.update(|snapshot| snapshot.state.reference_time = now);
+                let leap = leaps.as_ref().map(|list| list.state_at(now));
+                if let Some(Err(error)) = &leap {
+                    warn!(%error, "the leap file is no longer current: no leap is announced from it");
+                    leaps = None;
+                }
+                let indicator = match leap {
+                    Some(Ok(state)) => state.indicator,
+                    _ => LeapIndicator::NoWarning,
+                };
+                clock.update(|snapshot| {
+                    snapshot.state.reference_time = now;
+                    snapshot.state.leap = indicator;
+                });
             }
+        }
+    }
+}
+
+/// Seconds from the NTP era's start (1900) to the Unix epoch (1970).
+const NTP_TO_UNIX_SECONDS: u64 = 2_208_988_800;
+
+/// How often a primary server with a leap file looks at it.
+const LEAP_REFRESH: Duration = Duration::from_secs(1);
+
+/// Reads and checks `--leap-file` at our time `now`. A file that cannot be
+/// read stops the start (a wrong path is a typo to fix); one that is
+/// corrupt or expired is reported and not used, as RFC 8633 asks of a
+/// server's leap information.
+fn load_leap_file(path: &std::path::Path, now: NtpTimestamp) -> Result<Option<LeapSecondsList>, DaemonError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DaemonError::LeapFile(path.to_path_buf(), e))?;
+    match LeapSecondsList::load(&text, now) {
+        Ok(list) => {
+            let next = list.state_at(now).ok().and_then(|state| state.next);
+            info!(
+                file = %path.display(),
+                expires_unix = list.expires().saturating_sub(NTP_TO_UNIX_SECONDS),
+                next_leap_unix = ?next.map(|leap| leap.at.to_unix_f64()),
+                next_leap = ?next.map(|leap| leap.kind),
+                "leap file loaded"
+            );
+            Ok(Some(list))
+        }
+        Err(error) => {
+            warn!(file = %path.display(), %error, "leap file not used");
+            Ok(None)
         }
     }
 }

@@ -244,11 +244,14 @@ impl System {
             + jitter
             + residual_error(&update)
             + (raw_now - output.time).max(NtpDuration::ZERO).mul_f64(PHI);
-        // A leap is passed on only when a majority of the sources kept
-        // announces it, and only on the last day of a month: one liar
-        // cannot insert a second.
-        let indicators = survivors.iter().filter_map(|s| peers[s.index].association.info()).map(|i| i.leap);
-        let leap = majority_leap(indicators)
+        // A leap is passed on only when the sources kept that announce it
+        // are a majority of all the upstreams configured (one not kept, or
+        // not heard from yet, counts as "no leap"), and only on the last day
+        // of a month: one liar cannot insert a second, not even at start-up
+        // when its reply is the first to arrive.
+        let kept = survivors.iter().filter_map(|s| peers[s.index].association.info()).map(|i| i.leap);
+        let not_kept = std::iter::repeat_n(LeapIndicator::NoWarning, peers.len().saturating_sub(survivors.len()));
+        let leap = majority_leap(kept.chain(not_kept))
             .and_then(|kind| Leap::ending_today(correction.time_at(raw_now), kind))
             .map_or(LeapIndicator::NoWarning, |leap| leap.kind.indicator());
         let sync = Synchronization {

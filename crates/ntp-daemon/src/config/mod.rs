@@ -191,6 +191,8 @@ pub struct ServerSection {
     pub http: Option<SocketAddr>,
     /// Directory for the statistics logs.
     pub stats_dir: Option<PathBuf>,
+    /// The leap-seconds.list a primary server announces leaps from.
+    pub leap_file: Option<PathBuf>,
     /// User to become after binding (when started as root).
     pub user: Option<String>,
     /// Receive buffer asked for on each socket, bytes.
@@ -241,6 +243,8 @@ pub struct ServeConfig {
     pub http: Option<SocketAddr>,
     /// Where to write `loopstats` and `peerstats` (None: nowhere).
     pub stats_dir: Option<PathBuf>,
+    /// The leap-seconds.list to announce leaps from (a primary server).
+    pub leap_file: Option<PathBuf>,
     /// NTS (None: plain NTP only).
     pub nts: Option<NtsConfig>,
 }
@@ -336,6 +340,7 @@ impl ServeConfig {
             sync: SyncConfig::merge(file.sync, &overrides.sync)?,
             http: args.http.or(server.http),
             stats_dir: args.stats_dir.clone().or(server.stats_dir),
+            leap_file: args.leap_file.clone().or(server.leap_file),
             nts,
         })
     }
