@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ntp_proto::NtpTimestamp;
+use ntp_proto::{Header, NtpTimestamp};
 use ntp_udp::{enable_receive_timestamps, Datagram, RecvBatch};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -188,7 +188,7 @@ impl Queue {
 struct ExchangeLog {
     file: LineWriter<File>,
     /// Per open request: when it entered the relay, and what it spent there.
-    open: HashMap<(SocketAddr, [u8; 8]), (SystemTime, f64)>,
+    open: HashMap<(SocketAddr, NtpTimestamp), (SystemTime, f64)>,
 }
 
 impl std::fmt::Debug for ExchangeLog {
@@ -201,26 +201,19 @@ impl ExchangeLog {
     fn sent(&mut self, p: &Pending) {
         let now = SystemTime::now();
         let took = seconds_between(p.arrived, now);
-        let stamp = |range: std::ops::Range<usize>| p.bytes.get(range).and_then(|b| <[u8; 8]>::try_from(b).ok());
+        let Ok(header) = Header::decode(&p.bytes) else { return };
         match p.leg {
             Leg::Out => {
-                if let Some(transmit) = stamp(40..48) {
-                    if self.open.len() >= MAX_OPEN_EXCHANGES {
-                        self.open.clear();
-                    }
-                    self.open.insert((p.client, transmit), (p.arrived, took));
+                if self.open.len() >= MAX_OPEN_EXCHANGES {
+                    self.open.clear();
                 }
+                self.open.insert((p.client, header.transmit), (p.arrived, took));
             }
             Leg::Back => {
-                let Some((entered, out)) = stamp(24..32).and_then(|origin| self.open.remove(&(p.client, origin)))
-                else {
-                    return;
-                };
-                let server_time =
-                    |range| stamp(range).map(|b| NtpTimestamp::from_bits(u64::from_be_bytes(b)).to_system_time());
-                let (Some(t2), Some(t3)) = (server_time(32..40), server_time(40..48)) else { return };
+                let Some((entered, out)) = self.open.remove(&(p.client, header.origin)) else { return };
                 let unix = seconds_between(UNIX_EPOCH, now);
-                let (server_out, server_back) = (seconds_between(entered, t2), seconds_between(t3, now));
+                let server_out = seconds_between(entered, header.receive.to_system_time());
+                let server_back = seconds_between(header.transmit.to_system_time(), now);
                 let line = format!("{unix:.6} {out:.9} {took:.9} {server_out:.9} {server_back:.9}");
                 if let Err(e) = writeln!(self.file, "{line}") {
                     tracing::debug!(error = %e, "exchange log not written");
