@@ -120,15 +120,8 @@ pub async fn run(
     let precision = clock.snapshot().state.precision;
     let (system, poll) = system_config(&config, precision);
     let sources: Vec<Option<IpAddr>> = upstreams.iter().map(|u| source_address(u.address)).collect();
-    // An upstream on this host (we reach it from its own address) shares
-    // our address: name it by address and port, even on port 123, or the
-    // servers below us would take it for themselves.
-    let ids: Vec<ReferenceId> = (upstreams.iter().zip(&sources))
-        .map(|(u, source)| match source {
-            Some(ip) if *ip == u.address.ip() => ReferenceId::of_address_and_port(u.address),
-            _ => ReferenceId::of_upstream(u.address),
-        })
-        .collect();
+    let ids: Vec<ReferenceId> =
+        upstreams.iter().zip(&sources).map(|(u, &source)| ReferenceId::of_upstream_from(u.address, source)).collect();
     let raw_now = clock.raw_now();
     let mut sync = Synchronizer::new(system, poll, &ids, raw_now);
     let polling_from: Vec<IpAddr> = sources.into_iter().flatten().collect();

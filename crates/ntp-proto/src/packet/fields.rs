@@ -248,28 +248,37 @@ impl ReferenceId {
     }
 
     /// The reference ID of a server synchronized to the upstream at
-    /// `upstream` (address and port). On the NTP port, 123, of an address
-    /// that is not loopback, it is [`from_upstream`](Self::from_upstream) of
-    /// the address, as RFC 5905 says. Elsewhere the address alone does not
-    /// name the server (a chain of daemons on 127.0.0.1 with one port each
-    /// would all share one reference ID, and each would take its upstream's
-    /// for its own; a loopback address names this host, whatever runs on
-    /// port 123), so it is the first four octets of the MD5 hash of the
-    /// address's octets followed by the port in network byte order: the same
-    /// kind of value RFC 5905 uses for IPv6 upstreams, and as opaque to
-    /// other peers.
+    /// `upstream` (address and port), when nothing says where its polls
+    /// leave from: [`of_upstream_from`](Self::of_upstream_from) with no
+    /// source address.
     #[must_use]
     pub fn of_upstream(upstream: SocketAddr) -> Self {
-        if upstream.port() == NTP_PORT && !upstream.ip().is_loopback() {
+        Self::of_upstream_from(upstream, None)
+    }
+
+    /// The reference ID of a server synchronized to the upstream at
+    /// `upstream`, which it polls from the local address `source`. On the
+    /// NTP port, 123, of another host it is
+    /// [`from_upstream`](Self::from_upstream) of the address, as RFC 5905
+    /// says. Elsewhere the address alone does not name the server: a chain
+    /// of daemons on 127.0.0.1 with one port each would all share one
+    /// reference ID, and each would take its upstream's for its own; and an
+    /// upstream on this host (a loopback address, or one we reach from
+    /// that very address) has our address too, whatever runs on its port
+    /// 123. Then it is [`of_address_and_port`](Self::of_address_and_port).
+    #[must_use]
+    pub fn of_upstream_from(upstream: SocketAddr, source: Option<IpAddr>) -> Self {
+        let on_this_host = upstream.ip().is_loopback() || source == Some(upstream.ip());
+        if upstream.port() == NTP_PORT && !on_this_host {
             return Self::from_upstream(upstream.ip());
         }
         Self::of_address_and_port(upstream)
     }
 
-    /// The hash of [`of_upstream`](Self::of_upstream), whatever the port:
-    /// what a server advertises for an upstream on its own host (where the
-    /// address is its own too, and so would read as a loop below it), and
-    /// one of the values that mean "us" in loop detection.
+    /// The first four octets of the MD5 of the address's octets (4 or 16)
+    /// followed by the port in network byte order, whatever the port: the
+    /// same kind of value RFC 5905 uses for IPv6 upstreams, as opaque to
+    /// other peers; also one of the values that mean "us" in loop detection.
     #[must_use]
     pub fn of_address_and_port(upstream: SocketAddr) -> Self {
         let mut hasher = Md5::new();
@@ -366,9 +375,14 @@ mod tests {
         assert_eq!(ReferenceId::of_upstream(on_123).0, [192, 0, 2, 7]);
         let v6_on_123: SocketAddr = "[2001:db8::1]:123".parse().unwrap();
         assert_eq!(ReferenceId::of_upstream(v6_on_123), ReferenceId::from_upstream("2001:db8::1".parse().unwrap()));
-        // A loopback upstream names this host, not a server: hashed on 123 too.
+        // An upstream on this host names a server only with its port:
+        // hashed on 123 too, loopback or reached from its own address.
         let loopback_123: SocketAddr = "127.0.0.1:123".parse().unwrap();
         assert_ne!(ReferenceId::of_upstream(loopback_123), ReferenceId([127, 0, 0, 1]));
+        let own = "192.0.2.7".parse().ok();
+        assert_eq!(ReferenceId::of_upstream_from(on_123, own), ReferenceId::of_address_and_port(on_123));
+        let other = "192.0.2.8".parse().ok();
+        assert_eq!(ReferenceId::of_upstream_from(on_123, other), ReferenceId([192, 0, 2, 7]));
         // MD5 of 7f 00 00 01 43 55 (127.0.0.1, port 17237) starts 1cbbf72d,
         // computed independently with Python's hashlib.
         let one_address = |port: u16| ReferenceId::of_upstream(SocketAddr::from(([127, 0, 0, 1], port)));
