@@ -119,6 +119,13 @@ fn an_expired_or_corrupt_leap_file_is_reported_and_not_used() {
         assert!(status.success());
         assert!(log.contains("leap file not used"), "{name} file not reported:\n{log}");
     }
+    // With upstreams the file is not used (yet), and it says so.
+    let port = free_udp_port_on(ip);
+    let upstream = format!("{ip}:{}", free_udp_port_on(ip));
+    let follower = serve(ip, port, &["--upstream", &upstream, "--leap-file", &good]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, log) = follower.stop();
+    assert!(status.success() && log.contains("leap file is not used yet"), "{log}");
     // A file that is not there at all stops the start, with its name.
     let missing = dir.path().join("missing.list");
     let output = std::process::Command::new(ntp_e2e::bin("ntpd-sim"))

@@ -171,7 +171,12 @@ pub async fn run_on(
     let calibration = tokio::spawn(latency::calibrate(Arc::clone(&clock), stopped.clone()));
     let observe = status.subscribe();
     let leaps = match &config.leap_file {
-        Some(path) => load_leap_file(path, clock.now())?,
+        Some(path) if config.sync.upstreams.is_empty() => load_leap_file(path, clock.now())?,
+        Some(path) => {
+            // The upstreams' vote decides; a file deciding for them is still to come (docs/leap.md).
+            warn!(file = %path.display(), "with upstreams the leap file is not used yet: their majority decides");
+            None
+        }
         None => None,
     };
     let background = if config.sync.upstreams.is_empty() {
