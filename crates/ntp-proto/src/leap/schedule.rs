@@ -16,8 +16,9 @@
 //!   following the upstreams' UTC while a smearing server serves its smear
 //!   on top.
 
-use super::{Leap, LeapMode};
+use super::{Leap, LeapKind, LeapMode};
 use crate::packet::LeapIndicator;
+use crate::responder::ServerState;
 use crate::time::{NtpDuration, NtpTimestamp};
 
 /// The pending leap, if any, and the leaps already taken.
@@ -159,6 +160,28 @@ impl LeapSchedule {
         }
     }
 
+    /// Schedules the leap an upstream majority announces: `announced` is
+    /// the indicator the system process passed on (see
+    /// `system::System`), read as the leap at the end of today, if today
+    /// is a month's last day.
+    pub fn follow(&mut self, announced: LeapIndicator, continuous: NtpTimestamp) -> Expectation {
+        let today = self.unleaped(continuous);
+        let leap = LeapKind::from_indicator(announced).and_then(|kind| Leap::ending_today(today, kind));
+        self.expect(leap, continuous)
+    }
+
+    /// What to advertise at `continuous` given what the system process (or
+    /// a primary's configuration) says: the leap indicator this schedule
+    /// announces, unless unsynchronized, and the reference time as served.
+    #[must_use]
+    pub fn advertised(&self, state: ServerState, continuous: NtpTimestamp) -> ServerState {
+        let leap = match state.leap {
+            LeapIndicator::Unsynchronized => LeapIndicator::Unsynchronized,
+            _ => self.indicator(continuous),
+        };
+        ServerState { leap, reference_time: self.served(state.reference_time), ..state }
+    }
+
     /// Once the pending leap is fully applied at `continuous`, adds it to
     /// the leaps taken and forgets it; served and measured time do not
     /// change. Returns the leap settled.
@@ -254,6 +277,25 @@ mod tests {
             Expectation::ScheduledLate { jump, .. } => assert!((secs(jump) + 25.0 / 101.0).abs() < 1e-9),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_upstreams_indicator_is_followed_on_a_last_day_only() {
+        let mut schedule = LeapSchedule::new(LeapMode::Step);
+        let day_before = at(-86_400.0 - 10.0);
+        assert_eq!(schedule.follow(LeapIndicator::Insert, day_before), Expectation::Unchanged);
+        assert_eq!(schedule.follow(LeapIndicator::Insert, at(-10.0)), Expectation::Scheduled(insert()));
+        let state = ServerState::primary(
+            crate::packet::Stratum(2),
+            -20,
+            crate::packet::ReferenceId::from_code("LOCL").unwrap(),
+            at(-20.0),
+        );
+        let advertised = schedule.advertised(state, at(-10.0));
+        assert_eq!(advertised.leap, LeapIndicator::Insert);
+        let unsynchronized = ServerState { leap: LeapIndicator::Unsynchronized, ..state };
+        assert_eq!(schedule.advertised(unsynchronized, at(-10.0)).leap, LeapIndicator::Unsynchronized);
+        assert_eq!(schedule.advertised(state, at(2.0)).reference_time, at(-20.0));
     }
 
     #[test]
