@@ -25,8 +25,9 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::clock::{RawClock, SharedClock};
+use crate::clock::{MeasuringClock, SharedClock};
 use crate::config::{SyncConfig, UpstreamKind};
+use crate::leap::LeapSource;
 use crate::observe::statslog::{LoopRecord, PeerRecord, StatsLog};
 use crate::observe::status::{SyncStatus, UpstreamStatus};
 use crate::upstream_nts::NtsUpstream;
@@ -34,6 +35,9 @@ use crate::upstream_nts::NtsUpstream;
 /// How often the advertised state is refreshed between clock updates, so
 /// the holdover is noticed without a reply to trigger it.
 const STATE_REFRESH: Duration = Duration::from_secs(1);
+/// Replies this close to a leap's midnight are not used: the exchange may
+/// straddle our step or the upstream's.
+const NEAR_LEAP: NtpDuration = NtpDuration::ONE_SECOND;
 /// Corrections larger than this are logged at info level.
 const LARGE_CORRECTION: f64 = 1e-3;
 
@@ -106,17 +110,29 @@ pub fn system_config(config: &SyncConfig, precision: i8) -> (SystemConfig, PollC
     (system, poll)
 }
 
+/// Where the upstream side reports what it does: the status its observers
+/// read, and the statistics log, if any.
+#[derive(Debug)]
+pub struct Reports {
+    /// What `/status`, `/metrics` and the demo read.
+    pub status: watch::Sender<SyncStatus>,
+    /// `peerstats` and `loopstats`, when asked for.
+    pub stats_log: Option<StatsLog>,
+}
+
 /// Polls `upstreams` and disciplines `clock` until `shutdown` completes.
-/// `listening` are the addresses this server serves on, for loop detection.
+/// `listening` are the addresses this server serves on, for loop detection;
+/// `leaps` says whether a leap file decides leaps instead of the upstreams.
 pub async fn run(
     clock: Arc<SharedClock>,
     upstreams: Vec<Upstream>,
     config: SyncConfig,
     listening: Vec<SocketAddr>,
-    status: watch::Sender<SyncStatus>,
-    mut stats_log: Option<StatsLog>,
+    mut leaps: LeapSource,
+    reports: Reports,
     shutdown: impl Future<Output = ()>,
 ) {
+    let Reports { status, mut stats_log } = reports;
     let precision = clock.snapshot().state.precision;
     let (system, poll) = system_config(&config, precision);
     let sources: Vec<Option<IpAddr>> = upstreams.iter().map(|u| source_address(u.address)).collect();
@@ -158,8 +174,8 @@ pub async fn run(
                     let options = ExchangeOptions { timeout, ..options };
                     tokio::spawn(async move {
                         let result = match nts {
-                            None => exchange(&socket, address, &RawClock(&clock), &options).await,
-                            Some(nts) => nts.exchange(&socket, address, &RawClock(&clock), &options).await,
+                            None => exchange(&socket, address, &MeasuringClock(&clock), &options).await,
+                            Some(nts) => nts.exchange(&socket, address, &MeasuringClock(&clock), &options).await,
                         };
                         let _ = results.send((index, result)).await;
                     });
@@ -168,6 +184,7 @@ pub async fn run(
             Some((index, result)) = replies.recv() => {
                 in_flight[index] = false;
                 handle(&clock, &mut sync, &upstreams, index, result, stats_log.as_mut());
+                leaps.refresh(&clock, Some(clock.snapshot().state.leap));
                 publish_status(&status, &sync, &upstreams);
             }
             _ = refresh.tick() => {
@@ -175,6 +192,7 @@ pub async fn run(
                 let state = sync.server_state(raw_now);
                 let was = clock.snapshot().state;
                 clock.update(|s| s.state = state);
+                leaps.refresh(&clock, Some(state.leap));
                 log_if_unsynchronized(&was, &state);
                 publish_status(&status, &sync, &upstreams);
             }
@@ -208,8 +226,15 @@ fn handle(
             return;
         }
     };
-    let mut disciplined = clock.snapshot().clock;
-    let raw_now = disciplined.raw_at(SharedClock::system_now());
+    let snapshot = **clock.snapshot();
+    let system_now = SharedClock::system_now();
+    if snapshot.leap.near_leap(snapshot.continuous_at(system_now), NEAR_LEAP) {
+        // Our step or the upstream's may fall inside the exchange.
+        debug!(upstream = %upstream.name, "reply within a second of a leap not used");
+        return;
+    }
+    let mut disciplined = snapshot.clock;
+    let raw_now = disciplined.raw_at(system_now);
     let was_synchronized = sync.system().synchronization().is_some();
     let reply = measurement.reply;
     let correction_before = disciplined.correction_at(raw_now);
