@@ -157,10 +157,10 @@ impl<'a> Simulation<'a> {
         for i in 0..sim.nodes.len() {
             sim.start_daemon(i);
         }
-        // A reference that knows of the leap from the start (its leap file)
-        // announces it in the first record too.
+        // A reference that knows of the leap from the start (its leap file),
+        // or announces a false one, does so in the first record too.
         for (i, event) in scenario.events.iter().enumerate() {
-            if event.action == Action::Leap && event.at == 0.0 {
+            if matches!(event.action, Action::Leap | Action::AnnounceLeap) && event.at == 0.0 {
                 sim.apply(i);
             }
         }
