@@ -8,8 +8,9 @@
 //!   [`Outcome`] (and, with `--out`, the files of [`report`] and the plot).
 //! - [`scenario`]: reads and expands the scenario file.
 //! - [`engine`]: the discrete-event simulation of nodes and links.
-//! - [`leap`]: the scenario's UTC start and real leap second, and the
-//!   table of what each node did across it.
+//! - [`timeline`]: the UTC instant the scenario starts at and its real
+//!   leap second.
+//! - [`leap`]: what each node did across the leap, as a table.
 //! - [`report`]: per-node summaries, the table, the CSV time series; the
 //!   SVG comes from `ntp-plot`.
 
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod leap;
 pub mod report;
 pub mod scenario;
+pub mod timeline;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ntp_proto::leap::{LeapMode, LeapSmear};
+use ntp_proto::leap::{LeapKind, LeapMode, LeapSmear};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::leap::Timeline;
+use super::timeline::{LeapEvent, Timeline};
 
 /// Why a scenario cannot be run.
 #[derive(Debug, Error)]
@@ -378,8 +378,22 @@ impl Scenario {
     pub fn parse(text: &str) -> Result<Self, ScenarioError> {
         let mut scenario: Self = toml::from_str(text)?;
         scenario.validate()?;
-        scenario.timeline = Timeline::of(&scenario)?;
+        scenario.timeline = scenario.read_timeline()?;
         Ok(scenario)
+    }
+
+    fn read_timeline(&self) -> Result<Timeline, ScenarioError> {
+        let mut leaps = Vec::new();
+        for event in self.events.iter().filter(|e| e.action == Action::Leap) {
+            let kind = match event.kind {
+                Some(LeapChoice::Insert) => LeapKind::Insert,
+                Some(LeapChoice::Delete) => LeapKind::Delete,
+                _ => return invalid(format!("event at {} (leap): kind must be \"insert\" or \"delete\"", event.at)),
+            };
+            leaps.push(LeapEvent { at: event.at, kind, leap_at: event.leap_at.as_deref() });
+        }
+        let s = &self.simulation;
+        Timeline::new(s.start.as_deref(), s.start_unix, leaps).map_err(ScenarioError::Invalid)
     }
 
     /// True when the scenario has a leap, a false announcement or a
