@@ -1,6 +1,6 @@
 //! Every bundled scenario in `config/scenarios/` runs and meets its
-//! expectations (the leap second ones included); runs are byte-for-byte
-//! repeatable.
+//! expectations (the leap second ones included, and a deleted second
+//! written here); runs are byte-for-byte repeatable.
 
 use std::path::{Path, PathBuf};
 
@@ -239,4 +239,73 @@ fn leap_scenarios_are_repeatable_and_their_series_say_the_leap_indicator() {
     assert!(csv.lines().nth(1).is_some_and(|l| l.ends_with(",1,insert")), "{}", &csv[..120]);
     let summary = std::fs::read_to_string(dirs[0].path().join("summary.txt")).unwrap();
     assert!(summary.contains("no leap second") && summary.contains("announced (UTC)"), "{summary}");
+}
+
+/// A deleted second, stepped by a reference and the client below it, and
+/// smeared by a second reference (a primary smearing from its own leap
+/// file) over two hours for the client below that.
+const DELETION: &str = r#"
+[simulation]
+start = "2016-12-31T22:00:00Z"
+duration = 18000
+record-interval = 10
+[defaults.poll]
+min = 3
+max = 5
+[[node]]
+name = "gps"
+kind = "reference"
+[[node]]
+name = "smearing-gps"
+kind = "reference"
+leap-smear = 7200
+[[node]]
+name = "client"
+kind = "client"
+upstreams = ["gps"]
+clock = { offset = 0.3, frequency-ppm = 10.0 }
+[[node]]
+name = "smeared"
+kind = "client"
+upstreams = ["smearing-gps"]
+clock = { offset = -0.3, frequency-ppm = -10.0 }
+[[event]]
+at = 0
+action = "leap"
+node = "gps"
+kind = "delete"
+[[event]]
+at = 0
+action = "leap"
+node = "smearing-gps"
+kind = "delete"
+"#;
+
+#[test]
+fn a_deleted_second_is_skipped_by_steppers_and_spread_by_a_smearing_primary() {
+    let scenario = ntp_sim::scenario::Scenario::parse(DELETION).unwrap();
+    let outcome = ntp_sim::run(&scenario, &SimulateOptions::default()).unwrap();
+    eprintln!("{}", outcome.table);
+    let midnight = 7200.0;
+    for name in ["gps", "client"] {
+        let summary = leap(&outcome, name);
+        assert!(summary.announced.is_some_and(|(_, to)| to < midnight), "{summary:?}");
+        assert!(matches!(summary.jumps[..], [j] if (j - 1.0).abs() < 1e-3), "23:59:59 skipped: {summary:?}");
+    }
+    assert!(node(&outcome, "client").max_after.is_some_and(|m| m < 1e-3));
+    for name in ["smearing-gps", "smeared"] {
+        let summary = leap(&outcome, name);
+        assert_eq!(summary.announced, None, "{summary:?}");
+        assert!(summary.jumps.is_empty(), "{summary:?}");
+        assert!(summary.max_offset.is_some_and(|m| m > 0.49 && m < 0.5 + 10e-3), "{summary:?}");
+    }
+    // The smearing primary runs 1/7,199 fast for its two hours, exactly;
+    // its client follows within 20 ms (a 139 ppm ramp) and is back on UTC
+    // soon after.
+    let rate = leap(&outcome, "smearing-gps").max_rate_ppm.unwrap();
+    assert!((rate - 1e6 / 7199.0).abs() < 0.1, "{rate} ppm");
+    let lag = records(&outcome, "smeared").iter().zip(records(&outcome, "smearing-gps"));
+    let lag = lag.skip(30).map(|(c, s)| (c.served - s.served).abs()).fold(0.0f64, f64::max);
+    assert!(lag < 20e-3, "the client follows the smear within {lag} s");
+    assert!(node(&outcome, "smeared").within_1ms.is_some_and(|t| t < midnight + 3600.0 + 1800.0));
 }
