@@ -368,10 +368,14 @@ impl<'a> Simulation<'a> {
 
     /// What the daemon does after a clock update and every second: a node
     /// with upstreams schedules the leap its system process passes on (the
-    /// majority vote), and every node settles a leap it has taken.
+    /// majority vote), and every node settles a leap it has taken. A
+    /// stopped daemon does neither.
     fn follow_leap(&mut self, i: usize) {
         let true_now = self.true_time();
         let node = &mut self.nodes[i];
+        if !node.alive {
+            return;
+        }
         let continuous = node.clock.time_at(true_now);
         if let Some(sync) = &node.sync {
             let announced = sync.server_state(node.clock.raw_at(true_now)).leap;
