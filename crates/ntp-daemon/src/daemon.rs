@@ -15,7 +15,7 @@ use ntp_proto::system::unsynchronized;
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use thiserror::Error;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use ntp_udp::measure_precision;
 use ntp_udp::privileges::{self, PrivilegeError};
@@ -176,6 +176,12 @@ pub async fn run_on(
     };
     if let LeapMode::Smear(smear) = config.leap_mode {
         info!(window = smear.window(), "leap seconds are smeared: clients must not mix this server with stepping ones");
+        if smear.window() < FOLLOWABLE_SMEAR {
+            warn!(
+                window = smear.window(),
+                "a smear this short runs faster than the 500 ppm a client slews at: clients will lag it"
+            );
+        }
     }
     let background = if config.sync.upstreams.is_empty() {
         tokio::spawn(refresh_reference(Arc::clone(&clock), leaps, stopped.clone()))
@@ -274,6 +280,10 @@ async fn refresh_reference(clock: Arc<SharedClock>, mut leaps: LeapSource, stopp
         }
     }
 }
+
+/// The shortest smear a client slewing at most 500 ppm follows: one second
+/// over 2,000.
+const FOLLOWABLE_SMEAR: u32 = 2_000;
 
 /// How often a primary server with a leap file looks at it.
 const LEAP_REFRESH: Duration = Duration::from_secs(1);

@@ -113,7 +113,7 @@ fn leap_status(s: &super::SystemReport) -> String {
     if let (Some(kind), Some(at)) = (&l.pending, l.pending_at_unix) {
         let midnight = chrono::DateTime::from_timestamp(at as i64, 0)
             .map_or_else(|| format!("{at} (Unix)"), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
-        let _ = write!(status, " ({kind} before {midnight}, {})", l.mode);
+        let _ = write!(status, " (pending: {kind} before {midnight}, {})", l.mode);
     }
     if l.smearing {
         let _ = write!(status, "; SMEARING: served time is {} from UTC", ntp_plot::human_seconds(l.smear_offset));
@@ -178,7 +178,7 @@ mod tests {
         assert!(text.contains("Stratum           : 2\n"), "{text}");
         assert!(text.contains("Last offset       : -98 ns\n"), "{text}");
         let smearing =
-            "none (insert before 2017-01-01 00:00:00 UTC, smear); SMEARING: served time is -250.000 ms from UTC";
+            "none (pending: insert before 2017-01-01 00:00:00 UTC, smear); SMEARING: served time is -250.000 ms from UTC";
         assert!(text.contains(smearing), "{text}");
         assert!(text.contains("7 received, 5 answered, 0 kiss-o'-death, 2 dropped"), "{text}");
         let rows: Vec<&str> = text.lines().filter(|l| l.contains(":1 ")).collect();
