@@ -39,6 +39,17 @@ pub fn current_leap_file(dir: &std::path::Path) -> String {
     leap_file(dir, LEAP_AT - 200 * 86_400, LEAP_AT + 150 * 86_400)
 }
 
+/// Like [`current_leap_file`], but the leap at [`LEAP_AT`] deletes a second
+/// (TAI - UTC 37 -> 36), which no real leap has done yet.
+pub fn deletion_leap_file(dir: &std::path::Path) -> String {
+    let entries =
+        vec![LeapEntry { start: 3_692_217_600, tai_offset: 37 }, LeapEntry { start: LEAP_AT, tai_offset: 36 }];
+    let list = LeapSecondsList::new(LEAP_AT - 200 * 86_400, LEAP_AT + 150 * 86_400, entries).expect("consistent");
+    let path = dir.join("leap-seconds-deletion.list");
+    std::fs::write(&path, list.emit()).expect("write the leap file");
+    path.to_string_lossy().into_owned()
+}
+
 /// The `--clock-offset` that puts a virtual clock `before` seconds ahead of
 /// the leap's midnight.
 #[must_use]

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use ntp_e2e::chain::{serve, ChronyClient};
-use ntp_e2e::leap::{current_leap_file, offset_to, prompt, watch_server, Reading};
-use ntp_e2e::{free_tcp_port_on, free_udp_port_on, ntpd_sim_status, wait_for};
+use ntp_e2e::leap::{current_leap_file, deletion_leap_file, offset_to, prompt, watch_server, Reading};
+use ntp_e2e::{bin, free_tcp_port_on, free_udp_port_on, ntpd_sim_status, wait_for, Daemon};
 use ntp_proto::packet::LeapIndicator;
 
 const EVERY: Duration = Duration::from_millis(100);
@@ -23,6 +23,20 @@ fn backward_jumps(readings: &[Reading], at_least: f64) -> Vec<(usize, f64)> {
         .filter_map(|(i, pair)| {
             let step = pair[1].served - pair[0].served;
             (step < -at_least).then_some((i + 1, step))
+        })
+        .collect()
+}
+
+/// (leap, server time) of every report in the output of `ntp-query --watch
+/// --json`: JSON objects, each under a line with the time it started.
+fn server_times(output: &str) -> Vec<(String, String)> {
+    let json: String = output.lines().filter(|l| !l.ends_with(" UTC")).collect::<Vec<_>>().join("\n");
+    serde_json::Deserializer::from_str(&json)
+        .into_iter::<serde_json::Value>()
+        .map_while(Result::ok)
+        .filter_map(|report| {
+            let server = &report["servers"][0];
+            Some((server["leap"].as_str()?.to_string(), server["server_time"].as_str()?.to_string()))
         })
         .collect()
 }
@@ -43,7 +57,15 @@ fn a_stepping_primary_serves_23_59_59_twice_and_announces_until_midnight() {
     let pending = status(&http)["system"]["leap_second"].clone();
     assert_eq!(pending["pending"], "insert", "{pending}");
     assert_eq!(pending["mode"], "step", "{pending}");
+    // ntp-query watches too, as a user would (docs/leap.md shows it).
+    let target = format!("{ip}:{port}");
+    let watcher = Daemon::spawn(bin("ntp-query"), &["-n", "1", "-w", "0.25", "--json", &target]);
     let readings = watch_server(ip, port, EVERY, Duration::from_secs(6));
+    let (_, watched) = watcher.stop();
+    let seen = server_times(&watched);
+    let repeated = seen.windows(2).filter(|p| p[1].1 < p[0].1 && p[0].1.starts_with("2026-12-31T23:59:59")).count();
+    assert_eq!(repeated, 1, "ntp-query did not see 23:59:59 twice: {seen:#?}");
+    assert!(seen.iter().any(|(leap, time)| leap == "none" && time.starts_with("2027-01-01T00:00:0")), "{seen:#?}");
     let jumps = backward_jumps(&readings, 0.5);
     assert_eq!(jumps.len(), 1, "one step back, the inserted second: {jumps:?}\n{readings:#?}");
     let (after, by) = jumps[0];
@@ -64,6 +86,26 @@ fn a_stepping_primary_serves_23_59_59_twice_and_announces_until_midnight() {
     assert!(settled["pending"].is_null(), "{settled}");
     let (_, log) = primary.stop();
     assert!(log.contains("leap second inserted"), "{log}");
+}
+
+#[test]
+fn a_deleted_second_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = deletion_leap_file(dir.path());
+    let ip = "127.0.0.1";
+    let port = free_udp_port_on(ip);
+    let primary = serve(ip, port, &["--leap-file", &file, "--clock-offset", &offset_to(4.0)]);
+    wait_for(Duration::from_secs(3), || ntp_e2e::leap::read_server(ip, port)).expect("the primary answers");
+    let readings = watch_server(ip, port, EVERY, Duration::from_secs(5));
+    assert!(backward_jumps(&readings, 0.0).is_empty(), "served time went back");
+    let (before, after): (Vec<Reading>, Vec<Reading>) = readings.iter().partition(|r| r.from_midnight() < 0.0);
+    assert!(before.iter().all(|r| r.from_midnight() < -1.0 && r.leap == LeapIndicator::Delete), "{before:#?}");
+    assert!(!after.is_empty() && after.iter().all(|r| r.leap == LeapIndicator::NoWarning), "{after:#?}");
+    // A second ahead of the host from 23:59:59 on.
+    let (first, last) = (prompt(&before)[0].offset(), prompt(&after)[prompt(&after).len() - 1].offset());
+    assert!((last - first - 1.0).abs() < 0.01, "{first} then {last}");
+    let (_, log) = primary.stop();
+    assert!(log.contains("leap second deleted"), "{log}");
 }
 
 /// Seconds until the leap's midnight on the served clock of the daemon
