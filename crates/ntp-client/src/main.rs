@@ -20,10 +20,19 @@ fn main() -> anyhow::Result<ExitCode> {
             stop.await;
         };
         let mut stdout = std::io::stdout();
-        runtime.block_on(cli::watch(&args, every, &mut stdout, shutdown)).context("write the report")?;
+        unless_closed(runtime.block_on(cli::watch(&args, every, &mut stdout, shutdown)))?;
         return Ok(ExitCode::SUCCESS);
     }
     let report = runtime.block_on(cli::run(&args));
-    std::io::stdout().write_all(cli::render(&report, args.json).as_bytes()).context("write the report")?;
+    unless_closed(std::io::stdout().write_all(cli::render(&report, args.json).as_bytes()))?;
     Ok(ExitCode::from(report.exit_code()))
+}
+
+/// A reader that went away (`ntp-query -w 1 | head`) ends the output
+/// quietly, as it ends `cat` or `ping`; any other write error is one.
+fn unless_closed(written: std::io::Result<()>) -> anyhow::Result<()> {
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("write the report"),
+    }
 }

@@ -147,3 +147,35 @@ fn watch_prints_a_report_every_interval_until_sigterm_then_exits_0() {
     assert_eq!(tables, 3, "three reports within 20 s");
     assert_eq!(status.code(), Some(0), "SIGTERM ends a watch cleanly");
 }
+
+#[test]
+fn a_watch_whose_reader_goes_away_ends_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let good = FakeServer::with_offset(0.0);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ntp-query"))
+        .args(["--watch", "0.1", "-n", "1", &good.address.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ntp-query --watch");
+    // Read the first report's opening, then hang up, as `| head -1` does.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "ntp-query kept running with no reader");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "a closed pipe is not an error to report: {stderr}");
+}
