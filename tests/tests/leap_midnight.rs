@@ -108,6 +108,45 @@ fn a_deleted_second_is_never_served() {
     assert!(log.contains("leap second deleted"), "{log}");
 }
 
+/// Asserts that between any two prompt readings served time fell behind
+/// the host's by no more than a smear over a window of `window` s allows
+/// (1/(window + 1) of the time between them), and never gained on it.
+fn assert_smeared_smoothly(readings: &[Reading], window: f64) {
+    for pair in prompt(readings).windows(2) {
+        let (fell, elapsed) = (pair[0].offset() - pair[1].offset(), pair[1].host - pair[0].host);
+        assert!(fell > -0.005 && fell < elapsed / (window + 1.0) + 0.005, "fell {fell} s in {elapsed} s");
+    }
+}
+
+/// A primary 40 s before the leap's midnight and, on the same address, a
+/// daemon below it started with `tier_args` and serving `/status`: time
+/// for the tier to step to the primary's day and hear the announcement.
+struct PrimaryAndTier {
+    _dir: tempfile::TempDir,
+    _primary: Daemon,
+    tier: Daemon,
+    ip: &'static str,
+    primary_port: u16,
+    tier_port: u16,
+    http: String,
+}
+
+impl PrimaryAndTier {
+    fn start(tier_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = current_leap_file(dir.path());
+        let ip = "127.0.0.1";
+        let (primary_port, tier_port) = (free_udp_port_on(ip), free_udp_port_on(ip));
+        let http = format!("{ip}:{}", free_tcp_port_on(ip));
+        let primary = serve(ip, primary_port, &["--leap-file", &file, "--clock-offset", &offset_to(40.0)]);
+        let upstream = format!("{ip}:{primary_port}");
+        let mut args = vec!["--upstream", &upstream, "--min-poll", "0", "--max-poll", "1", "--http", &http];
+        args.extend_from_slice(tier_args);
+        let tier = serve(ip, tier_port, &args);
+        Self { _dir: dir, _primary: primary, tier, ip, primary_port, tier_port, http }
+    }
+}
+
 /// Seconds until the leap's midnight on the served clock of the daemon
 /// whose `/status` system section is `system`.
 fn until_midnight(system: &serde_json::Value) -> f64 {
@@ -117,16 +156,9 @@ fn until_midnight(system: &serde_json::Value) -> f64 {
 
 #[test]
 fn a_chain_and_chronyd_below_take_the_leap_without_a_spike() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = current_leap_file(dir.path());
-    let ip = "127.0.0.1";
-    let (p1, p2) = (free_udp_port_on(ip), free_udp_port_on(ip));
-    let http = format!("{ip}:{}", free_tcp_port_on(ip));
-    // 40 s before midnight: time for the tier below to step to the
-    // primary's day and hear the announcement, and for chronyd to follow it.
-    let _primary = serve(ip, p1, &["--leap-file", &file, "--clock-offset", &offset_to(40.0)]);
-    let upstream = format!("{ip}:{p1}");
-    let tier = serve(ip, p2, &["--upstream", &upstream, "--min-poll", "0", "--max-poll", "1", "--http", &http]);
+    // Bound by name, not `..`: what is left unbound would be dropped, and stopped, now.
+    let PrimaryAndTier { _dir: _kept, _primary: _running, tier, ip, tier_port: p2, http, .. } =
+        PrimaryAndTier::start(&[]);
     let chrony = ChronyClient::follow(ip, p2);
     let synchronized = wait_for(Duration::from_secs(25), || {
         let system = status(&http)["system"].clone();
@@ -202,12 +234,9 @@ fn a_smearing_primary_runs_slow_through_the_window_and_never_jumps() {
     assert!(backward_jumps(&readings, 0.0).is_empty(), "served time went back");
     // Served minus host time: 0 before the window, -1 s after, falling at
     // 1/21 (20 served seconds in 21 real ones) in between, without a jump.
+    assert_smeared_smoothly(&readings, 20.0);
     let readings = prompt(&readings);
     let base = readings[0].offset();
-    for pair in readings.windows(2) {
-        let (fell, elapsed) = (pair[0].offset() - pair[1].offset(), pair[1].host - pair[0].host);
-        assert!(fell > -0.005 && fell < elapsed / 21.0 + 0.005, "fell {fell} s in {elapsed} s");
-    }
     let mid: Vec<&Reading> = readings.iter().filter(|r| r.from_midnight().abs() < 5.0).collect();
     let slope = (mid[mid.len() - 1].offset() - mid[0].offset()) / (mid[mid.len() - 1].host - mid[0].host);
     assert!((slope + 1.0 / 21.0).abs() < 0.004, "smear rate {slope}, not -1/21");
@@ -219,15 +248,8 @@ fn a_smearing_primary_runs_slow_through_the_window_and_never_jumps() {
 
 #[test]
 fn a_smearing_server_below_a_stepping_one_follows_it_and_smears_on_top() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = current_leap_file(dir.path());
-    let ip = "127.0.0.1";
-    let (p1, p2) = (free_udp_port_on(ip), free_udp_port_on(ip));
-    let http = format!("{ip}:{}", free_tcp_port_on(ip));
-    let _primary = serve(ip, p1, &["--leap-file", &file, "--clock-offset", &offset_to(40.0)]);
-    let upstream = format!("{ip}:{p1}");
-    let args = ["--upstream", &upstream, "--leap-smear", "20", "--min-poll", "0", "--max-poll", "1", "--http", &http];
-    let smearing = serve(ip, p2, &args);
+    let PrimaryAndTier { _dir: _kept, _primary: _running, tier: smearing, ip, primary_port: p1, tier_port: p2, http } =
+        PrimaryAndTier::start(&["--leap-smear", "20"]);
     // Synchronized, the leap learned from the upstream's announcement,
     // and never passed on.
     let learned = wait_for(Duration::from_secs(25), || {
@@ -241,11 +263,8 @@ fn a_smearing_server_below_a_stepping_one_follows_it_and_smears_on_top() {
     let readings = watch_server(ip, p2, EVERY, Duration::from_secs_f64(span));
     assert!(readings.iter().all(|r| r.leap == LeapIndicator::NoWarning));
     assert!(backward_jumps(&readings, 0.0).is_empty(), "served time went back");
+    assert_smeared_smoothly(&readings, 20.0);
     let readings = prompt(&readings);
-    for pair in readings.windows(2) {
-        let (fell, elapsed) = (pair[0].offset() - pair[1].offset(), pair[1].host - pair[0].host);
-        assert!(fell > -0.005 && fell < elapsed / 21.0 + 0.005, "fell {fell} s in {elapsed} s");
-    }
     let total = readings[readings.len() - 1].offset() - readings[0].offset();
     assert!((total + 1.0).abs() < 0.01, "the smear took {total} s, not one second");
     let after = status(&http)["system"].clone();
