@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ControlSection, Overrides, ServerSection, SyncSection, DEFAULT_CONTROL_SOCKET, DEFAULT_HTTP_ADDRESS};
+use crate::config::{
+    ControlSection, Overrides, ServerSection, SyncSection, DEFAULT_CONTROL_SOCKET, DEFAULT_HTTP_ADDRESS,
+};
 
 /// ntpd-sim: an NTP daemon on a virtual clock.
 #[derive(Debug, Parser)]

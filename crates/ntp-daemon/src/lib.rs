@@ -22,6 +22,8 @@
 //! - [`sources`]: which sources there are and how the set changes (pools,
 //!   names retried until they resolve, members replaced), pure logic
 //!   handed the time and DNS's answers.
+//! - [`control`]: the control socket (Unix domain, owner-only) that
+//!   `ntpd-sim sources` uses to list, add and remove sources.
 //! - [`sync`]: the upstream side: polls upstreams through `ntp-client`,
 //!   drives `ntp_proto::synchronizer`, publishes the disciplined clock.
 //! - [`upstream_nts`]: an `nts://` upstream: NTS-KE, then NTS-protected polls.
@@ -41,6 +43,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod latency;

@@ -19,6 +19,7 @@ use thiserror::Error;
 use crate::nts::NtsConfig;
 use crate::policy::{AccessConfig, RateLimitConfig};
 use crate::serve::PolicyConfig;
+use crate::sources::Kind;
 
 /// The NTP port.
 pub const DEFAULT_PORT: u16 = 123;
@@ -146,6 +147,19 @@ impl<'a> UpstreamKind<'a> {
     }
 }
 
+/// Is `name` something a source can be? (A bad name is refused at once
+/// rather than retried for ever.)
+pub fn check_name(name: &str, kind: Kind) -> Result<(), String> {
+    match (UpstreamKind::of(name), kind) {
+        (UpstreamKind::Nts(key_exchange), Kind::Server) => {
+            ntp_client::target::Target::parse_with_default_port(key_exchange, ntp_proto::nts::DEFAULT_KE_PORT).map(drop)
+        }
+        (UpstreamKind::Nts(_), Kind::Pool) => return Err(format!("`{name}`: pools are plain NTP")),
+        (UpstreamKind::Ntp(host), _) => host.parse::<ntp_client::target::Target>().map(drop),
+    }
+    .map_err(|e| format!("`{name}`: {e}"))
+}
+
 /// How the daemon synchronizes to upstreams (empty: a primary server).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncConfig {
@@ -207,13 +221,12 @@ impl SyncConfig {
         if let Some(bad) = upstreams.iter().find(|u| u.trim().is_empty()) {
             return Err(invalid("sync.upstreams", format!("`{bad}` is not HOST[:PORT]")));
         }
+        for upstream in &upstreams {
+            check_name(upstream, Kind::Server).map_err(|reason| invalid("sync.upstreams", reason))?;
+        }
         let pools = if args.pools.is_empty() { file.pools } else { args.pools.clone() };
         for pool in &pools {
-            let plain = UpstreamKind::of(pool) == UpstreamKind::Ntp(pool);
-            let target = pool.parse::<ntp_client::target::Target>();
-            if !plain || target.is_err() {
-                return Err(invalid("sync.pools", format!("`{pool}` is not NAME[:PORT] (pools are plain NTP)")));
-            }
+            check_name(pool, Kind::Pool).map_err(|reason| invalid("sync.pools", reason))?;
         }
         let max_sources = args.max_sources.or(file.max_sources).unwrap_or(DEFAULT_MAX_SOURCES);
         ensure((1..=MAX_MAX_SOURCES).contains(&max_sources), "sync.max-sources", || {
@@ -619,10 +632,14 @@ mod tests {
         )
         .unwrap();
         let merged = ServeConfig::merge(file.clone(), &Overrides::default()).unwrap();
-        assert_eq!((merged.sync.pools.as_slice(), merged.sync.max_sources), (&["pool.example:1234".to_string()][..], 6));
+        assert_eq!(
+            (merged.sync.pools.as_slice(), merged.sync.max_sources),
+            (&["pool.example:1234".to_string()][..], 6)
+        );
         assert!(!merged.sync.is_primary());
         assert_eq!(merged.control, Some(ControlConfig { socket: "/tmp/c.sock".into(), default_path: false }));
-        let off = Overrides { control: ControlSection { enabled: Some(false), ..Default::default() }, ..Default::default() };
+        let off =
+            Overrides { control: ControlSection { enabled: Some(false), ..Default::default() }, ..Default::default() };
         assert_eq!(ServeConfig::merge(file, &off).unwrap().control, None);
         let defaults = ServeConfig::merge(FileConfig::default(), &Overrides::default()).unwrap();
         assert_eq!(defaults.sync.max_sources, DEFAULT_MAX_SOURCES);

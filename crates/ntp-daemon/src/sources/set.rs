@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::policy::{
-    back_off, pick, Health, Reason, Watch, REFRESH, REJECTED_FOR, RETRY_FIRST, RETRY_MAX, SHORT_MAX,
-};
+use super::policy::{back_off, pick, Health, Reason, Watch, REFRESH, REJECTED_FOR, RETRY_FIRST, RETRY_MAX, SHORT_MAX};
 use super::{Kind, Origin, Spec};
 
 /// Names a source for as long as it is in the set.
@@ -218,7 +216,7 @@ impl SourceSet {
     }
 
     /// The latest replacements, oldest first.
-    pub fn replacements(&self) -> impl Iterator<Item = &Replacement> {
+    pub fn replacements(&self) -> impl DoubleEndedIterator<Item = &Replacement> {
         self.replacements.iter()
     }
 
@@ -322,7 +320,10 @@ impl SourceSet {
             Kind::Pool => {
                 let rejected = source.rejected.clone();
                 let excluded = |a: &SocketAddr| {
-                    taken(a) || is_own(a) || source.members.iter().any(|m| m.address == *a) || rejected.iter().any(|r| r.0 == *a)
+                    taken(a)
+                        || is_own(a)
+                        || source.members.iter().any(|m| m.address == *a)
+                        || rejected.iter().any(|r| r.0 == *a)
                 };
                 let picked = pick(&addresses, need, excluded);
                 for (address, member) in picked.into_iter().zip(fresh) {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use ntp_proto::exchange::log2_seconds;
 
-use super::{Selection, StatusReport};
+use super::{Selection, SourceReport, StatusReport};
 use ntp_plot::human_seconds;
 
 /// The report as a person reads it.
@@ -46,7 +46,7 @@ pub fn render(report: &StatusReport) -> String {
                 + c.dropped_rate_limited
         ),
     );
-    if report.upstreams.is_empty() {
+    if report.upstreams.is_empty() && report.sources.is_empty() {
         let _ = writeln!(out, "\nno upstreams: a primary server");
         return out;
     }
@@ -60,7 +60,7 @@ pub fn render(report: &StatusReport) -> String {
             out,
             "{} {:<24} {:>5o} {:>3} {:>4} {:>11} {:>11} {:>11}  {}",
             mark(u.state),
-            u.name,
+            u.pool.as_ref().map_or_else(|| u.name.clone(), |_| format!("{} (pool)", u.name)),
             u.reach,
             u.stratum.map_or_else(|| "-".into(), |s| s.to_string()),
             u.poll,
@@ -75,7 +75,60 @@ pub fn render(report: &StatusReport) -> String {
         "\n* system peer, + candidate, - outlier, x falseticker, ? unreachable or unusable; \
          OFFSET: the upstream minus our clock"
     );
+    if report.upstreams.iter().any(|u| u.pool.is_some()) || report.sources.iter().any(|s| s.addresses.is_empty()) {
+        let _ = writeln!(out);
+        out.push_str(&render_sources(&report.sources));
+    }
+    if !report.replacements.is_empty() {
+        let _ = writeln!(out, "\n  REPLACED ADDRESS          SOURCE                   REASON           WHEN (UTC)");
+        for r in &report.replacements {
+            let _ = writeln!(out, "  {:<25} {:<24} {:<16} {}", r.address, r.source, r.reason, utc(r.unix_time));
+        }
+    }
     out
+}
+
+/// The sources, configured and added, with their addresses (what
+/// `ntpd-sim sources list` prints, and `ntpd-sim status` under its table
+/// when there is a pool or an unresolved name).
+#[must_use]
+pub fn render_sources(sources: &[SourceReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "  {:<28} {:<6} {:<7} {:>4}  ADDRESSES / RESOLUTION", "SOURCE", "KIND", "ORIGIN", "USED");
+    for s in sources {
+        let used = format!("{}/{}", s.addresses.len(), s.max_sources);
+        let detail = match (&s.error, s.addresses.is_empty()) {
+            (Some(error), _) => format!(
+                "not resolved: {error} ({} failures; next try in {})",
+                s.failures,
+                s.next_resolution.map_or_else(|| "progress".into(), |t| format!("{t:.0} s"))
+            ),
+            (None, true) => "resolving".into(),
+            (None, false) => s.addresses.join(" "),
+        };
+        let _ = writeln!(out, "  {:<28} {:<6} {:<7} {:>4}  {detail}", s.name, s.kind, s.origin, used);
+    }
+    if sources.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    out
+}
+
+/// Unix time as `YYYY-MM-DD HH:MM:SS`.
+fn utc(unix: f64) -> String {
+    let seconds = unix.max(0.0) as i64;
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest / 60 % 60, rest % 60)
 }
 
 /// The tally mark `ntpq -p` puts before a row.
@@ -124,6 +177,8 @@ mod tests {
             delay: Some(2e-5),
             jitter: Some(1e-6),
             state,
+            pool: None,
+            origin: "config".into(),
         }
     }
 
@@ -148,6 +203,8 @@ mod tests {
             },
             upstreams: vec![upstream("a:1", Selection::SystemPeer), upstream("b:1", Selection::Falseticker)],
             counters: Counts { received: 7, answered: 5, dropped_malformed: 2, ..Counts::default() },
+            sources: Vec::new(),
+            replacements: Vec::new(),
         };
         let text = render(&report);
         assert!(text.contains("Stratum           : 2\n"), "{text}");

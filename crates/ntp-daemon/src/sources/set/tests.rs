@@ -95,7 +95,8 @@ fn a_refusing_member_is_dropped_at_once_and_the_pool_waits_when_short() {
     let _ = set.due(s(0));
     let (changes, _) = set.resolved(id, s(0), Ok(vec![a(1), a(2)]), &not_own);
     let Change::Add { member: first, .. } = changes[0] else { panic!() };
-    let health = |m: MemberId| Some(if m == first { Health { stopped: Some(KissCode::Deny), ..healthy() } } else { healthy() });
+    let health =
+        |m: MemberId| Some(if m == first { Health { stopped: Some(KissCode::Deny), ..healthy() } } else { healthy() });
     assert_eq!(set.judge(s(1), &health), [Change::Remove { member: first }]);
     let _ = set.due(s(1));
     let (changes, _) = set.resolved(id, s(1), Ok(vec![a(1), a(2)]), &not_own);
@@ -145,7 +146,9 @@ fn an_unreachable_server_follows_its_name_to_a_new_address() {
     let _ = set.due(s(22));
     let (changes, _) = set.resolved(id, s(22), Ok(vec![a(2)]), &not_own);
     assert_eq!(changes[0], Change::Remove { member });
-    assert!(matches!(changes[1], Change::Add { source, member: new, address } if source == id && new != member && address == a(2)));
+    assert!(
+        matches!(changes[1], Change::Add { source, member: new, address } if source == id && new != member && address == a(2))
+    );
     assert_eq!(set.replacements().next().map(|r| r.reason), Some(Reason::AddressChanged));
     // A healthy server with a changed name stays where it is.
     let (changes, _) = set.resolved(id, s(30), Ok(vec![a(3)]), &not_own);
