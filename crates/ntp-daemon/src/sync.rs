@@ -298,13 +298,7 @@ impl Upstreams {
                 stopped: association.stopped(),
             })
         };
-        let before = self.set.replacement_counts().iter().map(|c| c.2).sum::<u64>();
         let changes = self.set.judge(self.now(), &health);
-        if self.set.replacement_counts().iter().map(|c| c.2).sum::<u64>() != before {
-            for r in self.set.replacements().rev().take(changes.len()) {
-                info!(pool = %r.source, address = %r.address, reason = r.reason.as_str(), "pool member dropped: asking DNS for another");
-            }
-        }
         self.apply(changes);
     }
 
@@ -315,11 +309,21 @@ impl Upstreams {
         }
         for change in changes {
             match change {
-                Change::Remove { member } => {
+                Change::Remove { member, reason } => {
                     if let Some(index) = self.index_of(member) {
                         let upstream = self.upstreams.remove(index);
                         let _ = self.sync.remove(index);
-                        info!(upstream = %upstream.name, address = %upstream.address, "source address no longer polled");
+                        let (name, address) = (&upstream.name, upstream.address);
+                        match (&upstream.pool, reason) {
+                            (Some(pool), Some(reason)) => {
+                                let reason = reason.as_str();
+                                info!(%pool, %address, reason, "pool member dropped: asking DNS for another");
+                            }
+                            (None, Some(reason)) => {
+                                info!(upstream = %name, %address, reason = reason.as_str(), "address no longer polled")
+                            }
+                            (_, None) => info!(upstream = %name, %address, "address no longer polled: source removed"),
+                        }
                     }
                 }
                 Change::Add { source, member, address } => self.add(source, member, address),

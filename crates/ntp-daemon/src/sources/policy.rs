@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ntp_proto::packet::KissCode;
-use ntp_proto::system::SelectionState;
+use ntp_proto::system::{SelectionState, Unfit};
 
 /// A member that answered none of this many polls in a row is unreachable
 /// (the reachability register's eight bits all clear).
@@ -36,6 +36,9 @@ pub enum Reason {
     Falseticker,
     /// It sent a DENY or RSTR kiss-o'-death.
     Refused(KissCode),
+    /// It stayed synchronized to us (a timing loop) for
+    /// [`FALSETICKER_POLLS`] poll intervals.
+    Loop,
     /// Its name now resolves to another address (after it went unreachable).
     AddressChanged,
 }
@@ -49,6 +52,7 @@ impl Reason {
             Self::Falseticker => "falseticker",
             Self::Refused(KissCode::Restrict) => "refused-rstr",
             Self::Refused(_) => "refused-deny",
+            Self::Loop => "loop",
             Self::AddressChanged => "address-changed",
         }
     }
@@ -72,14 +76,14 @@ pub struct Health {
 /// The memory a judgement needs: since when a member has been a falseticker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Watch {
-    falseticker_since: Option<Duration>,
+    bad_since: Option<(Reason, Duration)>,
 }
 
 impl Watch {
     /// Has this member failed for good at `now`? A DENY or RSTR at once;
     /// unreachable once [`UNREACHABLE_POLLS`] polls in a row went
-    /// unanswered; a falseticker once it stayed one for
-    /// [`FALSETICKER_POLLS`] poll intervals without a break.
+    /// unanswered; a falseticker (or synchronized to us, a loop) once it
+    /// stayed one for [`FALSETICKER_POLLS`] poll intervals without a break.
     pub fn judge(&mut self, now: Duration, health: &Health) -> Option<Reason> {
         if let Some(code) = health.stopped.filter(|code| code.is_stop()) {
             return Some(Reason::Refused(code));
@@ -87,13 +91,20 @@ impl Watch {
         if health.reach == 0 && health.polls >= UNREACHABLE_POLLS {
             return Some(Reason::Unreachable);
         }
-        if health.selection != Some(SelectionState::Falseticker) {
-            self.falseticker_since = None;
-            return None;
-        }
-        let since = *self.falseticker_since.get_or_insert(now);
+        let bad = match health.selection {
+            Some(SelectionState::Falseticker) => Reason::Falseticker,
+            Some(SelectionState::Unfit(Unfit::Loop)) => Reason::Loop,
+            _ => {
+                self.bad_since = None;
+                return None;
+            }
+        };
+        let since = match self.bad_since {
+            Some((reason, since)) if reason == bad => since,
+            _ => self.bad_since.insert((bad, now)).1,
+        };
         let interval = Duration::from_secs_f64(2f64.powi(i32::from(health.poll.max(0))));
-        (now.saturating_sub(since) >= interval * FALSETICKER_POLLS).then_some(Reason::Falseticker)
+        (now.saturating_sub(since) >= interval * FALSETICKER_POLLS).then_some(bad)
     }
 }
 
@@ -167,6 +178,17 @@ mod tests {
         assert_eq!(watch.judge(s(120), &liar), None);
         assert_eq!(watch.judge(s(135), &liar), None);
         assert_eq!(watch.judge(s(136), &liar), Some(Reason::Falseticker));
+    }
+
+    #[test]
+    fn a_member_synchronized_to_us_is_replaced_when_it_stays_so() {
+        let mut watch = Watch::default();
+        let looped = Health { selection: Some(SelectionState::Unfit(Unfit::Loop)), ..healthy() };
+        let liar = Health { selection: Some(SelectionState::Falseticker), ..healthy() };
+        assert_eq!(watch.judge(s(0), &looped), None);
+        assert_eq!(watch.judge(s(10), &liar), None, "another failure starts its own count");
+        assert_eq!(watch.judge(s(20), &looped), None);
+        assert_eq!(watch.judge(s(36), &looped).map(Reason::as_str), Some("loop"));
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum Change {
     Remove {
         /// The member.
         member: MemberId,
+        /// Why, when it failed (None: its source was removed).
+        reason: Option<Reason>,
     },
 }
 
@@ -193,7 +195,7 @@ impl SourceSet {
         let index =
             self.sources.iter().position(|s| s.spec.name == name).ok_or_else(|| SetError::Unknown(name.into()))?;
         let source = self.sources.remove(index);
-        Ok(source.members.iter().map(|m| Change::Remove { member: m.id }).collect())
+        Ok(source.members.iter().map(|m| Change::Remove { member: m.id, reason: None }).collect())
     }
 
     /// The sources, in the order added.
@@ -300,7 +302,7 @@ impl SourceSet {
                 let moved = source.follow && current.is_some_and(|c| !addresses.contains(&c));
                 if let (true, Some(address)) = (current.is_none() || moved, first) {
                     if let Some(old) = source.members.pop() {
-                        changes.push(Change::Remove { member: old.id });
+                        changes.push(Change::Remove { member: old.id, reason: Some(Reason::AddressChanged) });
                         let reason = Reason::AddressChanged;
                         record(&mut self.replacements, &mut self.replaced, &source.spec.name, old.address, reason, now);
                     }
@@ -310,6 +312,7 @@ impl SourceSet {
                 }
                 source.follow = false;
                 source.next_resolution = Some(if source.members.is_empty() {
+                    source.error = Some("every address is in use by another source or is our own".into());
                     source.short = source.short.saturating_add(1);
                     now + back_off(source.short, RETRY_FIRST, RETRY_MAX)
                 } else {
@@ -365,7 +368,7 @@ impl SourceSet {
                 Kind::Pool => {
                     for &(i, reason) in failed.iter().rev() {
                         let member = source.members.remove(i);
-                        changes.push(Change::Remove { member: member.id });
+                        changes.push(Change::Remove { member: member.id, reason: Some(reason) });
                         source.rejected.push((member.address, now + REJECTED_FOR));
                         dropped.push((source.spec.name.clone(), member.address, reason));
                     }

@@ -47,6 +47,13 @@ fn a_pool_of_six_lends_four_never_our_own() {
     let (changes, log) = set.resolved(id, s(0), Ok(six), &own);
     assert_eq!(added(&changes), [a(1), a(3), a(4), a(5)]);
     assert_eq!(log, Some(ResolveLog::Resolved { addresses: 6, failures: 0 }));
+    // A server whose only address the pool lends already has none of its own.
+    let other = set.add(server("same.test"), Origin::Runtime, s(1)).unwrap();
+    let _ = set.due(s(1));
+    let (changes, _) = set.resolved(other, s(1), Ok(vec![a(1)]), &not_own);
+    assert!(changes.is_empty());
+    assert!(set.sources()[1].error.as_deref().is_some_and(|e| e.contains("in use")));
+    assert!(set.remove("same.test").unwrap().is_empty());
     assert_eq!(set.next_due(), Some(REFRESH), "full: resolved again at the refresh");
     assert_eq!(set.unresolved(), 0);
 }
@@ -74,12 +81,20 @@ fn a_failed_member_is_replaced_by_a_fresh_address_not_itself() {
         })
     };
     let removed = set.judge(s(10), &health);
-    assert_eq!(removed, [Change::Remove { member: dead }], "the liar is not replaced yet");
+    assert_eq!(
+        removed,
+        [Change::Remove { member: dead, reason: Some(Reason::Unreachable) }],
+        "the liar is not replaced yet"
+    );
     assert_eq!(set.due(s(10)).len(), 1, "a replacement is asked for at once");
     let (changes, _) = set.resolved(id, s(10), Ok(six.clone()), &not_own);
     assert_eq!(added(&changes), [a(5)], "never an address in use, never the dropped one");
     let removed = set.judge(s(18), &health);
-    assert_eq!(removed, [Change::Remove { member: liar }], "a falseticker for eight polls");
+    assert_eq!(
+        removed,
+        [Change::Remove { member: liar, reason: Some(Reason::Falseticker) }],
+        "a falseticker for eight polls"
+    );
     let _ = set.due(s(18));
     let (changes, _) = set.resolved(id, s(18), Ok(six), &not_own);
     assert_eq!(added(&changes), [a(6)]);
@@ -97,7 +112,10 @@ fn a_refusing_member_is_dropped_at_once_and_the_pool_waits_when_short() {
     let Change::Add { member: first, .. } = changes[0] else { panic!() };
     let health =
         |m: MemberId| Some(if m == first { Health { stopped: Some(KissCode::Deny), ..healthy() } } else { healthy() });
-    assert_eq!(set.judge(s(1), &health), [Change::Remove { member: first }]);
+    assert_eq!(
+        set.judge(s(1), &health),
+        [Change::Remove { member: first, reason: Some(Reason::Refused(KissCode::Deny)) }]
+    );
     let _ = set.due(s(1));
     let (changes, _) = set.resolved(id, s(1), Ok(vec![a(1), a(2)]), &not_own);
     assert!(changes.is_empty(), "the only other address is in use already");
@@ -145,7 +163,7 @@ fn an_unreachable_server_follows_its_name_to_a_new_address() {
     assert_eq!(set.next_due(), Some(s(22)), "then with back-off");
     let _ = set.due(s(22));
     let (changes, _) = set.resolved(id, s(22), Ok(vec![a(2)]), &not_own);
-    assert_eq!(changes[0], Change::Remove { member });
+    assert_eq!(changes[0], Change::Remove { member, reason: Some(Reason::AddressChanged) });
     assert!(
         matches!(changes[1], Change::Add { source, member: new, address } if source == id && new != member && address == a(2))
     );
