@@ -140,6 +140,40 @@ fn a_falseticker_in_the_pool_is_replaced() {
     assert!(synchronized(&after), "our clock never followed the liar: {}", after["system"]);
 }
 
+/// A member that answers with a DENY kiss-o'-death is dropped at once,
+/// and not lent again: the next address DNS gives takes its place.
+#[test]
+fn a_member_that_refuses_us_is_dropped_at_once() {
+    let ns = Netns::new("deny");
+    set_hosts(&ns, &records("pool.test", &[11, 12]));
+    let dns = ns.start_dns();
+    let _honest = servers(&ns, [11, 12, 14]);
+    // Our polls leave from loopback's own 127.0.0.1, not from the address
+    // we serve on: that server refuses all of loopback.
+    let config = ns.dir().join("deny.toml");
+    std::fs::write(&config, "[access]\ndeny = [\"127.0.0.0/8\"]\ndeny-action = \"kiss\"\n").unwrap();
+    let _refusing = ns.serve(&at(13), &["--config", &config.display().to_string()]);
+    let daemon = client(&ns, &["--pool", "pool.test:12300", "--max-sources", "3", "--no-control-socket"]);
+    let two = ns.wait_status(HTTP, Duration::from_secs(60), |s| synchronized(s) && upstream_addresses(s).len() == 2);
+    assert!(two.is_some(), "not synchronized to the two:\n{}", daemon.output());
+    set_hosts(&ns, &records("pool.test", &[11, 12, 13]));
+    dns.signal("HUP");
+    let refused = ns.wait_status(HTTP, Duration::from_secs(60), |s| replaced(s, &at(13), "refused-deny"));
+    assert!(refused.is_some(), "{} was not dropped for its DENY:\n{}", at(13), daemon.output());
+    set_hosts(&ns, &records("pool.test", &[11, 12, 13, 14]));
+    dns.signal("HUP");
+    let full = ns.wait_status(HTTP, Duration::from_secs(60), |s| {
+        let now = upstream_addresses(s);
+        now.len() == 3 && now.contains(&at(14)) && !now.contains(&at(13))
+    });
+    assert!(full.is_some(), "not refilled with {}:\n{}", at(14), daemon.output());
+    let metrics = ns.metrics(HTTP);
+    assert!(
+        metrics.lines().any(|l| l.contains("source_replacements_total{") && l.contains("refused-deny")),
+        "{metrics}"
+    );
+}
+
 /// DNS is down when the daemon starts: it serves (unsynchronized), warns
 /// once and retries quietly; once DNS is up it synchronizes within a minute.
 #[test]
