@@ -390,6 +390,8 @@ impl Upstreams {
             }
             Request::Remove { name } => match self.set.remove(&name) {
                 Ok(changes) => {
+                    let known: Vec<SourceId> = self.set.sources().iter().map(|s| s.id).collect();
+                    self.nts_found.retain(|(id, _)| known.contains(id));
                     info!(source = %name, "source removed over the control socket");
                     self.apply(changes);
                     self.sync.set_unassociated(self.set.unresolved());
@@ -578,4 +580,20 @@ fn until(due: NtpTimestamp, raw_now: NtpTimestamp) -> Duration {
 
 fn poll_interval(poll: i8) -> Duration {
     Duration::from_secs_f64(log2_seconds(poll).max(0.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_addresses_are_those_we_listen_on_and_local_ones_behind_a_wildcard() {
+        let listening: Vec<SocketAddr> = vec!["127.0.0.2:12300".parse().unwrap(), "0.0.0.0:4123".parse().unwrap()];
+        let own = |text: &str| is_own(&listening, &text.parse().unwrap());
+        assert!(own("127.0.0.2:12300"));
+        assert!(!own("127.0.0.3:12300"), "another address on the same port is another server");
+        assert!(!own("127.0.0.2:123"), "another port is another server");
+        assert!(own("127.0.0.9:4123"), "loopback is ours behind the wildcard");
+        assert!(!own("192.0.2.1:4123"), "TEST-NET-1 is nobody's address here");
+    }
 }
