@@ -7,7 +7,7 @@
 //! Nothing here is reachable from the network.
 
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -85,7 +85,10 @@ pub fn bind(config: &ControlConfig) -> io::Result<ControlSocket> {
     if config.default_path {
         std::fs::create_dir_all(dir)?;
     }
-    if path.exists() {
+    if let Ok(existing) = std::fs::symlink_metadata(path) {
+        if !existing.file_type().is_socket() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "it exists and is not a socket"));
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(io::ErrorKind::AddrInUse, "another daemon answers on it"));
         }
@@ -223,6 +226,10 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(bind(&config).is_err(), "a socket in use is not taken over");
+        let file = dir.path().join("not-a-socket");
+        std::fs::write(&file, "keep me").unwrap();
+        assert!(bind(&ControlConfig { socket: file.clone(), default_path: false }).is_err());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me", "a file that is not a socket is left alone");
         let (calls, mut incoming) = mpsc::channel::<Call>(1);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(socket.serve(calls, async move {
