@@ -186,3 +186,100 @@ fn runtime_sources_are_added_once_and_removed_with_their_members() {
     assert_eq!(set.remove("p"), Err(SetError::Unknown("p".into())));
     assert_eq!(set.resolved(id, s(1), Ok(vec![a(3)]), &not_own), (vec![], None), "an answer for a removed source");
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One step of a run: DNS answers for a source with some of eight
+    /// addresses (or fails), or every member is judged with some health.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Answer { source: usize, addresses: Vec<u8>, fails: bool },
+        Judge { reach: u8, polls: u32, falseticker: bool, denied: bool, seconds: u64 },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..3usize, proptest::collection::vec(1..=8u8, 0..10), any::<bool>())
+                .prop_map(|(source, addresses, fails)| Step::Answer { source, addresses, fails }),
+            (any::<u8>(), 0..20u32, any::<bool>(), any::<bool>(), 0..30u64).prop_map(
+                |(reach, polls, falseticker, denied, seconds)| Step::Judge {
+                    reach,
+                    polls,
+                    falseticker,
+                    denied,
+                    seconds
+                }
+            ),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever DNS says and however the members fare: no address is
+        /// lent twice, our own address never, no source lends more than it
+        /// may, and the changes handed out add exactly the members it holds.
+        #[test]
+        fn the_set_never_lends_an_address_twice_nor_our_own(steps in proptest::collection::vec(step(), 1..60)) {
+            let mut set = SourceSet::new(3);
+            let ids = [
+                set.add(pool("a"), Origin::Config, s(0)).unwrap(),
+                set.add(pool("b"), Origin::Config, s(0)).unwrap(),
+                set.add(server("c"), Origin::Config, s(0)).unwrap(),
+            ];
+            let own = |x: &SocketAddr| *x == a(4);
+            let mut polled: Vec<MemberId> = Vec::new();
+            let mut now = s(0);
+            for step in steps {
+                let changes = match step {
+                    Step::Answer { source, addresses, fails } => {
+                        let _ = set.due(now + s(100_000));
+                        let result = if fails { Err("down".to_string()) } else { Ok(addresses.into_iter().map(a).collect()) };
+                        set.resolved(ids[source], now, result, &own).0
+                    }
+                    Step::Judge { reach, polls, falseticker, denied, seconds } => {
+                        now += s(seconds);
+                        let health = Health {
+                            reach,
+                            polls,
+                            poll: 0,
+                            selection: Some(if falseticker { SelectionState::Falseticker } else { SelectionState::Candidate }),
+                            stopped: denied.then_some(KissCode::Deny),
+                        };
+                        set.judge(now, &|_| Some(health))
+                    }
+                };
+                for change in changes {
+                    match change {
+                        Change::Add { member, .. } => {
+                            prop_assert!(!polled.contains(&member));
+                            polled.push(member);
+                        }
+                        Change::Remove { member, .. } => {
+                            prop_assert!(polled.contains(&member));
+                            polled.retain(|m| *m != member);
+                        }
+                    }
+                }
+                let mut lent: Vec<SocketAddr> = Vec::new();
+                let mut held: Vec<MemberId> = Vec::new();
+                for source in set.sources() {
+                    prop_assert!(source.members.len() <= source.max);
+                    for member in &source.members {
+                        prop_assert!(!own(&member.address));
+                        prop_assert!(!lent.contains(&member.address), "{} lent twice", member.address);
+                        lent.push(member.address);
+                        held.push(member.id);
+                    }
+                }
+                held.sort_unstable();
+                let mut expected = polled.clone();
+                expected.sort_unstable();
+                prop_assert_eq!(held, expected);
+            }
+        }
+    }
+}
