@@ -72,6 +72,7 @@ pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
     owner: u32,
+    inode: u64,
 }
 
 /// Binds the control socket of `config`. The socket is made under a
@@ -104,8 +105,8 @@ pub fn bind(config: &ControlConfig) -> io::Result<ControlSocket> {
         let _ = std::fs::remove_file(&temporary);
         return Err(error);
     }
-    let owner = std::fs::metadata(path)?.uid();
-    Ok(ControlSocket { listener, path: path.clone(), owner })
+    let placed = std::fs::metadata(path)?;
+    Ok(ControlSocket { listener, path: path.clone(), owner: placed.uid(), inode: placed.ino() })
 }
 
 impl ControlSocket {
@@ -116,7 +117,8 @@ impl ControlSocket {
     }
 
     /// Answers connections until `shutdown` completes, handing each
-    /// request to `calls`; then removes the socket file.
+    /// request to `calls`; then removes the socket file (if it is still
+    /// the one it made).
     pub async fn serve(self, calls: mpsc::Sender<Call>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
@@ -138,7 +140,9 @@ impl ControlSocket {
                 },
             }
         }
-        let _ = std::fs::remove_file(&self.path);
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
