@@ -50,6 +50,11 @@ pub fn render(report: &StatusReport) -> String {
         let _ = writeln!(out, "\nno upstreams: a primary server");
         return out;
     }
+    if report.upstreams.is_empty() {
+        let _ = writeln!(out, "\nno upstream address yet: the sources below are being resolved\n");
+        out.push_str(&render_sources(&report.sources));
+        return out;
+    }
     let _ = writeln!(
         out,
         "\n  {:<24} {:>5} {:>3} {:>4} {:>11} {:>11} {:>11}  STATE",
@@ -213,6 +218,55 @@ mod tests {
         let rows: Vec<&str> = text.lines().filter(|l| l.contains(":1 ")).collect();
         assert!(rows[0].starts_with("* a:1") && rows[0].contains(" 377 ") && rows[0].ends_with("system peer"));
         assert!(rows[1].starts_with("x b:1") && rows[1].ends_with("falseticker"), "{rows:?}");
+    }
+
+    fn source(name: &str, kind: &str, addresses: &[&str], error: Option<&str>) -> SourceReport {
+        SourceReport {
+            name: name.into(),
+            kind: kind.into(),
+            origin: "config".into(),
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            max_sources: if kind == "pool" { 4 } else { 1 },
+            failures: u32::from(error.is_some()) * 3,
+            error: error.map(String::from),
+            next_resolution: Some(4.0),
+        }
+    }
+
+    #[test]
+    fn pool_rows_are_marked_and_sources_and_replacements_follow_the_table() {
+        let json = r#"{"system":{"synchronized":false,"stratum":0,"reference_id":"","leap":"unsynchronized","offset":null,
+            "frequency_ppm":0.0,"host_frequency_ppm":0.0,"host_offset":0.0,"root_delay":0.0,"root_dispersion":16.0,
+            "since_update":null,"poll":null,"precision":-24,"system_peer":null},"upstreams":[],"counters":{"received":0,
+            "answered":0,"kissed_rate":0,"kissed_deny":0,"dropped_malformed":0,"dropped_not_request":0,
+            "dropped_zero_transmit":0,"dropped_denied":0,"dropped_rate_limited":0,"send_errors":0}}"#;
+        let mut report: StatusReport = serde_json::from_str(json).unwrap();
+        report.sources = vec![source("late.test", "server", &[], Some("cannot resolve late.test"))];
+        let text = render(&report);
+        assert!(text.contains("no upstream address yet"), "{text}");
+        assert!(
+            text.contains("late.test")
+                && text.contains("not resolved: cannot resolve late.test (3 failures; next try in 4 s)"),
+            "{text}"
+        );
+        report.upstreams = vec![UpstreamReport {
+            pool: Some("pool.test".into()),
+            ..upstream("127.0.0.11:123", Selection::SystemPeer)
+        }];
+        report.sources = vec![source("pool.test", "pool", &["127.0.0.11:123"], None)];
+        report.replacements = vec![super::super::ReplacementReport {
+            source: "pool.test".into(),
+            address: "127.0.0.12:123".into(),
+            reason: "unreachable".into(),
+            unix_time: 1_795_000_000.0,
+        }];
+        let text = render(&report);
+        assert!(text.contains("* 127.0.0.11:123 (pool)"), "{text}");
+        assert!(text.contains("pool.test                    pool   config   1/4  127.0.0.11:123"), "{text}");
+        assert!(
+            text.contains("127.0.0.12:123            pool.test                unreachable      2026-11-18 11:06:40"),
+            "{text}"
+        );
     }
 
     #[test]
