@@ -2,6 +2,7 @@
 //! by `ntp-query` (whose clock, the host's, is true time on one host) and by
 //! a chronyd below the chain.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use ntp_proto::packet::{ReferenceId, Stratum};
 use serde_json::Value;
 
 use crate::peers::require;
-use crate::process::{bin, free_udp_port, ntp_query_entry, wait_for, Daemon};
+use crate::process::{bin, ntp_query_entry, wait_for, Daemon};
 
 /// `ntpd-sim serve` on `ip:port` with `args`, logging at info.
 pub fn serve(ip: &str, port: u16, args: &[&str]) -> Daemon {
@@ -61,8 +62,8 @@ pub fn wait_synced(target: &str, expected: u64, bound: f64, timeout: Duration) -
 /// long-running client, read with `chronyc tracking`; killed when dropped.
 #[derive(Debug)]
 pub struct ChronyClient {
-    cmdport: u16,
-    _daemon: Daemon,
+    socket: String,
+    daemon: Daemon,
     _dir: tempfile::TempDir,
 }
 
@@ -71,14 +72,18 @@ impl ChronyClient {
     pub fn follow(ip: &str, port: u16) -> Self {
         let chronyd = require("chronyd");
         let dir = tempfile::tempdir().expect("temp dir");
-        let cmdport = free_udp_port();
         let conf = dir.path().join("chrony.conf");
         let at = |name: &str| Path::new(dir.path()).join(name).display().to_string();
+        // Commands over a Unix socket in the (owner-only) temp dir: no
+        // command port, and `ntpdata` is allowed there only.
+        let socket = at("chronyd.sock");
+        // chronyd disables a command socket in a directory others can enter.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod the temp dir");
         std::fs::write(
             &conf,
             format!(
-                "server {ip} port {port} iburst minpoll 0 maxpoll 2\nport 0\ncmdport {cmdport}\n\
-                 bindcmdaddress 127.0.0.1\npidfile {}\ndriftfile {}\n",
+                "server {ip} port {port} iburst minpoll 0 maxpoll 2\nport 0\ncmdport 0\n\
+                 bindcmdaddress {socket}\npidfile {}\ndriftfile {}\n",
                 at("chronyd.pid"),
                 at("drift")
             ),
@@ -86,15 +91,36 @@ impl ChronyClient {
         .expect("write chrony.conf");
         let conf = conf.to_string_lossy().into_owned();
         let daemon = Daemon::spawn(chronyd, &["-x", "-d", "-u", "root", "-f", &conf]);
-        Self { cmdport, _daemon: daemon, _dir: dir }
+        Self { socket, daemon, _dir: dir }
     }
 
     /// `chronyc tracking`'s output, or empty if chronyc could not run.
     pub fn tracking(&self) -> String {
-        let output = Command::new(require("chronyc"))
-            .args(["-h", "127.0.0.1", "-p", &self.cmdport.to_string(), "tracking"])
-            .output();
-        output.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+        self.chronyc(&["tracking"])
+    }
+
+    /// `chronyc ntpdata` of the source `ip`: the leap status of its last
+    /// reply (`Normal`, `Insert second`, ...) and the offset chronyd
+    /// measured of it (nanosecond resolution), once it has one.
+    pub fn ntpdata(&self, ip: &str) -> Option<(String, f64)> {
+        let text = self.chronyc(&["ntpdata", ip]);
+        let field = |name: &str| {
+            text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim())
+        };
+        let offset = field("Offset")?.split_whitespace().next()?.parse().ok()?;
+        Some((field("Leap status")?.to_string(), offset))
+    }
+
+    /// What chronyd has logged so far.
+    pub fn log(&self) -> String {
+        self.daemon.output()
+    }
+
+    fn chronyc(&self, args: &[&str]) -> String {
+        let output = Command::new(require("chronyc")).args(["-h", &self.socket]).args(args).output();
+        output
+            .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+            .unwrap_or_default()
     }
 
     /// Waits until chronyd says it is synchronized at `stratum` (leap

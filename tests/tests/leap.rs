@@ -2,36 +2,15 @@
 //! leap-seconds.list the test writes (with a valid SHA-1 line, made by
 //! `LeapSecondsList::emit`), its virtual clock put on the day of a leap
 //! with `--clock-offset`; a chain passing the announcement on; a single
-//! announcer among three outvoted; a bad file reported and not used.
-//! (Applying the leap at midnight is not built yet: docs/leap.md.)
+//! announcer among three outvoted; a file deciding for a server with
+//! upstreams; a bad file reported and not used. The leap itself, at
+//! midnight, is `leap_midnight.rs`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ntp_e2e::chain::{query, serve, wait_synced};
+use ntp_e2e::leap::{leap_file, offset_to, LEAP_AT};
 use ntp_e2e::{free_udp_port_on, wait_for, Daemon};
-use ntp_proto::leap::{LeapEntry, LeapSecondsList};
-
-/// 2027-01-01 00:00:00 UTC in NTP seconds: the leap of the test's file.
-const LEAP_AT: u64 = 4_007_750_400;
-const NTP_TO_UNIX: u64 = 2_208_988_800;
-
-/// A file announcing an insertion at `LEAP_AT` (TAI - UTC 37 -> 38),
-/// valid from `updated` to `expires` (NTP seconds).
-fn leap_file(dir: &std::path::Path, updated: u64, expires: u64) -> String {
-    let entries =
-        vec![LeapEntry { start: 3_692_217_600, tai_offset: 37 }, LeapEntry { start: LEAP_AT, tai_offset: 38 }];
-    let list = LeapSecondsList::new(updated, expires, entries).expect("a consistent table");
-    let path = dir.join(format!("leap-seconds-{expires}.list"));
-    std::fs::write(&path, list.emit()).expect("write the leap file");
-    path.to_string_lossy().into_owned()
-}
-
-/// The `--clock-offset` that puts a virtual clock `before` seconds ahead of
-/// the leap's midnight.
-fn offset_to(before: f64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
-    format!("{}", (LEAP_AT - NTP_TO_UNIX) as f64 - before - now)
-}
 
 fn leap_of(target: &str) -> String {
     query(target, 1)["leap"].as_str().unwrap_or("no answer").to_string()
@@ -94,6 +73,29 @@ fn one_announcer_among_three_upstreams_is_outvoted() {
 }
 
 #[test]
+fn with_upstreams_a_leap_file_decides_instead_of_their_majority() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = leap_file(dir.path(), LEAP_AT - 200 * 86_400, LEAP_AT + 150 * 86_400);
+    let ip = "127.0.0.1";
+    let (p1, p2) = (free_udp_port_on(ip), free_udp_port_on(ip));
+    // The upstream has no file: on the last day it announces nothing.
+    let last_day = offset_to(3600.0);
+    let _upstream = serve(ip, p1, &["--clock-offset", &last_day]);
+    let upstream = format!("{ip}:{p1}");
+    let follower =
+        serve(ip, p2, &["--upstream", &upstream, "--leap-file", &file, "--min-poll", "0", "--max-poll", "1"]);
+    let below = format!("{ip}:{p2}");
+    wait_for(Duration::from_secs(30), || {
+        let entry = query(&below, 1);
+        (entry["stratum"] == 2 && entry["leap"] == "insert").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the file does not decide: {}", query(&below, 1)));
+    assert_eq!(leap_of(&upstream), "none");
+    let (_, log) = follower.stop();
+    assert!(log.contains("leap file loaded") && log.contains("leap second scheduled"), "{log}");
+}
+
+#[test]
 fn an_expired_or_corrupt_leap_file_is_reported_and_not_used() {
     let dir = tempfile::tempdir().unwrap();
     let ip = "127.0.0.1";
@@ -119,13 +121,6 @@ fn an_expired_or_corrupt_leap_file_is_reported_and_not_used() {
         assert!(status.success());
         assert!(log.contains("leap file not used"), "{name} file not reported:\n{log}");
     }
-    // With upstreams the file is not used (yet), and it says so.
-    let port = free_udp_port_on(ip);
-    let upstream = format!("{ip}:{}", free_udp_port_on(ip));
-    let follower = serve(ip, port, &["--upstream", &upstream, "--leap-file", &good]);
-    std::thread::sleep(Duration::from_millis(500));
-    let (status, log) = follower.stop();
-    assert!(status.success() && log.contains("leap file is not used yet"), "{log}");
     // A file that is not there at all stops the start, with its name.
     let missing = dir.path().join("missing.list");
     let output = std::process::Command::new(ntp_e2e::bin("ntpd-sim"))

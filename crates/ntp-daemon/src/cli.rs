@@ -231,11 +231,18 @@ pub struct ServeArgs {
     /// peerstats: one per upstream sample) into this directory, rotated.
     #[arg(long, value_name = "DIR")]
     pub stats_dir: Option<PathBuf>,
-    /// The IETF/NIST leap-seconds.list to announce leaps from, as a primary
-    /// server (e.g. /usr/share/zoneinfo/leap-seconds.list); an expired or
-    /// corrupt file is reported and not used.
+    /// The IETF/NIST leap-seconds.list to take leaps from (e.g.
+    /// /usr/share/zoneinfo/leap-seconds.list): a primary announces from it,
+    /// and with upstreams it decides instead of their majority. An expired
+    /// or corrupt file is reported and not used.
     #[arg(long, value_name = "FILE")]
     pub leap_file: Option<PathBuf>,
+    /// Smear each leap second linearly over this many seconds centred on
+    /// it (86400: noon to noon, as Google's public NTP) instead of stepping
+    /// at midnight; a smearing server never announces the leap. Do not mix
+    /// smearing and stepping servers under one client.
+    #[arg(long, value_name = "SECONDS")]
+    pub leap_smear: Option<u32>,
     /// Once the sockets are bound, become this user (uid, gid, no
     /// supplementary groups) for good; for a start as root on port 123.
     #[arg(long, value_name = "NAME")]
@@ -279,6 +286,7 @@ impl ServeArgs {
                 http: self.http,
                 stats_dir: self.stats_dir.clone(),
                 leap_file: self.leap_file.clone(),
+                leap_smear: self.leap_smear,
                 user: self.user.clone(),
                 receive_buffer: self.receive_buffer,
                 nts_cert: self.nts_cert.clone(),

@@ -3,17 +3,30 @@
 //!
 //! Replies are built from a [`ClockSnapshot`]: the daemon's clock (a
 //! [`DisciplinedClock`]: the raw clock, system time plus the configured
-//! offset and drift, under the discipline's correction) and what the server
-//! advertises about its synchronisation. The snapshot is swapped as a
-//! whole (arc-swap), so a serving thread reads a consistent pair without
-//! taking a lock, and the discipline changes both with [`SharedClock::update`].
-//! The host's clock is only ever read.
+//! offset and drift, under the discipline's correction), the leap it is
+//! taking (a [`LeapSchedule`]) and what the server advertises about its
+//! synchronisation.
+//!
+//! The snapshot is swapped as a whole (arc-swap), so a serving thread reads
+//! a consistent one without taking a lock, and the discipline changes it
+//! with [`SharedClock::update`]. The host's clock is only ever read.
+//!
+//! Five readings of time, each with its use:
+//! - *system*: the host's clock, read and never written;
+//! - *raw*: system time plus the configured error; the discipline's
+//!   correction maps it on, and its intervals are the discipline's;
+//! - *continuous*: the disciplined clock, which never steps for a leap;
+//! - *served*: continuous time through the leap schedule (stepped or
+//!   smeared): what clients get;
+//! - *measured*: raw time shifted by the leaps as an upstream that steps
+//!   sees them: what T1 and T4 of the exchanges with upstreams are read from.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
 use ntp_proto::clock::{Clock, DisciplinedClock};
+use ntp_proto::leap::LeapSchedule;
 use ntp_proto::responder::ServerState;
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use ntp_udp::SystemClock;
@@ -25,8 +38,40 @@ pub struct ClockSnapshot {
     /// Maps system time to raw time (the error the daemon was started
     /// with) and raw time to served time (the discipline's correction).
     pub clock: DisciplinedClock,
-    /// Stratum, reference ID, root delay and dispersion, reference time, leap.
+    /// Stratum, reference ID, root delay and dispersion, reference time
+    /// (continuous), leap (as decided: the schedule says what is sent).
     pub state: ServerState,
+    /// The leap pending or under way, and the leaps taken.
+    pub leap: LeapSchedule,
+}
+
+impl ClockSnapshot {
+    /// Continuous time at a system time: the disciplined clock.
+    #[must_use]
+    pub fn continuous_at(&self, system: NtpTimestamp) -> NtpTimestamp {
+        self.clock.time_at(system)
+    }
+
+    /// Served time at a system time: what T2 and T3 carry.
+    #[must_use]
+    pub fn served_at(&self, system: NtpTimestamp) -> NtpTimestamp {
+        self.leap.served(self.clock.time_at(system))
+    }
+
+    /// Measured time at a system time: the raw clock shifted by the leaps
+    /// as upstreams that step see them (T1 and T4 of our exchanges).
+    #[must_use]
+    pub fn measured_at(&self, system: NtpTimestamp) -> NtpTimestamp {
+        let continuous = self.clock.time_at(system);
+        self.clock.raw_at(system) + self.leap.measured_offset(continuous)
+    }
+
+    /// What replies advertise at a system time: the state, with the leap
+    /// indicator the schedule announces and the reference time as served.
+    #[must_use]
+    pub fn advertised_at(&self, system: NtpTimestamp) -> ServerState {
+        self.leap.advertised(self.state, self.clock.time_at(system))
+    }
 }
 
 /// The server's clock, shared by every serving thread and the discipline.
@@ -70,7 +115,13 @@ impl SharedClock {
     /// The server's time now (what it serves).
     #[must_use]
     pub fn now(&self) -> NtpTimestamp {
-        self.snapshot().clock.time_at(Self::system_now())
+        self.snapshot().served_at(Self::system_now())
+    }
+
+    /// The disciplined clock now, before the leap schedule.
+    #[must_use]
+    pub fn continuous_now(&self) -> NtpTimestamp {
+        self.snapshot().continuous_at(Self::system_now())
     }
 
     /// The raw clock now: system time plus the oscillator error, before any
@@ -91,19 +142,21 @@ impl SharedClock {
     }
 }
 
-/// The raw clock under a [`SharedClock`]: the system clock plus the error
-/// the daemon was started with, before any correction. Exchanges with
-/// upstreams read T1 and T4 from it (see `ntp_proto::synchronizer`).
+/// The clock exchanges with upstreams read T1 and T4 from (see
+/// `ntp_proto::synchronizer`): the raw clock under a [`SharedClock`], the
+/// system clock plus the error the daemon was started with, before any
+/// correction, shifted by the leaps as the upstreams step for them (see
+/// [`ClockSnapshot::measured_at`]).
 #[derive(Debug, Clone, Copy)]
-pub struct RawClock<'a>(pub &'a SharedClock);
+pub struct MeasuringClock<'a>(pub &'a SharedClock);
 
-impl Clock for RawClock<'_> {
+impl Clock for MeasuringClock<'_> {
     fn now(&self) -> NtpTimestamp {
-        self.0.raw_now()
+        self.at_system_time(SharedClock::system_now())
     }
 
     fn at_system_time(&self, system: NtpTimestamp) -> NtpTimestamp {
-        self.0.snapshot().clock.raw_at(system)
+        self.0.snapshot().measured_at(system)
     }
 }
 
@@ -113,7 +166,7 @@ impl Clock for SharedClock {
     }
 
     fn at_system_time(&self, system: NtpTimestamp) -> NtpTimestamp {
-        self.snapshot().clock.time_at(system)
+        self.snapshot().served_at(system)
     }
 }
 
@@ -145,6 +198,7 @@ mod tests {
         ClockSnapshot {
             clock: DisciplinedClock::new(SharedClock::system_now(), NtpDuration::from_seconds_f64(offset), 0.0),
             state: ServerState::primary(Stratum(1), -20, ReferenceId(*b"LOCL"), NtpTimestamp::ZERO),
+            leap: LeapSchedule::new(ntp_proto::leap::LeapMode::Step),
         }
     }
 

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ntp_proto::clock::DisciplinedClock;
-use ntp_proto::leap::LeapSecondsList;
-use ntp_proto::packet::LeapIndicator;
+use ntp_proto::leap::{LeapMode, LeapSchedule};
 use ntp_proto::responder::ServerState;
 use ntp_proto::system::unsynchronized;
 use ntp_proto::{NtpDuration, NtpTimestamp};
@@ -25,6 +24,7 @@ use crate::clock::{ClockSnapshot, SharedClock};
 use crate::config::{Listen, ServeConfig};
 use crate::control;
 use crate::latency;
+use crate::leap::LeapSource;
 use crate::nts::{self, NtsConfig, NtsKeys};
 use crate::observe::http;
 use crate::observe::metrics::Observed;
@@ -84,7 +84,7 @@ pub fn primary_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
     let clock =
         DisciplinedClock::new(system_now, NtpDuration::from_seconds_f64(config.clock_offset), config.clock_drift_ppm);
     let state = ServerState::primary(config.stratum, precision, config.reference_id, clock.time_at(system_now));
-    ClockSnapshot { clock, state }
+    ClockSnapshot { clock, state, leap: LeapSchedule::new(config.leap_mode) }
 }
 
 /// Binds what `listen` names.
@@ -178,14 +178,18 @@ pub async fn run_on(
     let calibration = tokio::spawn(latency::calibrate(Arc::clone(&clock), stopped.clone()));
     let observe = status.subscribe();
     let leaps = match &config.leap_file {
-        Some(path) if config.sync.is_primary() => load_leap_file(path, clock.now())?,
-        Some(path) => {
-            // The upstreams' vote decides; a file deciding for them is still to come (docs/leap.md).
-            warn!(file = %path.display(), "with upstreams the leap file is not used yet: their majority decides");
-            None
-        }
-        None => None,
+        Some(path) => LeapSource::load(path, clock.now()).map_err(|e| DaemonError::LeapFile(path.clone(), e))?,
+        None => LeapSource::upstreams_only(),
     };
+    if let LeapMode::Smear(smear) = config.leap_mode {
+        info!(window = smear.window(), "leap seconds are smeared: clients must not mix this server with stepping ones");
+        if smear.window() < FOLLOWABLE_SMEAR {
+            warn!(
+                window = smear.window(),
+                "a smear this short runs faster than the 500 ppm a client slews at: clients will lag it"
+            );
+        }
+    }
     let background = if config.sync.is_primary() {
         tokio::spawn(refresh_reference(Arc::clone(&clock), leaps, stopped.clone()))
     } else {
@@ -201,7 +205,8 @@ pub async fn run_on(
         });
         let until_stopped = wait_for_stop(stopped.clone());
         let (clock, sync_config) = (Arc::clone(&clock), config.sync.clone());
-        tokio::spawn(sync::run(clock, sync_config, local.clone(), status, stats_log, calls, until_stopped))
+        let reports = sync::Reports { status, stats_log };
+        tokio::spawn(sync::run(clock, sync_config, local.clone(), leaps, reports, calls, until_stopped))
     };
     let started = config
         .nts
@@ -273,14 +278,10 @@ fn bind_tcp(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 /// A primary server keeps its reference time fresh, so the root dispersion
-/// it advertises stays that of a reference just read.
-async fn refresh_reference(
-    clock: Arc<SharedClock>,
-    mut leaps: Option<LeapSecondsList>,
-    stopped: watch::Receiver<bool>,
-) {
-    // With a leap file, the leap indicator follows it to the second.
-    let every = if leaps.is_some() { LEAP_REFRESH } else { REFERENCE_REFRESH };
+/// it advertises stays that of a reference just read, and takes leaps from
+/// its leap file to the second.
+async fn refresh_reference(clock: Arc<SharedClock>, mut leaps: LeapSource, stopped: watch::Receiver<bool>) {
+    let every = if leaps.has_file() { LEAP_REFRESH } else { REFERENCE_REFRESH };
     let mut ticks = tokio::time::interval(every);
     let stop = wait_for_stop(stopped);
     tokio::pin!(stop);
@@ -288,55 +289,20 @@ async fn refresh_reference(
         tokio::select! {
             () = &mut stop => return,
             _ = ticks.tick() => {
-                let now = clock.now();
-                let leap = leaps.as_ref().map(|list| list.state_at(now));
-                if let Some(Err(error)) = &leap {
-                    warn!(%error, "the leap file is no longer current: no leap is announced from it");
-                    leaps = None;
-                }
-                let indicator = match leap {
-                    Some(Ok(state)) => state.indicator,
-                    _ => LeapIndicator::NoWarning,
-                };
-                clock.update(|snapshot| {
-                    snapshot.state.reference_time = now;
-                    snapshot.state.leap = indicator;
-                });
+                let now = clock.continuous_now();
+                clock.update(|snapshot| snapshot.state.reference_time = now);
+                leaps.refresh(&clock, None);
             }
         }
     }
 }
 
-/// Seconds from the NTP era's start (1900) to the Unix epoch (1970).
-const NTP_TO_UNIX_SECONDS: u64 = 2_208_988_800;
+/// The shortest smear a client slewing at most 500 ppm follows: one second
+/// over 2,000.
+const FOLLOWABLE_SMEAR: u32 = 2_000;
 
 /// How often a primary server with a leap file looks at it.
 const LEAP_REFRESH: Duration = Duration::from_secs(1);
-
-/// Reads and checks `--leap-file` at our time `now`. A file that cannot be
-/// read stops the start (a wrong path is a typo to fix); one that is
-/// corrupt or expired is reported and not used, as RFC 8633 asks of a
-/// server's leap information.
-fn load_leap_file(path: &std::path::Path, now: NtpTimestamp) -> Result<Option<LeapSecondsList>, DaemonError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DaemonError::LeapFile(path.to_path_buf(), e))?;
-    match LeapSecondsList::load(&text, now) {
-        Ok(list) => {
-            let next = list.state_at(now).ok().and_then(|state| state.next);
-            info!(
-                file = %path.display(),
-                expires_unix = list.expires().saturating_sub(NTP_TO_UNIX_SECONDS),
-                next_leap_unix = ?next.map(|leap| leap.at.to_unix_f64()),
-                next_leap = ?next.map(|leap| leap.kind),
-                "leap file loaded"
-            );
-            Ok(Some(list))
-        }
-        Err(error) => {
-            warn!(file = %path.display(), %error, "leap file not used");
-            Ok(None)
-        }
-    }
-}
 
 pub(crate) async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|&stop| stop).await;

@@ -154,7 +154,7 @@ fn render(tiers: &[Tier], elapsed: f64) -> (String, f64) {
     for tier in tiers {
         let snapshot = tier.clock.snapshot();
         let system = SharedClock::system_now();
-        let offset = (snapshot.clock.time_at(system) - system).to_seconds_f64();
+        let offset = (snapshot.served_at(system) - system).to_seconds_f64();
         worst = worst.max(offset.abs());
         let frequency = snapshot.clock.oscillator.frequency_ppm() + snapshot.clock.correction.frequency_ppm();
         let state = tier_state(tier, snapshot.state.stratum.0);

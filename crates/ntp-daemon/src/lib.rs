@@ -11,6 +11,8 @@
 //!   `ntpd-sim validate` ([`config::validate`]).
 //! - [`clock`]: the shared virtual clock ([`clock::SharedClock`]) replies are
 //!   built from, swapped lock-free; the interface a discipline drives.
+//! - [`leap`]: where leap seconds are learned (`--leap-file`, else the
+//!   upstreams' majority) and handed to the clock's leap schedule.
 //! - [`latency`]: measures the send latency that the serving threads add
 //!   to T3, so the transmit timestamp is when the reply really leaves.
 //! - [`policy`]: access lists and per-client rate limiting, pure logic.
@@ -47,6 +49,7 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod latency;
+pub mod leap;
 pub mod nts;
 pub mod observe;
 pub mod policy;

@@ -187,6 +187,7 @@ impl Worker {
     /// [`crate::latency`]); kiss-o'-death replies keep the client's timestamps.
     fn answer(&mut self, received: &RecvBatch, replies: &mut SendBatch) -> Counts {
         let snapshot = self.clock.snapshot();
+        let state = snapshot.advertised_at(SharedClock::system_now());
         let arrival = Instant::now();
         let mut fallback_system_time = None;
         // The NTS master keys, loaded at most once a batch, and only if it holds an NTS request.
@@ -203,7 +204,7 @@ impl Worker {
                 None => *fallback_system_time.get_or_insert_with(SharedClock::system_now),
             };
             let decision = self.policy.admit(source.ip(), arrival);
-            let receive = snapshot.clock.time_at(system_receive);
+            let receive = snapshot.served_at(system_receive);
             // NTS requests are longer than a header; plain ones never leave the fast path.
             let nts_request = match &self.nts {
                 Some(_) if datagram.payload.len() > HEADER_LEN => {
@@ -213,10 +214,10 @@ impl Worker {
             };
             if let (Some(keys), Some(request)) = (&self.nts, nts_request) {
                 // T3 is authenticated, so it is read before sealing, not stamped at the send.
-                let transmit = snapshot.clock.time_at(SharedClock::system_now() + self.clock.transmit_latency().get());
+                let transmit = snapshot.served_at(SharedClock::system_now() + self.clock.transmit_latency().get());
                 let masters = masters.get_or_insert_with(|| keys.current());
                 let admission = decision.admission();
-                match respond_nts(&request, receive, transmit, &snapshot.state, admission, masters, &mut fill_random) {
+                match respond_nts(&request, receive, transmit, &state, admission, masters, &mut fill_random) {
                     NtsResponse::Ignore(reason) => counts.ignored(reason, decision),
                     NtsResponse::Reply { bytes, kind } => {
                         if replies.push_final(source, datagram.local, &bytes) {
@@ -230,7 +231,7 @@ impl Worker {
                 }
                 continue;
             }
-            match respond(datagram.payload, receive, &snapshot.state, decision.admission()) {
+            match respond(datagram.payload, receive, &state, decision.admission()) {
                 Response::Ignore(reason) => counts.ignored(reason, decision),
                 Response::Reply { bytes, kiss } => {
                     // Never full: a batch's replies fit in a batch. A kiss
@@ -251,7 +252,7 @@ impl Worker {
         }
         let queued = replies.len() as u64;
         // T3: read now, plus the measured latency to the kernel's send.
-        let transmit = snapshot.clock.time_at(SharedClock::system_now() + self.clock.transmit_latency().get());
+        let transmit = snapshot.served_at(SharedClock::system_now() + self.clock.transmit_latency().get());
         for payload in replies.to_stamp_mut() {
             write_transmit(payload, transmit);
         }

@@ -31,9 +31,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::clock::{RawClock, SharedClock};
+use crate::clock::{MeasuringClock, SharedClock};
 use crate::config::{check_name, SyncConfig, UpstreamKind};
 use crate::control::{Call, Request, Response};
+use crate::leap::LeapSource;
 use crate::observe::statslog::{LoopRecord, PeerRecord, StatsLog};
 use crate::observe::status::{ReplacementReport, SourceReport, SyncStatus, UpstreamStatus};
 use crate::sources::policy::Health;
@@ -45,6 +46,9 @@ use crate::upstream_nts::NtsUpstream;
 /// the holdover is noticed without a reply to trigger it; sources are
 /// judged as often.
 const STATE_REFRESH: Duration = Duration::from_secs(1);
+/// Replies this close to a leap's midnight are not used: the exchange may
+/// straddle our step or the upstream's.
+const NEAR_LEAP: NtpDuration = NtpDuration::ONE_SECOND;
 /// Corrections larger than this are logged at info level.
 const LARGE_CORRECTION: f64 = 1e-3;
 
@@ -115,19 +119,30 @@ struct Upstreams {
     nts_found: Vec<(SourceId, Arc<NtsUpstream>)>,
 }
 
+/// Where the upstream side reports what it does: the status its observers
+/// read, and the statistics log, if any.
+#[derive(Debug)]
+pub struct Reports {
+    /// What `/status`, `/metrics` and the demo read.
+    pub status: watch::Sender<SyncStatus>,
+    /// `peerstats` and `loopstats`, when asked for.
+    pub stats_log: Option<StatsLog>,
+}
+
 /// Polls the sources of `config` (and those added over `control`) and
 /// disciplines `clock` until `shutdown` completes. `listening` are the
-/// addresses this server serves on, for loop detection.
-#[allow(clippy::too_many_arguments)]
+/// addresses this server serves on, for loop detection; `leaps` says
+/// whether a leap file decides leaps instead of the upstreams.
 pub async fn run(
     clock: Arc<SharedClock>,
     config: SyncConfig,
     listening: Vec<SocketAddr>,
-    status: watch::Sender<SyncStatus>,
-    mut stats_log: Option<StatsLog>,
+    mut leaps: LeapSource,
+    reports: Reports,
     mut control: Option<mpsc::Receiver<Call>>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let Reports { status, mut stats_log } = reports;
     let precision = clock.snapshot().state.precision;
     let (system, poll) = system_config(&config, precision);
     let raw_now = clock.raw_now();
@@ -183,6 +198,7 @@ pub async fn run(
                 if let Some(index) = up.index_of(member) {
                     up.upstreams[index].in_flight = false;
                     handle(&clock, &mut up.sync, &up.upstreams, index, result, stats_log.as_mut());
+                    leaps.refresh(&clock, Some(clock.snapshot().state.leap));
                     up.judge();
                     up.publish(&status);
                 }
@@ -204,6 +220,7 @@ pub async fn run(
                 let state = up.sync.server_state(raw_now);
                 let was = clock.snapshot().state;
                 clock.update(|s| s.state = state);
+                leaps.refresh(&clock, Some(state.leap));
                 log_if_unsynchronized(&was, &state);
                 up.judge();
                 up.publish(&status);
@@ -247,8 +264,8 @@ impl Upstreams {
             let options = ExchangeOptions { timeout: options.timeout.min(poll_interval(poll)), ..*options };
             tokio::spawn(async move {
                 let result = match nts {
-                    None => exchange(&socket, address, &RawClock(&clock), &options).await,
-                    Some(nts) => nts.exchange(&socket, address, &RawClock(&clock), &options).await,
+                    None => exchange(&socket, address, &MeasuringClock(&clock), &options).await,
+                    Some(nts) => nts.exchange(&socket, address, &MeasuringClock(&clock), &options).await,
                 };
                 let _ = results.send((member, result)).await;
             });
@@ -483,8 +500,15 @@ fn handle(
             return;
         }
     };
-    let mut disciplined = clock.snapshot().clock;
-    let raw_now = disciplined.raw_at(SharedClock::system_now());
+    let snapshot = **clock.snapshot();
+    let system_now = SharedClock::system_now();
+    if snapshot.leap.near_leap(snapshot.continuous_at(system_now), NEAR_LEAP) {
+        // Our step or the upstream's may fall inside the exchange.
+        debug!(upstream = %upstream.name, "reply within a second of a leap not used");
+        return;
+    }
+    let mut disciplined = snapshot.clock;
+    let raw_now = disciplined.raw_at(system_now);
     let was_synchronized = sync.system().synchronization().is_some();
     let reply = measurement.reply;
     let correction_before = disciplined.correction_at(raw_now);

@@ -163,15 +163,37 @@ impl Discipline {
         server_minus_raw: NtpDuration,
         sample_jitter: NtpDuration,
     ) -> Update {
+        let interval =
+            self.last_update.map_or(NtpDuration::ONE_SECOND, |last| raw_now - last).max(NtpDuration::ONE_SECOND);
+        self.last_update = Some(raw_now);
+        self.updates += 1;
+
+        // The sample on its own against the clock as it runs: one beyond the
+        // step threshold is stepped or held before it can enter the
+        // regression, where a single spike would tilt the frequency and,
+        // through the runs test, cut the history short.
+        let rate = correction.frequency_ppm() * 1e-6;
+        let alone = server_minus_raw + NtpDuration::from_seconds_f64(rate * (raw_now - measured_at).to_seconds_f64())
+            - correction.offset_at(raw_now);
+        if alone.abs() > self.config.step_threshold {
+            let adjustment =
+                self.beyond_threshold(correction, raw_now, alone, Point { raw: measured_at, server_minus_raw });
+            self.adapt_poll(alone, sample_jitter.to_seconds_f64());
+            return Update {
+                adjustment,
+                offset: alone,
+                frequency_ppm: correction.frequency_ppm(),
+                jitter: sample_jitter,
+                points: self.points.len(),
+                poll: self.poll,
+            };
+        }
+
         self.points.push_back(Point { raw: measured_at, server_minus_raw });
         while self.points.len() > self.config.max_points {
             self.points.pop_front();
         }
         let fit = self.fit();
-        let interval =
-            self.last_update.map_or(NtpDuration::ONE_SECOND, |last| raw_now - last).max(NtpDuration::ONE_SECOND);
-        self.last_update = Some(raw_now);
-        self.updates += 1;
 
         if let Some(slope) = fit.slope {
             let limit = self.config.max_frequency_ppm;
@@ -197,6 +219,29 @@ impl Discipline {
         }
     }
 
+    /// An error beyond the step threshold: stepped at start-up or once it
+    /// has lasted the stepout (the old points then described another
+    /// timeline: `point` starts the new one), else held as a spike, its
+    /// point kept out of the regression.
+    fn beyond_threshold(
+        &mut self,
+        clock: &mut VirtualClock,
+        now: NtpTimestamp,
+        offset: NtpDuration,
+        point: Point,
+    ) -> Adjustment {
+        let since = *self.beyond_since.get_or_insert(now);
+        let startup = self.updates <= self.config.startup_updates;
+        if startup || now - since >= self.config.stepout {
+            clock.step(now, offset);
+            self.beyond_since = None;
+            self.points.clear();
+            self.points.push_back(point);
+            return Adjustment::Stepped(offset);
+        }
+        Adjustment::Held(offset)
+    }
+
     fn correct(
         &mut self,
         clock: &mut VirtualClock,
@@ -205,18 +250,8 @@ impl Discipline {
         interval: NtpDuration,
     ) -> Adjustment {
         if offset.abs() > self.config.step_threshold {
-            let since = *self.beyond_since.get_or_insert(now);
-            let startup = self.updates <= self.config.startup_updates;
-            if startup || now - since >= self.config.stepout {
-                clock.step(now, offset);
-                self.beyond_since = None;
-                // A step means the old points described another timeline.
-                while self.points.len() > 1 {
-                    self.points.pop_front();
-                }
-                return Adjustment::Stepped(offset);
-            }
-            // Keep a suspected spike out of the regression.
+            // The sample alone was within the threshold but the line through
+            // the points is not: trust neither, as for a spike.
             self.points.pop_back();
             return Adjustment::Held(offset);
         }

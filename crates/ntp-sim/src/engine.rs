@@ -3,6 +3,13 @@
 //! discipline), exchanging real 48-byte packets over simulated links, in
 //! simulated time. Deterministic: one seeded generator draws everything,
 //! and events at the same instant run in the order they were scheduled.
+//!
+//! Leap seconds are taken as the daemon takes them, with a
+//! `LeapSchedule` per node over its continuous (disciplined) clock: it
+//! serves `served`, advertises `advertised`, measures its upstreams with
+//! the raw clock shifted by `measured_offset`, drops exchanges near the
+//! leap, and follows its system's vote (or, for a reference, the
+//! scenario's leap) after every clock update and every second.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -11,16 +18,17 @@ use ntp_proto::association::PollConfig;
 use ntp_proto::clock::DisciplinedClock;
 use ntp_proto::discipline::DisciplineConfig;
 use ntp_proto::exchange::Timestamps;
-use ntp_proto::packet::{write_transmit, Header, Mode, ReferenceId, Stratum, Version};
+use ntp_proto::leap::{LeapMode, LeapSchedule};
+use ntp_proto::packet::{write_transmit, Header, LeapIndicator, Mode, ReferenceId, Stratum, Version};
 use ntp_proto::request::{Refusal, SentRequest};
 use ntp_proto::responder::{respond, Admission, Response, ServerState};
-use ntp_proto::synchronizer::Synchronizer;
+use ntp_proto::synchronizer::{ReplyOutcome, Synchronizer};
 use ntp_proto::system::SystemConfig;
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::scenario::{Action, Distribution, LinkParams, NodeKind, NodePlan, Scenario};
+use super::scenario::{Action, Distribution, LeapChoice, LinkParams, NodeKind, NodePlan, Scenario};
 
 /// Precision every simulated clock claims (about 1 µs).
 const PRECISION: i8 = -20;
@@ -28,18 +36,27 @@ const PRECISION: i8 = -20;
 const PROCESSING: f64 = 5e-6;
 /// How often oscillators wander, seconds.
 const WANDER_STEP: f64 = 16.0;
+/// How often nodes look at their leap schedule, seconds (as the daemon's
+/// leap-file check does).
+const LEAP_TICK: f64 = 1.0;
 
 /// One row of a node's time series.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Record {
     /// Simulated seconds since the start.
     pub time: f64,
-    /// Served time minus true time, seconds.
+    /// Served time minus true UTC, seconds. Across a leap second the step
+    /// of UTC is taken at the node's own continuous reading, so a stepping
+    /// node a microsecond behind true time is not a second off in between.
     pub offset: f64,
     /// Total frequency error of the served clock, ppm.
     pub frequency_ppm: f64,
     /// Stratum advertised (0 while unsynchronized).
     pub stratum: u8,
+    /// Served time, seconds since the start's UTC.
+    pub served: f64,
+    /// Leap indicator advertised.
+    pub leap: LeapIndicator,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +64,8 @@ struct Pending {
     /// The request, for the reply's check (by server index).
     request: SentRequest<usize>,
     t1: NtpTimestamp,
+    /// Whether T1 was read within a second of the leap.
+    near_leap: bool,
 }
 
 #[derive(Debug)]
@@ -57,6 +76,10 @@ struct Node {
     pending: Vec<Option<Pending>>,
     alive: bool,
     lie: NtpDuration,
+    /// The leap pending and taken: what is served and measured.
+    schedule: LeapSchedule,
+    /// A leap indicator advertised whatever the schedule says.
+    false_leap: Option<LeapIndicator>,
     /// Bumped on every reschedule, so stale poll events are dropped.
     epoch: u64,
     /// Bumped on every (re)start, so replies to a previous daemon are dropped.
@@ -71,6 +94,7 @@ enum Event {
     Reply { server: usize, client: usize, association: usize, bytes: [u8; 48], epoch: u64 },
     Record,
     Wander,
+    LeapTick,
     Scenario(usize),
 }
 
@@ -87,6 +111,8 @@ pub struct Simulation<'a> {
     nodes: Vec<Node>,
     links: Vec<(usize, usize, LinkParams)>,
     rng: ChaCha8Rng,
+    /// True UTC: true continuous time through a step at the real leap.
+    truth: LeapSchedule,
     /// Events processed, for the events-per-second figure.
     pub processed: u64,
 }
@@ -94,8 +120,9 @@ pub struct Simulation<'a> {
 impl<'a> Simulation<'a> {
     /// Sets up `plans` (expanded from `scenario`) to run for `duration` seconds.
     pub fn new(scenario: &'a Scenario, plans: Vec<NodePlan>, duration: f64, rng: ChaCha8Rng) -> Self {
-        // 2026-01-01 00:00:00 UTC: any fixed instant makes runs repeatable.
-        let start = NtpTimestamp::from_unix(1_767_225_600, 0);
+        let start = scenario.timeline.start;
+        let mut truth = LeapSchedule::new(LeapMode::Step);
+        let _ = truth.expect(scenario.timeline.leap, start);
         let mut sim = Self {
             scenario,
             start,
@@ -107,6 +134,7 @@ impl<'a> Simulation<'a> {
             nodes: Vec::new(),
             links: Vec::new(),
             rng,
+            truth,
             processed: 0,
         };
         for plan in plans {
@@ -117,6 +145,8 @@ impl<'a> Simulation<'a> {
                 clock,
                 alive: true,
                 lie: NtpDuration::ZERO,
+                schedule: LeapSchedule::new(plan.leap_mode),
+                false_leap: None,
                 epoch: 0,
                 restarts: 0,
                 series: Vec::new(),
@@ -127,9 +157,19 @@ impl<'a> Simulation<'a> {
         for i in 0..sim.nodes.len() {
             sim.start_daemon(i);
         }
+        // A reference that knows of the leap from the start (its leap file),
+        // or announces a false one, does so in the first record too.
+        for (i, event) in scenario.events.iter().enumerate() {
+            if matches!(event.action, Action::Leap | Action::AnnounceLeap) && event.at == 0.0 {
+                sim.apply(i);
+            }
+        }
         sim.schedule(NtpDuration::ZERO, Event::Record);
         if sim.nodes.iter().any(|n| n.plan.wander_ppm > 0.0) {
             sim.schedule(NtpDuration::from_seconds_f64(WANDER_STEP), Event::Wander);
+        }
+        if scenario.has_leap_events() {
+            sim.schedule(NtpDuration::ZERO, Event::LeapTick);
         }
         for (i, event) in scenario.events.iter().enumerate() {
             sim.schedule(NtpDuration::from_seconds_f64(event.at), Event::Scenario(i));
@@ -181,6 +221,12 @@ impl<'a> Simulation<'a> {
                     self.schedule(next, Event::Record);
                 }
                 Event::Wander => self.wander(),
+                Event::LeapTick => {
+                    for i in 0..self.nodes.len() {
+                        self.follow_leap(i);
+                    }
+                    self.schedule(self.now + NtpDuration::from_seconds_f64(LEAP_TICK), Event::LeapTick);
+                }
                 Event::Scenario(i) => self.apply(i),
             }
         }
@@ -237,13 +283,18 @@ impl<'a> Simulation<'a> {
         let nonce = NtpTimestamp::from_bits(self.rng.gen());
         let node = &mut self.nodes[i];
         let raw_now = node.clock.raw_at(true_now);
+        let continuous = node.clock.time_at(true_now);
         let Some(sync) = node.sync.as_mut() else { return };
         let Some((association, _)) = sync.next_poll() else { return };
         sync.poll_sent(association, raw_now);
         let poll = sync.associations().nth(association).map_or(0, |a| a.poll());
-        // T1 and T4 are read from the raw clock (see Synchronizer::on_reply).
+        // T1 and T4 are read from the raw clock (see Synchronizer::on_reply),
+        // shifted by the leaps as an upstream that steps sees them.
         let server = node.plan.upstreams[association];
-        node.pending[association] = Some(Pending { request: SentRequest { server, transmit: nonce }, t1: raw_now });
+        let t1 = raw_now + node.schedule.measured_offset(continuous);
+        let near_leap = node.schedule.near_leap(continuous, NtpDuration::ONE_SECOND);
+        let request = SentRequest { server, transmit: nonce };
+        node.pending[association] = Some(Pending { request, t1, near_leap });
         let request = Header { version: Version::V4, mode: Mode::Client, poll, transmit: nonce, ..Header::default() };
         let link = self.link(i, server);
         if let Some(delay) = self.traverse(&link, 0.0) {
@@ -259,13 +310,13 @@ impl<'a> Simulation<'a> {
         }
         let receive_true = self.true_time();
         let server = &self.nodes[s];
-        let t2 = server.clock.time_at(receive_true) + server.lie;
+        let t2 = server.schedule.served(server.clock.time_at(receive_true)) + server.lie;
         let state = self.server_state(s, receive_true);
         let Response::Reply { bytes: mut reply, kiss } = respond(&bytes, t2, &state, Admission::Serve) else { return };
         let server = &self.nodes[s];
         let send_true = receive_true + NtpDuration::from_seconds_f64(PROCESSING);
         if !kiss {
-            write_transmit(&mut reply, server.clock.time_at(send_true) + server.lie);
+            write_transmit(&mut reply, server.schedule.served(server.clock.time_at(send_true)) + server.lie);
         }
         let epoch = self.nodes[client].restarts;
         let link = self.link(client, s);
@@ -292,31 +343,58 @@ impl<'a> Simulation<'a> {
         };
         node.pending[association] = None;
         let raw_now = node.clock.raw_at(true_now);
-        let timestamps = Timestamps { t1: pending.t1, t2: reply.receive, t3: reply.transmit, t4: raw_now };
-        if let Some(sync) = node.sync.as_mut() {
-            let out =
-                sync.on_reply(association, &mut node.clock, raw_now, &reply, pending.request.transmit, &timestamps);
-            if std::env::var("SIMDEBUG").is_ok_and(|n| n == node.plan.name) {
-                eprintln!(
-                    "{:.1} assoc {association} err {:.6} {:?}",
-                    self.now.to_seconds_f64(),
-                    (node.clock.time_at(true_now) - true_now).to_seconds_f64(),
-                    out
-                );
-            }
+        let continuous = node.clock.time_at(true_now);
+        // An exchange within a second of the leap may straddle our step
+        // or the upstream's: the daemon drops it, and so do we.
+        if pending.near_leap || node.schedule.near_leap(continuous, NtpDuration::ONE_SECOND) {
+            return;
         }
+        let t4 = raw_now + node.schedule.measured_offset(continuous);
+        let timestamps = Timestamps { t1: pending.t1, t2: reply.receive, t3: reply.transmit, t4 };
+        let Some(sync) = node.sync.as_mut() else { return };
+        let out = sync.on_reply(association, &mut node.clock, raw_now, &reply, pending.request.transmit, &timestamps);
+        if std::env::var("SIMDEBUG").is_ok_and(|n| n == node.plan.name) {
+            eprintln!(
+                "{:.1} assoc {association} err {:.6} {:?}",
+                self.now.to_seconds_f64(),
+                (node.clock.time_at(true_now) - true_now).to_seconds_f64(),
+                out
+            );
+        }
+        if matches!(out, ReplyOutcome::Accepted(Some(_))) {
+            self.follow_leap(i);
+        }
+    }
+
+    /// What the daemon does after a clock update and every second: a node
+    /// with upstreams schedules the leap its system process passes on (the
+    /// majority vote), and every node settles a leap it has taken. A
+    /// stopped daemon does neither.
+    fn follow_leap(&mut self, i: usize) {
+        let true_now = self.true_time();
+        let node = &mut self.nodes[i];
+        if !node.alive {
+            return;
+        }
+        let continuous = node.clock.time_at(true_now);
+        if let Some(sync) = &node.sync {
+            let announced = sync.server_state(node.clock.raw_at(true_now)).leap;
+            let _ = node.schedule.follow(announced, continuous);
+        }
+        let _ = node.schedule.settle(continuous);
     }
 
     fn server_state(&self, i: usize, true_now: NtpTimestamp) -> ServerState {
         let node = &self.nodes[i];
-        match &node.sync {
+        let continuous = node.clock.time_at(true_now);
+        let state = match &node.sync {
             Some(sync) => sync.server_state(node.clock.raw_at(true_now)),
-            None => ServerState::primary(
-                Stratum::PRIMARY,
-                PRECISION,
-                ReferenceId(*b"GPS\0"),
-                node.clock.time_at(true_now) + node.lie,
-            ),
+            None => ServerState::primary(Stratum::PRIMARY, PRECISION, ReferenceId(*b"GPS\0"), continuous + node.lie),
+        };
+        let state = node.schedule.advertised(state, continuous);
+        match node.false_leap {
+            Some(leap) if state.leap != LeapIndicator::Unsynchronized => ServerState { leap, ..state },
+            _ => state,
         }
     }
 
@@ -347,11 +425,23 @@ impl<'a> Simulation<'a> {
         let true_now = self.true_time();
         let time = self.now.to_seconds_f64();
         for i in 0..self.nodes.len() {
-            let stratum = self.server_state(i, true_now).stratum.0;
+            let state = self.server_state(i, true_now);
             let node = &mut self.nodes[i];
-            let offset = (node.clock.time_at(true_now) + node.lie - true_now).to_seconds_f64();
+            let continuous = node.clock.time_at(true_now);
+            let served = node.schedule.served(continuous) + node.lie;
+            // Served minus true UTC, the leap's step judged at the node's
+            // own continuous reading (see Record::offset).
+            let offset = ((served - self.truth.served(continuous)) + (continuous - true_now)).to_seconds_f64();
             let frequency_ppm = node.clock.oscillator.frequency_ppm() + node.clock.correction.frequency_ppm();
-            node.series.push(Record { time, offset, frequency_ppm, stratum });
+            let served = (served - self.start).to_seconds_f64();
+            node.series.push(Record {
+                time,
+                offset,
+                frequency_ppm,
+                stratum: state.stratum.0,
+                served,
+                leap: state.leap,
+            });
         }
     }
 
@@ -396,6 +486,17 @@ impl<'a> Simulation<'a> {
                             self.start_daemon(i);
                         }
                         Action::Lie => self.nodes[i].lie = NtpDuration::from_seconds_f64(event.offset.unwrap_or(0.0)),
+                        Action::Leap => {
+                            let continuous = self.nodes[i].clock.time_at(self.true_time());
+                            let _ = self.nodes[i].schedule.expect(self.scenario.timeline.leap, continuous);
+                        }
+                        Action::AnnounceLeap => {
+                            self.nodes[i].false_leap = match event.kind {
+                                Some(LeapChoice::Insert) => Some(LeapIndicator::Insert),
+                                Some(LeapChoice::Delete) => Some(LeapIndicator::Delete),
+                                Some(LeapChoice::None) | None => None,
+                            };
+                        }
                         Action::SetLink => {}
                     }
                 }

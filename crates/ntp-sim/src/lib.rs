@@ -8,6 +8,9 @@
 //!   [`Outcome`] (and, with `--out`, the files of [`report`] and the plot).
 //! - [`scenario`]: reads and expands the scenario file.
 //! - [`engine`]: the discrete-event simulation of nodes and links.
+//! - [`timeline`]: the UTC instant the scenario starts at and its real
+//!   leap second.
+//! - [`leap`]: what each node did across the leap, as a table.
 //! - [`report`]: per-node summaries, the table, the CSV time series; the
 //!   SVG comes from `ntp-plot`.
 
@@ -16,8 +19,10 @@
 #![warn(missing_docs)]
 
 pub mod engine;
+pub mod leap;
 pub mod report;
 pub mod scenario;
+pub mod timeline;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -27,8 +32,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use thiserror::Error;
 
-use engine::Simulation;
+use engine::{Record, Simulation};
+use leap::LeapSummary;
 use ntp_plot::{render_svg, Plot, PlotError, Scale, Series};
+use ntp_proto::leap::LeapMode;
 use report::NodeSummary;
 use scenario::{Scenario, ScenarioError};
 
@@ -53,8 +60,12 @@ pub struct SimulateOptions {
 pub struct Outcome {
     /// One summary per node.
     pub summaries: Vec<NodeSummary>,
-    /// The summary table as printed.
+    /// What each node did across the leap (empty without leap events).
+    pub leap: Vec<LeapSummary>,
+    /// The summary table as printed (and the leap table after it, if any).
     pub table: String,
+    /// Each node's name and time series.
+    pub series: Vec<(String, Vec<Record>)>,
     /// Events processed.
     pub events: u64,
     /// Wall-clock time taken.
@@ -123,11 +134,21 @@ pub fn run(scenario: &Scenario, options: &SimulateOptions) -> Result<Outcome, Si
     let summaries: Vec<NodeSummary> =
         simulation.results().map(|(plan, series)| NodeSummary::new(plan, series)).collect();
     let title = scenario.simulation.title.clone().unwrap_or_else(|| "simulation".to_string());
-    let table = report::table(&format!("{title} (seed {seed}, {duration} s simulated)"), &summaries, None);
-    if let Some(dir) = &options.out {
-        write_outputs(dir, &simulation, &title, &table)?;
+    let mut table = report::table(&format!("{title} (seed {seed}, {duration} s simulated)"), &summaries, None);
+    let leap: Vec<LeapSummary> = if scenario.has_leap_events() {
+        simulation.results().map(|(plan, series)| LeapSummary::new(plan, series)).collect()
+    } else {
+        Vec::new()
+    };
+    if !leap.is_empty() {
+        table.push('\n');
+        table.push_str(&leap::table(&scenario.timeline, &leap));
     }
-    Ok(Outcome { summaries, table, events: simulation.processed, wall })
+    if let Some(dir) = &options.out {
+        write_outputs(dir, scenario, &simulation, &title, &table)?;
+    }
+    let series = simulation.results().map(|(plan, series)| (plan.name.clone(), series.to_vec())).collect();
+    Ok(Outcome { summaries, leap, table, series, events: simulation.processed, wall })
 }
 
 fn progress_bar(wanted: bool, duration: f64) -> indicatif::ProgressBar {
@@ -141,34 +162,56 @@ fn progress_bar(wanted: bool, duration: f64) -> indicatif::ProgressBar {
     bar
 }
 
-fn write_outputs(dir: &Path, simulation: &Simulation<'_>, title: &str, table: &str) -> Result<(), SimulateError> {
+fn write_outputs(
+    dir: &Path,
+    scenario: &Scenario,
+    simulation: &Simulation<'_>,
+    title: &str,
+    table: &str,
+) -> Result<(), SimulateError> {
     let fail = |path: &Path| {
         let path = path.display().to_string();
         move |source| SimulateError::Write { path, source }
     };
     std::fs::create_dir_all(dir).map_err(fail(dir))?;
     std::fs::write(dir.join("summary.txt"), table).map_err(fail(&dir.join("summary.txt")))?;
+    let leaps = scenario.has_leap_events();
+    // With a leap, time is drawn in hours from its midnight and the offset
+    // from UTC on a linear axis, where the smear's half second shows.
+    let leap_at = scenario.timeline.leap_second().filter(|_| leaps);
+    let x = |time: f64| leap_at.map_or(time, |at| (time - at) / 3600.0);
     let mut lines: Vec<Series> = Vec::new();
     for (plan, series) in simulation.results() {
-        report::write_series(dir, plan, series).map_err(fail(&dir.join("series")))?;
-        let group = match series.last().map_or(0, |r| r.stratum) {
+        report::write_series(dir, plan, series, leaps).map_err(fail(&dir.join("series")))?;
+        let mut group = match series.last().map_or(0, |r| r.stratum) {
             0 => "unsynchronized".to_string(),
             s => format!("stratum {s}"),
         };
+        if let LeapMode::Smear(smear) = plan.leap_mode {
+            group.push_str(&format!(", smearing {} s", smear.window()));
+        }
         if lines.iter().filter(|l| l.group == group).count() < MAX_LINES_PER_GROUP {
-            let points = series.iter().map(|r| (r.time, r.offset)).collect();
+            let points = series.iter().map(|r| (x(r.time), r.offset)).collect();
             lines.push(Series { name: plan.name.clone(), group, points });
         }
     }
     lines.sort_by(|a, b| a.group.cmp(&b.group));
-    let plot = Plot {
-        title: &format!("{title}: |offset| from true time"),
-        x_label: "simulated time (s)",
-        y_label: "|offset| (s), log scale: dips are zero crossings",
-        scale: Scale::LogAbs,
-        series: &lines,
-        colours: &[],
+    let (plot_title, x_label, y_label, scale) = if leaps {
+        (
+            format!("{title}: offset from UTC"),
+            if leap_at.is_some() { "hours from the leap (UTC midnight)" } else { "simulated time (s)" },
+            "served time − UTC (s)",
+            Scale::Linear,
+        )
+    } else {
+        (
+            format!("{title}: |offset| from true time"),
+            "simulated time (s)",
+            "|offset| (s), log scale: dips are zero crossings",
+            Scale::LogAbs,
+        )
     };
+    let plot = Plot { title: &plot_title, x_label, y_label, scale, series: &lines, colours: &[] };
     let svg = render_svg(&plot, 1000, 600)?;
     std::fs::write(dir.join("offset.svg"), svg).map_err(fail(&dir.join("offset.svg")))?;
     Ok(())

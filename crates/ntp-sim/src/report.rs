@@ -95,14 +95,24 @@ pub fn table(title: &str, summaries: &[NodeSummary], events_per_second: Option<f
     out
 }
 
-/// Writes `<dir>/series/<node>.csv`: time, offset, frequency, stratum.
-pub fn write_series(dir: &Path, plan: &NodePlan, series: &[Record]) -> io::Result<()> {
+/// Writes `<dir>/series/<node>.csv`: time, offset, frequency, stratum,
+/// and with `leap` the leap indicator advertised (`none`, `insert`,
+/// `delete`, `unsynchronized`).
+pub fn write_series(dir: &Path, plan: &NodePlan, series: &[Record], leap: bool) -> io::Result<()> {
     let dir = dir.join("series");
     std::fs::create_dir_all(&dir)?;
-    let mut text = String::with_capacity(series.len() * 48);
-    text.push_str("time_s,offset_s,frequency_ppm,stratum\n");
+    let mut text = String::with_capacity(series.len() * 56);
+    text.push_str(if leap {
+        "time_s,offset_s,frequency_ppm,stratum,leap\n"
+    } else {
+        "time_s,offset_s,frequency_ppm,stratum\n"
+    });
     for r in series {
-        let _ = writeln!(text, "{:.3},{:.9e},{:.6},{}", r.time, r.offset, r.frequency_ppm, r.stratum);
+        let _ = write!(text, "{:.3},{:.9e},{:.6},{}", r.time, r.offset, r.frequency_ppm, r.stratum);
+        if leap {
+            let _ = write!(text, ",{}", r.leap.name());
+        }
+        text.push('\n');
     }
     std::fs::write(dir.join(format!("{}.csv", plan.name)), text)
 }

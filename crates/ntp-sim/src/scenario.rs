@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use ntp_proto::leap::{LeapKind, LeapMode, LeapSmear};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 use thiserror::Error;
+
+use super::timeline::{LeapEvent, Timeline};
 
 /// Why a scenario cannot be run.
 #[derive(Debug, Error)]
@@ -51,6 +54,9 @@ pub struct Scenario {
     /// Things that happen at given times.
     #[serde(default, rename = "event")]
     pub events: Vec<EventSpec>,
+    /// The start in UTC and the real leap, read from the above.
+    #[serde(skip)]
+    pub timeline: Timeline,
 }
 
 /// `[simulation]`.
@@ -68,6 +74,13 @@ pub struct SimulationSection {
     /// Optional title for the plot and summary.
     #[serde(default)]
     pub title: Option<String>,
+    /// UTC at simulated second 0, RFC 3339 (`2016-12-31T23:30:00Z`);
+    /// 2026-01-01 00:00:00 UTC by default.
+    #[serde(default)]
+    pub start: Option<String>,
+    /// The same as seconds since 1970 (UTC, leap seconds not counted).
+    #[serde(default)]
+    pub start_unix: Option<i64>,
 }
 
 fn default_seed() -> u64 {
@@ -190,6 +203,10 @@ pub struct NodeSpec {
     /// Poll bounds, overriding the default.
     #[serde(default)]
     pub poll: Option<PollSpec>,
+    /// Smear a leap over this many seconds instead of stepping
+    /// (`--leap-smear`); such a node never announces the leap.
+    #[serde(default)]
+    pub leap_smear: Option<u32>,
 }
 
 /// How a link treats packets.
@@ -305,9 +322,28 @@ pub struct EventSpec {
     /// For `set-link`: the server side.
     #[serde(default)]
     pub server: Option<String>,
+    /// For `leap`: which way; for `announce-leap`: what to announce.
+    #[serde(default)]
+    pub kind: Option<LeapChoice>,
+    /// For `leap`: the midnight it completes at, RFC 3339 (00:00:00 UTC of
+    /// a month's first day); the next one after the event by default.
+    #[serde(default)]
+    pub leap_at: Option<String>,
     /// For `set-link`: the new parameters.
     #[serde(default, flatten)]
     pub link: PartialLink,
+}
+
+/// A leap second's direction in an event, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeapChoice {
+    /// 23:59:60 inserted (leap indicator 1).
+    Insert,
+    /// 23:59:59 deleted (leap indicator 2).
+    Delete,
+    /// No leap (leap indicator 0): `announce-leap` stops announcing.
+    None,
 }
 
 /// Scenario actions.
@@ -322,6 +358,12 @@ pub enum Action {
     Lie,
     /// Links between `client` and `server` change.
     SetLink,
+    /// A reference node learns of a real leap second (as a primary from its
+    /// leap-seconds.list file): it announces and takes it. True UTC takes it.
+    Leap,
+    /// The node sets its leap indicator to `kind` from now on, whatever
+    /// its time does: an upstream announcing a leap that is not coming.
+    AnnounceLeap,
 }
 
 impl Scenario {
@@ -334,9 +376,42 @@ impl Scenario {
 
     /// Parses and validates scenario text.
     pub fn parse(text: &str) -> Result<Self, ScenarioError> {
-        let scenario: Self = toml::from_str(text)?;
+        let mut scenario: Self = toml::from_str(text)?;
         scenario.validate()?;
+        scenario.timeline = scenario.read_timeline()?;
         Ok(scenario)
+    }
+
+    fn read_timeline(&self) -> Result<Timeline, ScenarioError> {
+        let mut leaps = Vec::new();
+        for event in self.events.iter().filter(|e| e.action == Action::Leap) {
+            let kind = match event.kind {
+                Some(LeapChoice::Insert) => LeapKind::Insert,
+                Some(LeapChoice::Delete) => LeapKind::Delete,
+                _ => return invalid(format!("event at {} (leap): kind must be \"insert\" or \"delete\"", event.at)),
+            };
+            leaps.push(LeapEvent { at: event.at, kind, leap_at: event.leap_at.as_deref() });
+        }
+        let s = &self.simulation;
+        Timeline::new(s.start.as_deref(), s.start_unix, leaps).map_err(ScenarioError::Invalid)
+    }
+
+    /// True when the scenario has a leap, a false announcement or a
+    /// smearing node: then the nodes' leap schedules are ticked, and the
+    /// outputs show the leap.
+    #[must_use]
+    pub fn has_leap_events(&self) -> bool {
+        self.events.iter().any(|e| matches!(e.action, Action::Leap | Action::AnnounceLeap))
+            || self.nodes.iter().any(|n| n.leap_smear.is_some())
+    }
+
+    /// The `[[node]]` a node or group name stands for.
+    fn spec_of(&self, name: &str) -> Option<&NodeSpec> {
+        self.nodes.iter().find(|n| n.name == name).or_else(|| {
+            let (group, number) = name.rsplit_once('-')?;
+            let number: usize = number.parse().ok()?;
+            self.nodes.iter().find(|n| n.name == group && n.count.is_some_and(|c| (1..=c).contains(&number)))
+        })
     }
 
     fn validate(&self) -> Result<(), ScenarioError> {
@@ -380,6 +455,9 @@ impl Scenario {
             if let Some(poll) = node.poll {
                 validate_poll(&format!("{key}: poll"), poll)?;
             }
+            if let Some(Err(err)) = node.leap_smear.map(LeapSmear::new) {
+                return invalid(format!("{key}: leap-smear: {err}"));
+            }
         }
         for link in &self.links {
             validate_link(&format!("link {} -> {}", link.client, link.server), &link.params.over(self.defaults.link))?;
@@ -400,6 +478,41 @@ impl Scenario {
                 }
                 _ => {}
             }
+            self.validate_leap_event(event)?;
+        }
+        Ok(())
+    }
+}
+
+impl Scenario {
+    /// The checks of `leap` and `announce-leap` events the timeline does
+    /// not make: a node that exists, and a reference for a real leap.
+    fn validate_leap_event(&self, event: &EventSpec) -> Result<(), ScenarioError> {
+        let key = format!("event at {}", event.at);
+        match event.action {
+            Action::Leap | Action::AnnounceLeap => {
+                let Some(name) = event.node.as_deref() else {
+                    return invalid(format!("{key}: {:?} needs `node`", event.action));
+                };
+                let Some(spec) = self.spec_of(name) else {
+                    return invalid(format!("{key}: node \"{name}\" is not a node or group"));
+                };
+                if event.action == Action::Leap && spec.kind != NodeKind::Reference {
+                    return invalid(format!(
+                        "{key}: leap is for a reference node (\"{name}\" is not one: it follows its upstreams)"
+                    ));
+                }
+                if event.kind.is_none() {
+                    return invalid(format!("{key}: {:?} needs `kind`", event.action));
+                }
+                if event.action == Action::AnnounceLeap && event.leap_at.is_some() {
+                    return invalid(format!("{key}: leap-at is for a leap event"));
+                }
+            }
+            _ if event.kind.is_some() || event.leap_at.is_some() => {
+                return invalid(format!("{key}: kind and leap-at are for leap and announce-leap events"));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -440,6 +553,8 @@ pub struct NodePlan {
     pub wander_ppm: f64,
     /// Poll bounds.
     pub poll: PollSpec,
+    /// How it serves a leap second.
+    pub leap_mode: LeapMode,
 }
 
 /// Expands groups, resolves names and draws per-node values from `rng`.
@@ -485,6 +600,10 @@ pub fn expand(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Result<Vec<NodePlan>
                 frequency_ppm: spec.clock.frequency_ppm.draw(rng),
                 wander_ppm: spec.clock.wander_ppm,
                 poll: spec.poll.unwrap_or(scenario.defaults.poll),
+                leap_mode: match spec.leap_smear.map(LeapSmear::new) {
+                    Some(Ok(smear)) => LeapMode::Smear(smear),
+                    _ => LeapMode::Step,
+                },
             });
         }
     }
@@ -507,6 +626,8 @@ pub fn resolve(plans: &[NodePlan], scenario: &Scenario, name: &str) -> Vec<usize
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ntp_proto::leap::LeapKind;
+    use ntp_proto::NtpTimestamp;
     use rand::SeedableRng;
 
     const MINIMAL: &str = r#"
@@ -555,5 +676,57 @@ clock = { offset = [-5.0, 5.0] }
         let scenario = Scenario::parse(&MINIMAL.replace("[\"gps\"]", "[\"nobody\"]")).unwrap();
         let err = expand(&scenario, &mut ChaCha8Rng::seed_from_u64(1)).unwrap_err().to_string();
         assert!(err.contains("nobody"), "{err}");
+    }
+
+    const LEAP: &str = "[[event]]\nat = 0\naction = \"leap\"\nnode = \"gps\"\nkind = \"insert\"\n";
+
+    #[test]
+    fn a_leap_falls_at_the_next_month_start_or_where_it_is_told() {
+        let text = MINIMAL.replace("duration = 60", "duration = 60\nstart = \"2016-12-31T23:30:00Z\"");
+        let scenario = Scenario::parse(&(text.clone() + LEAP)).unwrap();
+        assert_eq!(scenario.timeline.start, NtpTimestamp::from_unix(1_483_227_000, 0));
+        let leap = scenario.timeline.leap.unwrap();
+        assert_eq!((leap.at, leap.kind), (NtpTimestamp::from_unix(1_483_228_800, 0), LeapKind::Insert));
+        assert_eq!(scenario.timeline.leap_second(), Some(1800.0));
+        let told = Scenario::parse(&(text + LEAP + "leap-at = \"2017-07-01T00:00:00Z\"\n")).unwrap();
+        assert_eq!(told.timeline.leap.unwrap().at, NtpTimestamp::from_unix(1_498_867_200, 0));
+        let unix = MINIMAL.replace("duration = 60", "duration = 60\nstart-unix = 1483227000");
+        assert_eq!(Scenario::parse(&unix).unwrap().timeline.start, NtpTimestamp::from_unix(1_483_227_000, 0));
+        assert!(Scenario::parse(MINIMAL).unwrap().timeline.leap.is_none());
+        assert!(!Scenario::parse(MINIMAL).unwrap().has_leap_events());
+    }
+
+    #[test]
+    fn impossible_leap_events_name_what_is_wrong() {
+        let start = MINIMAL.replace("duration = 60", "duration = 60\nstart = \"2016-12-31T23:30:00Z\"");
+        let cases = [
+            (start.replace("2016-12-31T23:30:00Z", "yesterday"), "simulation.start"),
+            (start.replace("duration = 60", "duration = 60\nstart-unix = 1"), "not both"),
+            (start.clone() + &LEAP.replace("insert", "none"), "kind must be"),
+            (start.clone() + &LEAP.replace("kind = \"insert\"\n", ""), "needs `kind`"),
+            (start.clone() + &LEAP.replace("\"gps\"", "\"c\""), "reference"),
+            (start.clone() + &LEAP.replace("\"gps\"", "\"c-2\""), "reference"),
+            (start.clone() + &LEAP.replace("\"gps\"", "\"nobody\""), "nobody"),
+            (start.clone() + LEAP + "leap-at = \"2017-01-01T12:00:00Z\"\n", "month's first day"),
+            (start.clone() + LEAP + "leap-at = \"2016-12-01T00:00:00Z\"\n", "has passed"),
+            (start.clone() + LEAP + LEAP.replace("insert", "delete").as_str(), "one real leap"),
+            (
+                start.clone() + &LEAP.replace("leap", "announce-leap") + "leap-at = \"2017-01-01T00:00:00Z\"\n",
+                "leap-at",
+            ),
+            (start.clone() + &LEAP.replace("leap", "stop"), "kind and leap-at"),
+            (start.replace("upstreams = [\"gps\"]", "upstreams = [\"gps\"]\nleap-smear = 1"), "leap-smear"),
+            (start.clone() + &LEAP.replace("insert", "sideways"), "sideways"),
+        ];
+        for (text, key) in cases {
+            let err = Scenario::parse(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(key), "{err} should say {key}");
+        }
+        let smear = start.replace("upstreams = [\"gps\"]", "upstreams = [\"gps\"]\nleap-smear = 3600");
+        let scenario = Scenario::parse(&(smear + &LEAP.replace("leap", "announce-leap"))).unwrap();
+        assert!(scenario.has_leap_events());
+        let plans = expand(&scenario, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+        assert_eq!(plans[0].leap_mode, LeapMode::Step);
+        assert_eq!(plans[1].leap_mode, LeapMode::Smear(LeapSmear::new(3600).unwrap()));
     }
 }

@@ -11,6 +11,7 @@ pub mod validate;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use ntp_proto::leap::{LeapMode, LeapSmear, SECONDS_PER_DAY};
 use ntp_proto::packet::{ReferenceId, Stratum};
 use ntp_proto::system::SystemConfig;
 use serde::Deserialize;
@@ -277,8 +278,11 @@ pub struct ServerSection {
     pub http: Option<SocketAddr>,
     /// Directory for the statistics logs.
     pub stats_dir: Option<PathBuf>,
-    /// The leap-seconds.list a primary server announces leaps from.
+    /// The leap-seconds.list leaps are taken from (else the upstreams' majority).
     pub leap_file: Option<PathBuf>,
+    /// Smear each leap over a window of this many seconds instead of
+    /// stepping (clients of a smearing server must all be on smearing servers).
+    pub leap_smear: Option<u32>,
     /// User to become after binding (when started as root).
     pub user: Option<String>,
     /// Receive buffer asked for on each socket, bytes.
@@ -329,8 +333,11 @@ pub struct ServeConfig {
     pub http: Option<SocketAddr>,
     /// Where to write `loopstats` and `peerstats` (None: nowhere).
     pub stats_dir: Option<PathBuf>,
-    /// The leap-seconds.list to announce leaps from (a primary server).
+    /// The leap-seconds.list leaps are taken from (None: the upstreams'
+    /// majority, or no leaps for a primary).
     pub leap_file: Option<PathBuf>,
+    /// How leaps are served: stepped at midnight, or smeared.
+    pub leap_mode: LeapMode,
     /// NTS (None: plain NTP only).
     pub nts: Option<NtsConfig>,
     /// The control socket (None: none).
@@ -415,6 +422,9 @@ impl ServeConfig {
         })?;
         let nts = nts(args, &server)?;
         check_rate_limit(&file.rate_limit)?;
+        let leap_file = args.leap_file.clone().or(server.leap_file);
+        let sync = SyncConfig::merge(file.sync, &overrides.sync)?;
+        let leap_mode = leap_mode(args.leap_smear.or(server.leap_smear), leap_file.is_some(), !sync.is_primary())?;
         Ok(Self {
             listen,
             stratum: Stratum(stratum),
@@ -425,14 +435,28 @@ impl ServeConfig {
             user: args.user.clone().or(server.user),
             receive_buffer,
             policy: PolicyConfig { access: file.access, rate_limit: file.rate_limit },
-            sync: SyncConfig::merge(file.sync, &overrides.sync)?,
+            sync,
             http: args.http.or(server.http),
             stats_dir: args.stats_dir.clone().or(server.stats_dir),
-            leap_file: args.leap_file.clone().or(server.leap_file),
+            leap_file,
+            leap_mode,
             nts,
             control: ControlConfig::merge(file.control, &overrides.control),
         })
     }
+}
+
+/// How leaps are served: stepped, or smeared over `smear` seconds. A smear
+/// starts half its window before the leap, and upstreams announce a leap
+/// only from the start of its last day, so a smear over more than a day
+/// needs a leap file on a server with upstreams.
+fn leap_mode(smear: Option<u32>, leap_file: bool, upstreams: bool) -> Result<LeapMode, ConfigError> {
+    let Some(window) = smear else { return Ok(LeapMode::Step) };
+    let smear = LeapSmear::new(window).map_err(|e| invalid("server.leap-smear", e.to_string()))?;
+    ensure(leap_file || !upstreams || window <= SECONDS_PER_DAY, "server.leap-smear", || {
+        format!("a smear of {window} s starts more than half a day before the leap, before upstreams announce it: give leap-file too")
+    })?;
+    Ok(LeapMode::Smear(smear))
 }
 
 /// Where to listen: the flags' addresses or port, else the file's.

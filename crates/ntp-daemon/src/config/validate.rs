@@ -179,4 +179,14 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].line, Some(2));
     }
+
+    #[test]
+    fn a_leap_smear_is_bounded_and_a_long_one_needs_a_file_with_upstreams() {
+        let keys = |text: &str| validate(text).into_iter().map(|p| (p.line, p.key)).collect::<Vec<_>>();
+        assert_eq!(keys("[server]\nleap-smear = 1\n"), [(Some(2), "server.leap-smear".to_string())]);
+        assert_eq!(validate("[server]\nleap-smear = 86400\n[sync]\nupstreams = [\"192.0.2.1\"]\n"), []);
+        let long = "[server]\nleap-smear = 100000\n[sync]\nupstreams = [\"192.0.2.1\"]\n";
+        assert_eq!(keys(long), [(Some(2), "server.leap-smear".to_string())]);
+        assert_eq!(validate(&format!("[server]\nleap-file = \"/x\"\n{}", &long[9..])), []);
+    }
 }

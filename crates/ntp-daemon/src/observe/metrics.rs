@@ -104,6 +104,25 @@ impl Collector for DaemonCollector {
         if let Some(age) = s.since_update {
             gauge(&mut encoder, "clock_seconds_since_update", "Seconds since the last clock update", &one(age))?;
         }
+        let leap = &s.leap_second;
+        let pending = match leap.pending.as_deref() {
+            Some("insert") => 1.0,
+            Some("delete") => -1.0,
+            _ => 0.0,
+        };
+        gauge(&mut encoder, "leap_pending", "Leap second pending: 1 insert, -1 delete, 0 none", &one(pending))?;
+        gauge(
+            &mut encoder,
+            "leap_smearing",
+            "1 while a leap smear is applied: served time is not UTC",
+            &one(flag(leap.smearing)),
+        )?;
+        gauge(
+            &mut encoder,
+            "leap_smear_offset_seconds",
+            "Served time minus UTC from a smear",
+            &one(leap.smear_offset),
+        )?;
 
         let per = |f: &dyn Fn(&status::UpstreamReport) -> Option<f64>| -> Vec<(Labels, f64)> {
             (report.upstreams.iter()).filter_map(|u| f(u).map(|v| (vec![("upstream", u.name.clone())], v))).collect()

@@ -124,6 +124,27 @@ fn a_single_spike_is_held_not_stepped() {
 }
 
 #[test]
+fn held_spikes_leave_the_frequency_and_the_history_alone() {
+    let mut run = Run::new(0.0, 20.0, config(0, 0));
+    for s in 0..60 {
+        let _ = run.measure(f64::from(s), 0.0);
+    }
+    let learned = run.measure(60.0, 0.0).frequency_ppm;
+    for s in 61..64 {
+        let true_time = t0() + secs(f64::from(s));
+        let raw = run.oscillator.time_at(true_time);
+        let update = run.discipline.update(&mut run.correction, raw, raw, secs(1.0), NtpDuration::ZERO);
+        assert!(matches!(update.adjustment, Adjustment::Held(_)), "{update:?}");
+        assert!((update.frequency_ppm - learned).abs() < 0.01, "a spike moved the frequency: {update:?}");
+    }
+    let update = run.measure(64.0, 0.0);
+    assert!(matches!(update.adjustment, Adjustment::Slewing(_)));
+    assert!(update.points > 10, "the history was cut short: {update:?}");
+    assert!((update.frequency_ppm - learned).abs() < 0.5, "{update:?} after {learned}");
+    assert!(run.error(64.0).abs() < 1e-4, "error {}", run.error(64.0));
+}
+
+#[test]
 fn a_persistent_jump_is_stepped_after_the_stepout() {
     let cfg = DisciplineConfig { stepout: secs(10.0), ..config(0, 0) };
     let mut run = Run::new(0.0, 0.0, cfg);

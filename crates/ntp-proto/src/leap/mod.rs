@@ -19,13 +19,17 @@
 //! - `vote`: the leap indicator a majority of the selected sources agree on.
 //! - `mode`: served time across a leap, stepped like the kernel or smeared
 //!   linearly noon to noon, and the leap indicator each mode announces.
+//! - `schedule`: the leap a server is taking and the ones it has taken,
+//!   and what they do to the time it serves and the time it measures.
 
 mod list;
 mod mode;
+mod schedule;
 mod vote;
 
 pub use list::{LeapEntry, LeapListError, LeapSecondsList, LeapState};
 pub use mode::{LeapMode, LeapSmear, SmearError, MAX_SMEAR_SECONDS, MIN_SMEAR_SECONDS};
+pub use schedule::{Expectation, LeapSchedule};
 pub use vote::majority_leap;
 
 use chrono::{Datelike, Days, NaiveDate};

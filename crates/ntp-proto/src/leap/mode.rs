@@ -159,6 +159,17 @@ impl LeapMode {
         }
     }
 
+    /// The raw time from which the leap may change served time, and a
+    /// leap scheduled is no longer withdrawn: the day's last second for a
+    /// step, the window's start for a smear.
+    #[must_use]
+    pub fn begins_at(self, leap: Leap) -> NtpTimestamp {
+        match self {
+            Self::Step => leap.at - NtpDuration::ONE_SECOND,
+            Self::Smear(smear) => smear.span(leap).0,
+        }
+    }
+
     /// True while a smear is partly applied at raw time `raw`: what
     /// `/status` shows so that an operator sees served time is not UTC.
     #[must_use]

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use ntp_proto::association::ServerInfo;
 use ntp_proto::filter::FilterOutput;
+use ntp_proto::leap::LeapMode;
 use ntp_proto::packet::{KissCode, LeapIndicator};
 use ntp_proto::system::{SelectionState, Synchronization, Unfit};
 use ntp_proto::NtpTimestamp;
@@ -123,6 +124,9 @@ pub struct SystemReport {
     pub reference_id: String,
     /// Leap indicator advertised: none, insert, delete or unsynchronized.
     pub leap: String,
+    /// The leap second pending or under way, and how leaps are served.
+    #[serde(default)]
+    pub leap_second: LeapReport,
     /// Phase error found at the last clock update: the upstreams' time
     /// minus ours (positive: we were behind; `chronyc tracking`'s "Last
     /// offset" has the opposite sign). None for a primary server or before
@@ -150,6 +154,24 @@ pub struct SystemReport {
     pub precision: i8,
     /// The upstream followed, by name.
     pub system_peer: Option<String>,
+}
+
+/// How leap seconds are served, and the one pending.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LeapReport {
+    /// `step` (at midnight, as the kernel) or `smear`.
+    pub mode: String,
+    /// The smear window, seconds, when smearing.
+    pub smear_window: Option<u32>,
+    /// The leap pending or under way: `insert` or `delete`.
+    pub pending: Option<String>,
+    /// Its midnight (00:00:00 UTC after it), Unix seconds.
+    pub pending_at_unix: Option<f64>,
+    /// True while a smear is partly applied: served time is not UTC.
+    pub smearing: bool,
+    /// Served time minus UTC: the part of a smear applied (zero when
+    /// stepping, and outside the window).
+    pub smear_offset: f64,
 }
 
 /// One upstream. Offsets are from the served clock: positive when the
@@ -252,6 +274,26 @@ impl Selection {
     }
 }
 
+/// The leap schedule of `snapshot` at `system_now`.
+fn leap_report(snapshot: &ClockSnapshot, system_now: NtpTimestamp) -> LeapReport {
+    let schedule = &snapshot.leap;
+    let continuous = snapshot.continuous_at(system_now);
+    let utc = continuous + schedule.measured_offset(continuous);
+    let pending = schedule.pending();
+    let (mode, smear_window) = match schedule.mode() {
+        LeapMode::Step => ("step", None),
+        LeapMode::Smear(smear) => ("smear", Some(smear.window())),
+    };
+    LeapReport {
+        mode: mode.into(),
+        smear_window,
+        pending: pending.map(|leap| crate::leap::name(leap.kind).into()),
+        pending_at_unix: pending.map(|leap| leap.at.to_unix_f64()),
+        smearing: schedule.is_smearing(continuous),
+        smear_offset: (schedule.served(continuous) - utc).to_seconds_f64(),
+    }
+}
+
 /// The report at system time `system_now`.
 #[must_use]
 pub fn report(sync: &SyncStatus, snapshot: &ClockSnapshot, system_now: NtpTimestamp, counters: Counts) -> StatusReport {
@@ -264,11 +306,12 @@ pub fn report(sync: &SyncStatus, snapshot: &ClockSnapshot, system_now: NtpTimest
         synchronized: state.leap != LeapIndicator::Unsynchronized && state.stratum.0 != 0,
         stratum: state.stratum.0,
         reference_id: state.reference_id.display(state.stratum),
-        leap: state.leap.name().into(),
+        leap: snapshot.advertised_at(system_now).leap.name().into(),
+        leap_second: leap_report(snapshot, system_now),
         offset: last.map(|l| l.update.offset.to_seconds_f64()),
         frequency_ppm,
         host_frequency_ppm: (1.0 + clock.oscillator.frequency_ppm() * 1e-6) * (1.0 + frequency_ppm * 1e-6) * 1e6 - 1e6,
-        host_offset: (clock.time_at(system_now) - system_now).to_seconds_f64(),
+        host_offset: (snapshot.served_at(system_now) - system_now).to_seconds_f64(),
         root_delay: state.root_delay.to_seconds_f64(),
         root_dispersion: state.root_dispersion.to_seconds_f64(),
         since_update: last.map(|l| (raw_now - l.updated_raw).to_seconds_f64()),

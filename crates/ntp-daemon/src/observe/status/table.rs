@@ -21,7 +21,7 @@ pub fn render(report: &StatusReport) -> String {
     line("Stratum", s.stratum.to_string());
     line("Reference ID", s.reference_id.clone());
     line("System peer", s.system_peer.clone().unwrap_or_else(|| "-".into()));
-    line("Leap status", s.leap.clone());
+    line("Leap status", leap_status(s));
     line("Last offset", seconds(s.offset));
     line(
         "Frequency",
@@ -164,9 +164,26 @@ fn describe(state: Selection) -> &'static str {
     }
 }
 
+/// The leap indicator sent, the leap pending and, loudly, a smear.
+fn leap_status(s: &super::SystemReport) -> String {
+    let l = &s.leap_second;
+    let mut status = s.leap.clone();
+    if let (Some(kind), Some(at)) = (&l.pending, l.pending_at_unix) {
+        let midnight = chrono::DateTime::from_timestamp(at as i64, 0)
+            .map_or_else(|| format!("{at} (Unix)"), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+        let _ = write!(status, " (pending: {kind} before {midnight}, {})", l.mode);
+    }
+    if l.smearing {
+        let _ = write!(status, "; SMEARING: served time is {} from UTC", ntp_plot::human_seconds(l.smear_offset));
+    } else if let Some(window) = l.smear_window {
+        let _ = write!(status, "; leaps smeared over {window} s");
+    }
+    status
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::{SystemReport, UpstreamReport};
+    use super::super::{LeapReport, SystemReport, UpstreamReport};
     use super::*;
     use crate::stats::Counts;
 
@@ -195,6 +212,14 @@ mod tests {
                 stratum: 2,
                 reference_id: "127.0.0.1".into(),
                 leap: "none".into(),
+                leap_second: LeapReport {
+                    mode: "smear".into(),
+                    smear_window: Some(86_400),
+                    pending: Some("insert".into()),
+                    pending_at_unix: Some(1_483_228_800.0),
+                    smearing: true,
+                    smear_offset: -0.25,
+                },
                 offset: Some(-9.8e-8),
                 frequency_ppm: -50.1,
                 host_frequency_ppm: -0.1,
@@ -214,6 +239,9 @@ mod tests {
         let text = render(&report);
         assert!(text.contains("Stratum           : 2\n"), "{text}");
         assert!(text.contains("Last offset       : -98 ns\n"), "{text}");
+        let smearing =
+            "none (pending: insert before 2017-01-01 00:00:00 UTC, smear); SMEARING: served time is -250.000 ms from UTC";
+        assert!(text.contains(smearing), "{text}");
         assert!(text.contains("7 received, 5 answered, 0 kiss-o'-death, 2 dropped"), "{text}");
         let rows: Vec<&str> = text.lines().filter(|l| l.contains(":1 ")).collect();
         assert!(rows[0].starts_with("* a:1") && rows[0].contains(" 377 ") && rows[0].ends_with("system peer"));
