@@ -9,6 +9,7 @@
 
 pub mod chain;
 pub mod leap;
+pub mod netns;
 pub mod nts;
 pub mod peers;
 pub mod process;

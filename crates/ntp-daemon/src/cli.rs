@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Overrides, ServerSection, SyncSection, DEFAULT_HTTP_ADDRESS};
+use crate::config::{
+    ControlSection, Overrides, ServerSection, SyncSection, DEFAULT_CONTROL_SOCKET, DEFAULT_HTTP_ADDRESS,
+};
 
 /// ntpd-sim: an NTP daemon on a virtual clock.
 #[derive(Debug, Parser)]
@@ -35,6 +37,9 @@ pub enum Command {
     /// Draw a statistics directory (serve --stats-dir) as SVG or HTML:
     /// offset, delay, jitter and frequency over time.
     Plot(PlotArgs),
+    /// List, add or remove a running daemon's upstreams over its control
+    /// socket, as `chronyc sources`, `add server` and `delete` do.
+    Sources(SourcesArgs),
     /// Check a config file: report every problem with its key and line;
     /// exit 1 if there is any.
     Validate(ValidateArgs),
@@ -62,6 +67,43 @@ pub struct StatusArgs {
     /// Print the JSON of /status instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `ntpd-sim sources`.
+#[derive(Debug, Clone, Args)]
+pub struct SourcesArgs {
+    /// The daemon's control socket (its serve --control-socket).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET, global = true)]
+    pub control_socket: PathBuf,
+    /// Print the daemon's JSON answer instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: SourcesAction,
+}
+
+/// `ntpd-sim sources` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SourcesAction {
+    /// Every source: configured and added servers and pools, with the
+    /// addresses in use and, for names, how resolution stands.
+    List,
+    /// Add a server (HOST[:PORT]) or, with --pool, a pool; until the
+    /// daemon stops (the config file is not changed).
+    Add {
+        /// HOST[:PORT], or nts://HOST[:PORT] for a server.
+        name: String,
+        /// A pool: every address the name resolves to is a candidate.
+        #[arg(long)]
+        pool: bool,
+    },
+    /// Remove a server or pool by the name it was configured or added as
+    /// (a pool's addresses go with it).
+    Remove {
+        /// As `sources list` shows it.
+        name: String,
+    },
 }
 
 /// Arguments of `ntpd-sim plot`.
@@ -154,6 +196,15 @@ pub struct ServeArgs {
     /// default); repeatable. With upstreams this server serves as their stratum + 1.
     #[arg(long = "upstream", value_name = "HOST[:PORT]")]
     pub upstreams: Vec<String>,
+    /// Pool to take upstreams from, NAME[:PORT]: every address the name
+    /// resolves to is a candidate, up to --max-sources are used, and one
+    /// that stays unreachable, is a falseticker or refuses us (DENY, RSTR)
+    /// is replaced by another; repeatable.
+    #[arg(long = "pool", value_name = "NAME[:PORT]")]
+    pub pools: Vec<String>,
+    /// Upstreams each pool contributes at most (1-16, default 4).
+    #[arg(long, value_name = "N")]
+    pub max_sources: Option<usize>,
     /// CA certificates (PEM) trusted for nts:// upstreams (default: the
     /// built-in Mozilla roots).
     #[arg(long, value_name = "FILE")]
@@ -210,6 +261,13 @@ pub struct ServeArgs {
     /// Where NTS-KE listens (TCP; default 0.0.0.0:4460).
     #[arg(long, value_name = "ADDR:PORT")]
     pub nts_listen: Option<SocketAddr>,
+    /// The control socket for `ntpd-sim sources` (Unix domain, mode 0600;
+    /// default /run/ntpd-sim/control.sock); a daemon with upstreams or pools only.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_control_socket")]
+    pub control_socket: Option<PathBuf>,
+    /// No control socket.
+    #[arg(long)]
+    pub no_control_socket: bool,
 }
 
 impl ServeArgs {
@@ -237,11 +295,17 @@ impl ServeArgs {
             },
             sync: SyncSection {
                 upstreams: self.upstreams.clone(),
+                pools: self.pools.clone(),
+                max_sources: self.max_sources,
                 min_poll: self.min_poll,
                 max_poll: self.max_poll,
                 step_threshold: self.step_threshold,
                 holdover: self.holdover,
                 nts_ca_file: self.nts_ca_file.clone(),
+            },
+            control: ControlSection {
+                socket: self.control_socket.clone(),
+                enabled: self.no_control_socket.then_some(false),
             },
         }
     }

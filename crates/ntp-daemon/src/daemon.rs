@@ -14,7 +14,7 @@ use ntp_proto::responder::ServerState;
 use ntp_proto::system::unsynchronized;
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use thiserror::Error;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use ntp_udp::measure_precision;
@@ -22,6 +22,7 @@ use ntp_udp::privileges::{self, PrivilegeError};
 
 use crate::clock::{ClockSnapshot, SharedClock};
 use crate::config::{Listen, ServeConfig};
+use crate::control;
 use crate::latency;
 use crate::leap::LeapSource;
 use crate::nts::{self, NtsConfig, NtsKeys};
@@ -31,7 +32,7 @@ use crate::observe::statslog::{StatsLog, DEFAULT_MAX_BYTES};
 use crate::observe::status::SyncStatus;
 use crate::serve::{ServeError, Server};
 use crate::stats::Counts;
-use crate::sync::{self, SyncError};
+use crate::sync;
 
 /// How often a primary server's reference time is brought up to date, so
 /// the root dispersion it advertises stays that of a fresh reference.
@@ -46,9 +47,14 @@ pub enum DaemonError {
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
-    /// The upstreams could not be set up.
-    #[error(transparent)]
-    Sync(#[from] SyncError),
+    /// The control socket could not be made.
+    #[error("control socket {path}: {error}")]
+    Control {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        error: std::io::Error,
+    },
     /// `--user` was given and could not be become.
     #[error("cannot drop privileges: {0}")]
     Privileges(#[from] PrivilegeError),
@@ -117,7 +123,7 @@ pub fn size_receive_buffers(sockets: &[UdpSocket], bytes: usize) {
 #[must_use]
 pub fn initial_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
     let primary = primary_snapshot(config, precision);
-    if config.sync.upstreams.is_empty() {
+    if config.sync.is_primary() {
         primary
     } else {
         ClockSnapshot { state: unsynchronized(precision, NtpTimestamp::ZERO), ..primary }
@@ -154,6 +160,7 @@ pub async fn run_on(
         stratum = state.stratum.0,
         refid = %state.reference_id.display(state.stratum),
         upstreams = %config.sync.upstreams.join(" "),
+        pools = %config.sync.pools.join(" "),
         precision = state.precision,
         clock_offset = config.clock_offset,
         clock_drift_ppm = config.clock_drift_ppm,
@@ -183,14 +190,23 @@ pub async fn run_on(
             );
         }
     }
-    let background = if config.sync.upstreams.is_empty() {
+    let background = if config.sync.is_primary() {
         tokio::spawn(refresh_reference(Arc::clone(&clock), leaps, stopped.clone()))
     } else {
-        let upstreams = sync::connect(&config.sync).await?;
+        // The control socket, for a daemon with sources to change.
+        let control = control::start(config.control.as_ref()).map_err(|e| {
+            let path = config.control.as_ref().map(|c| c.socket.clone()).unwrap_or_default();
+            DaemonError::Control { path, error: e }
+        })?;
+        let calls = control.map(|socket| {
+            let (calls, incoming) = mpsc::channel(8);
+            tokio::spawn(socket.serve(calls, wait_for_stop(stopped.clone())));
+            incoming
+        });
         let until_stopped = wait_for_stop(stopped.clone());
         let (clock, sync_config) = (Arc::clone(&clock), config.sync.clone());
         let reports = sync::Reports { status, stats_log };
-        tokio::spawn(sync::run(clock, upstreams, sync_config, local.clone(), leaps, reports, until_stopped))
+        tokio::spawn(sync::run(clock, sync_config, local.clone(), leaps, reports, calls, until_stopped))
     };
     let started = config
         .nts

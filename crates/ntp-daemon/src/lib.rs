@@ -21,6 +21,11 @@
 //! - [`stats`]: lock-free counters of what was received, answered, dropped.
 //! - [`nts`]: NTS (RFC 8915) on the server: rotating cookie keys and the
 //!   NTS-KE listener (TLS 1.3); NTS requests are answered by the serving threads.
+//! - [`sources`]: which sources there are and how the set changes (pools,
+//!   names retried until they resolve, members replaced), pure logic
+//!   handed the time and DNS's answers.
+//! - [`control`]: the control socket (Unix domain, owner-only) that
+//!   `ntpd-sim sources` uses to list, add and remove sources.
 //! - [`sync`]: the upstream side: polls upstreams through `ntp-client`,
 //!   drives `ntp_proto::synchronizer`, publishes the disciplined clock.
 //! - [`upstream_nts`]: an `nts://` upstream: NTS-KE, then NTS-protected polls.
@@ -40,6 +45,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod latency;
@@ -48,6 +54,7 @@ pub mod nts;
 pub mod observe;
 pub mod policy;
 pub mod serve;
+pub mod sources;
 pub mod stats;
 pub mod sync;
 pub mod upstream_nts;

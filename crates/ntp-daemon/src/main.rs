@@ -4,8 +4,9 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use ntp_daemon::cli::{Cli, Command};
+use ntp_daemon::cli::{Cli, Command, SourcesAction};
 use ntp_daemon::config::validate;
+use ntp_daemon::control::{self, Request};
 use ntp_daemon::observe::status::{self, StatusReport};
 use ntp_daemon::observe::{http, statsplot};
 use ntp_daemon::{daemon, demo, ServeConfig};
@@ -65,6 +66,32 @@ fn main() -> anyhow::Result<()> {
             } else {
                 let report: StatusReport = serde_json::from_str(&body).context("the /status JSON")?;
                 print!("{}", status::render(&report));
+            }
+        }
+        Command::Sources(args) => {
+            let request = match args.action {
+                SourcesAction::List => Request::List,
+                SourcesAction::Add { name, pool } => Request::Add { name, pool },
+                SourcesAction::Remove { name } => Request::Remove { name },
+            };
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+            let path = &args.control_socket;
+            let response = runtime.block_on(control::request(path, &request)).with_context(|| {
+                format!("no answer on {} (is ntpd-sim serving with that --control-socket?)", path.display())
+            })?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&response).context("JSON")?);
+            } else {
+                if request != Request::List || !response.ok {
+                    println!("{}", response.message);
+                }
+                if response.ok {
+                    print!("{}", status::render_sources(&response.sources));
+                }
+            }
+            if !response.ok {
+                std::process::exit(1);
             }
         }
         Command::Plot(args) => {

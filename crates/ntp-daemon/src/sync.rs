@@ -4,6 +4,12 @@
 //! server delays nobody), hands back what came of it, and publishes the
 //! corrected clock and what to advertise into the [`SharedClock`] that the
 //! serving threads read.
+//!
+//! Which upstreams there are is the [`SourceSet`]'s decision: this task
+//! resolves the names it asks for (each in a task of its own, through the
+//! system resolver), makes and drops associations as it says, and takes the
+//! control socket's requests. Until a name resolves the daemon serves
+//! unsynchronized, as before its first clock update.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -21,19 +27,24 @@ use ntp_proto::synchronizer::{ReplyOutcome, Synchronizer};
 use ntp_proto::system::{own_reference_ids, Synchronization, SystemConfig};
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use ntp_udp::TimestampedSocket;
-use thiserror::Error;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
 
 use crate::clock::{MeasuringClock, SharedClock};
-use crate::config::{SyncConfig, UpstreamKind};
+use crate::config::{check_name, SyncConfig, UpstreamKind};
+use crate::control::{Call, Request, Response};
 use crate::leap::LeapSource;
 use crate::observe::statslog::{LoopRecord, PeerRecord, StatsLog};
-use crate::observe::status::{SyncStatus, UpstreamStatus};
+use crate::observe::status::{ReplacementReport, SourceReport, SyncStatus, UpstreamStatus};
+use crate::sources::policy::Health;
+use crate::sources::set::{Change, MemberId, ResolveLog, SourceId, SourceSet};
+use crate::sources::{Kind, Origin, Spec};
 use crate::upstream_nts::NtsUpstream;
 
 /// How often the advertised state is refreshed between clock updates, so
-/// the holdover is noticed without a reply to trigger it.
+/// the holdover is noticed without a reply to trigger it; sources are
+/// judged as often.
 const STATE_REFRESH: Duration = Duration::from_secs(1);
 /// Replies this close to a leap's midnight are not used: the exchange may
 /// straddle our step or the upstream's.
@@ -41,59 +52,44 @@ const NEAR_LEAP: NtpDuration = NtpDuration::ONE_SECOND;
 /// Corrections larger than this are logged at info level.
 const LARGE_CORRECTION: f64 = 1e-3;
 
-/// Why the upstream side could not start.
-#[derive(Debug, Error)]
-pub enum SyncError {
-    /// An upstream name did not resolve.
-    #[error("upstream {upstream}: {reason}")]
-    Resolve {
-        /// As configured.
-        upstream: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A client socket could not be opened.
-    #[error("socket for upstream {0}: {1}")]
-    Socket(SocketAddr, std::io::Error),
-}
-
-/// One resolved upstream.
+/// One upstream address being polled: an association of the synchronizer.
 #[derive(Debug)]
 pub struct Upstream {
-    /// As configured (`host:port`).
+    /// The source set's name for it.
+    id: MemberId,
+    /// As configured (`host:port`), or the address for a pool member.
     pub name: String,
     /// The address polled.
     pub address: SocketAddr,
+    /// The pool it came from.
+    pool: Option<String>,
+    origin: Origin,
     socket: Arc<TimestampedSocket>,
     nts: Option<Arc<NtsUpstream>>,
+    polls: u32,
+    in_flight: bool,
 }
+
+/// What one resolution found: addresses, and for an NTS server the
+/// key-exchange session that named its address.
+type Resolution = Result<(Vec<SocketAddr>, Option<Arc<NtsUpstream>>), String>;
 
 /// Resolves `HOST[:PORT]` (port 123 by default; `[v6]:port` for IPv6) to
-/// its first address.
-pub async fn resolve(upstream: &str) -> Result<SocketAddr, SyncError> {
-    let fail = |reason: String| SyncError::Resolve { upstream: upstream.to_string(), reason };
-    let target: Target = upstream.parse().map_err(|e: TargetError| fail(e.to_string()))?;
-    let addresses = target.resolve(Family::Any).await.map_err(|e| fail(e.to_string()))?;
-    addresses.into_iter().next().ok_or_else(|| fail("no address".into()))
+/// every address, in the resolver's order.
+pub async fn resolve(upstream: &str) -> Result<Vec<SocketAddr>, String> {
+    let target: Target = upstream.parse().map_err(|e: TargetError| e.to_string())?;
+    target.resolve(Family::Any).await.map_err(|e| e.to_string())
 }
 
-/// Resolves every upstream and opens its client socket.
-pub async fn connect(config: &SyncConfig) -> Result<Vec<Upstream>, SyncError> {
-    let mut upstreams = Vec::with_capacity(config.upstreams.len());
-    for name in &config.upstreams {
-        let (address, nts) = match UpstreamKind::of(name) {
-            UpstreamKind::Nts(key_exchange) => {
-                let (nts, address) = NtsUpstream::start(name, key_exchange, config.nts_ca_file.as_deref())
-                    .await
-                    .map_err(|reason| SyncError::Resolve { upstream: name.clone(), reason })?;
-                (address, Some(Arc::new(nts)))
-            }
-            UpstreamKind::Ntp(host) => (resolve(host).await?, None),
-        };
-        let socket = TimestampedSocket::bind_for(address).await.map_err(|e| SyncError::Socket(address, e))?;
-        upstreams.push(Upstream { name: name.clone(), address, socket: Arc::new(socket), nts });
+/// What `spec` resolves to now; for an `nts://` server, NTS-KE runs too.
+async fn resolve_spec(spec: Spec, ca_file: Option<std::path::PathBuf>) -> Resolution {
+    match UpstreamKind::of(&spec.name) {
+        UpstreamKind::Nts(key_exchange) => {
+            let (nts, address) = NtsUpstream::start(&spec.name, key_exchange, ca_file.as_deref()).await?;
+            Ok((vec![address], Some(Arc::new(nts))))
+        }
+        UpstreamKind::Ntp(host) => Ok((resolve(host).await?, None)),
     }
-    Ok(upstreams)
 }
 
 /// The system process's settings from the daemon's.
@@ -110,6 +106,19 @@ pub fn system_config(config: &SyncConfig, precision: i8) -> (SystemConfig, PollC
     (system, poll)
 }
 
+/// Everything the upstream task owns.
+struct Upstreams {
+    clock: Arc<SharedClock>,
+    sync: Synchronizer,
+    upstreams: Vec<Upstream>,
+    set: SourceSet,
+    listening: Vec<SocketAddr>,
+    started: Instant,
+    nts_ca_file: Option<std::path::PathBuf>,
+    /// NTS sessions from resolutions, until their address is polled.
+    nts_found: Vec<(SourceId, Arc<NtsUpstream>)>,
+}
+
 /// Where the upstream side reports what it does: the status its observers
 /// read, and the statistics log, if any.
 #[derive(Debug)]
@@ -120,84 +129,349 @@ pub struct Reports {
     pub stats_log: Option<StatsLog>,
 }
 
-/// Polls `upstreams` and disciplines `clock` until `shutdown` completes.
-/// `listening` are the addresses this server serves on, for loop detection;
-/// `leaps` says whether a leap file decides leaps instead of the upstreams.
+/// Polls the sources of `config` (and those added over `control`) and
+/// disciplines `clock` until `shutdown` completes. `listening` are the
+/// addresses this server serves on, for loop detection; `leaps` says
+/// whether a leap file decides leaps instead of the upstreams.
 pub async fn run(
     clock: Arc<SharedClock>,
-    upstreams: Vec<Upstream>,
     config: SyncConfig,
     listening: Vec<SocketAddr>,
     mut leaps: LeapSource,
     reports: Reports,
+    mut control: Option<mpsc::Receiver<Call>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let Reports { status, mut stats_log } = reports;
     let precision = clock.snapshot().state.precision;
     let (system, poll) = system_config(&config, precision);
-    let sources: Vec<Option<IpAddr>> = upstreams.iter().map(|u| source_address(u.address)).collect();
-    let ids: Vec<ReferenceId> =
-        upstreams.iter().zip(&sources).map(|(u, &source)| ReferenceId::of_upstream_from(u.address, source)).collect();
     let raw_now = clock.raw_now();
-    let mut sync = Synchronizer::new(system, poll, &ids, raw_now);
-    let polling_from: Vec<IpAddr> = sources.into_iter().flatten().collect();
-    sync.set_own_reference_ids(own_reference_ids(&listening, &polling_from));
-    publish_status(&status, &sync, &upstreams);
+    let mut set = SourceSet::new(config.max_sources);
+    let specs =
+        (config.upstreams.iter().map(|n| (n, Kind::Server))).chain(config.pools.iter().map(|n| (n, Kind::Pool)));
+    for (name, kind) in specs {
+        if let Err(error) = set.add(Spec { name: name.clone(), kind }, Origin::Config, Duration::ZERO) {
+            warn!(%error, "source given twice: once is enough");
+        }
+    }
+    let mut up = Upstreams {
+        clock: Arc::clone(&clock),
+        sync: Synchronizer::new(system, poll, &[], raw_now),
+        upstreams: Vec::new(),
+        set,
+        listening,
+        started: Instant::now(),
+        nts_ca_file: config.nts_ca_file.clone(),
+        nts_found: Vec::new(),
+    };
+    up.sync.set_unassociated(up.set.unresolved());
+    up.publish(&status);
 
     let options = ExchangeOptions { version: Version::V4, timeout: Duration::from_secs(2), local_precision: precision };
-    let (results, mut replies) =
-        mpsc::channel::<(usize, Result<Measurement, ExchangeError>)>(upstreams.len().max(1) * 2);
-    let mut in_flight = vec![false; upstreams.len()];
+    let (results, mut replies) = mpsc::channel::<(MemberId, Result<Measurement, ExchangeError>)>(64);
+    let (resolved_tx, mut resolved) = mpsc::channel::<(SourceId, Resolution)>(16);
     let mut refresh = tokio::time::interval(STATE_REFRESH);
     tokio::pin!(shutdown);
 
     loop {
+        for (id, spec) in up.set.due(up.now()) {
+            let (tx, ca_file) = (resolved_tx.clone(), up.nts_ca_file.clone());
+            tokio::spawn(async move {
+                let _ = tx.send((id, resolve_spec(spec, ca_file).await)).await;
+            });
+        }
         let raw_now = clock.raw_now();
-        let wait = sync.next_poll().map_or(Duration::from_secs(3600), |(_, due)| until(due, raw_now));
+        let poll_wait = up.sync.next_poll().map_or(Duration::from_secs(3600), |(_, due)| until(due, raw_now));
+        let resolve_wait = up.set.next_due().map_or(Duration::from_secs(3600), |at| at.saturating_sub(up.now()));
+        let control_call = async {
+            match control.as_mut() {
+                Some(calls) => calls.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = &mut shutdown => break,
-            () = tokio::time::sleep(wait) => {
-                let raw_now = clock.raw_now();
-                while let Some((index, due)) = sync.next_poll() {
-                    if until(due, raw_now) > Duration::ZERO {
-                        break;
-                    }
-                    sync.poll_sent(index, raw_now);
-                    if in_flight[index] {
-                        continue;
-                    }
-                    in_flight[index] = true;
-                    let (socket, address, clock, results) =
-                        (Arc::clone(&upstreams[index].socket), upstreams[index].address, Arc::clone(&clock), results.clone());
-                    let nts = upstreams[index].nts.clone();
-                    let timeout = options.timeout.min(poll_interval(sync.associations().nth(index).map_or(0, |a| a.poll())));
-                    let options = ExchangeOptions { timeout, ..options };
-                    tokio::spawn(async move {
-                        let result = match nts {
-                            None => exchange(&socket, address, &MeasuringClock(&clock), &options).await,
-                            Some(nts) => nts.exchange(&socket, address, &MeasuringClock(&clock), &options).await,
-                        };
-                        let _ = results.send((index, result)).await;
-                    });
+            () = tokio::time::sleep(poll_wait.min(resolve_wait)) => {
+                up.poll_due(&options, &results);
+            }
+            Some((member, result)) = replies.recv() => {
+                if let Some(index) = up.index_of(member) {
+                    up.upstreams[index].in_flight = false;
+                    handle(&clock, &mut up.sync, &up.upstreams, index, result, stats_log.as_mut());
+                    leaps.refresh(&clock, Some(clock.snapshot().state.leap));
+                    up.judge();
+                    up.publish(&status);
                 }
             }
-            Some((index, result)) = replies.recv() => {
-                in_flight[index] = false;
-                handle(&clock, &mut sync, &upstreams, index, result, stats_log.as_mut());
-                leaps.refresh(&clock, Some(clock.snapshot().state.leap));
-                publish_status(&status, &sync, &upstreams);
+            Some((source, result)) = resolved.recv() => {
+                up.resolved(source, result);
+                up.publish(&status);
             }
+            call = control_call => match call {
+                Some((request, answer)) => {
+                    let response = up.control(request);
+                    let _ = answer.send(response);
+                    up.publish(&status);
+                }
+                None => control = None,
+            },
             _ = refresh.tick() => {
                 let raw_now = clock.raw_now();
-                let state = sync.server_state(raw_now);
+                let state = up.sync.server_state(raw_now);
                 let was = clock.snapshot().state;
                 clock.update(|s| s.state = state);
                 leaps.refresh(&clock, Some(state.leap));
                 log_if_unsynchronized(&was, &state);
-                publish_status(&status, &sync, &upstreams);
+                up.judge();
+                up.publish(&status);
             }
         }
     }
+}
+
+impl Upstreams {
+    /// Monotonic time since the task started, as the source set counts it.
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn index_of(&self, member: MemberId) -> Option<usize> {
+        self.upstreams.iter().position(|u| u.id == member)
+    }
+
+    /// Sends the polls that are due, each exchange in a task of its own.
+    fn poll_due(
+        &mut self,
+        options: &ExchangeOptions,
+        results: &mpsc::Sender<(MemberId, Result<Measurement, ExchangeError>)>,
+    ) {
+        let raw_now = self.clock.raw_now();
+        while let Some((index, due)) = self.sync.next_poll() {
+            if until(due, raw_now) > Duration::ZERO {
+                break;
+            }
+            self.sync.poll_sent(index, raw_now);
+            let poll = self.sync.associations().nth(index).map_or(0, |a| a.poll());
+            let upstream = &mut self.upstreams[index];
+            upstream.polls = upstream.polls.saturating_add(1);
+            if upstream.in_flight {
+                continue;
+            }
+            upstream.in_flight = true;
+            let (socket, address, clock, results) =
+                (Arc::clone(&upstream.socket), upstream.address, Arc::clone(&self.clock), results.clone());
+            let (nts, member) = (upstream.nts.clone(), upstream.id);
+            let options = ExchangeOptions { timeout: options.timeout.min(poll_interval(poll)), ..*options };
+            tokio::spawn(async move {
+                let result = match nts {
+                    None => exchange(&socket, address, &MeasuringClock(&clock), &options).await,
+                    Some(nts) => nts.exchange(&socket, address, &MeasuringClock(&clock), &options).await,
+                };
+                let _ = results.send((member, result)).await;
+            });
+        }
+    }
+
+    /// Takes what DNS said of source `id`.
+    fn resolved(&mut self, id: SourceId, result: Resolution) {
+        let name = self.set.sources().iter().find(|s| s.id == id).map(|s| s.spec.name.clone()).unwrap_or_default();
+        let result = result.map(|(addresses, nts)| {
+            if let Some(nts) = nts {
+                self.nts_found.retain(|(source, _)| *source != id);
+                self.nts_found.push((id, nts));
+            }
+            addresses
+        });
+        let listening = self.listening.clone();
+        let is_own = move |address: &SocketAddr| is_own(&listening, address);
+        let (changes, log) = self.set.resolved(id, self.now(), result, &is_own);
+        match log {
+            Some(ResolveLog::FirstFailure { error, retry_in }) => warn!(
+                source = %name, %error, retry_in_s = retry_in.as_secs(),
+                "name does not resolve (yet): retrying with back-off, quietly"
+            ),
+            Some(ResolveLog::Again { error, failures, retry_in }) => {
+                debug!(source = %name, %error, failures, retry_in_s = retry_in.as_secs(), "name still does not resolve");
+            }
+            Some(ResolveLog::Resolved { addresses, failures }) if failures > 0 => {
+                info!(source = %name, addresses, failures, "name resolves now");
+            }
+            Some(ResolveLog::Resolved { addresses, .. }) => debug!(source = %name, addresses, "name resolved"),
+            None => {}
+        }
+        self.apply(changes);
+    }
+
+    /// Judges every association by the source policy; carries out what it says.
+    fn judge(&mut self) {
+        let health = |member: MemberId| {
+            let index = self.upstreams.iter().position(|u| u.id == member)?;
+            let association = self.sync.associations().nth(index)?;
+            Some(Health {
+                reach: association.reach(),
+                polls: self.upstreams[index].polls,
+                poll: association.poll(),
+                selection: self.sync.selection(index),
+                stopped: association.stopped(),
+            })
+        };
+        let changes = self.set.judge(self.now(), &health);
+        self.apply(changes);
+    }
+
+    /// Makes and drops associations.
+    fn apply(&mut self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        for change in changes {
+            match change {
+                Change::Remove { member, reason } => {
+                    if let Some(index) = self.index_of(member) {
+                        let upstream = self.upstreams.remove(index);
+                        let _ = self.sync.remove(index);
+                        let (name, address) = (&upstream.name, upstream.address);
+                        match (&upstream.pool, reason) {
+                            (Some(pool), Some(reason)) => {
+                                let reason = reason.as_str();
+                                info!(%pool, %address, reason, "pool member dropped: asking DNS for another");
+                            }
+                            (None, Some(reason)) => {
+                                info!(upstream = %name, %address, reason = reason.as_str(), "address no longer polled")
+                            }
+                            (_, None) => info!(upstream = %name, %address, "address no longer polled: source removed"),
+                        }
+                    }
+                }
+                Change::Add { source, member, address } => self.add(source, member, address),
+            }
+        }
+        let polling_from: Vec<IpAddr> = self.upstreams.iter().filter_map(|u| source_address(u.address)).collect();
+        self.sync.set_own_reference_ids(own_reference_ids(&self.listening, &polling_from));
+        self.sync.set_unassociated(self.set.unresolved());
+    }
+
+    fn add(&mut self, source: SourceId, member: MemberId, address: SocketAddr) {
+        let Some(spec) = self.set.sources().iter().find(|s| s.id == source) else { return };
+        let (spec, origin) = (spec.spec.clone(), spec.origin);
+        let local = if address.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+        };
+        let bound = std::net::UdpSocket::bind(local)
+            .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
+            .and_then(tokio::net::UdpSocket::from_std)
+            .map(TimestampedSocket::from_tokio);
+        let socket = match bound {
+            Ok(socket) => Arc::new(socket),
+            Err(e) => {
+                error!(source = %spec.name, %address, error = %e, "cannot open a socket to poll it");
+                return;
+            }
+        };
+        let nts = self.nts_found.iter().find(|(id, _)| *id == source).map(|(_, nts)| Arc::clone(nts));
+        let id = ReferenceId::of_upstream_from(address, source_address(address));
+        let index = self.sync.add(id, self.clock.raw_now());
+        let (name, pool) = match spec.kind {
+            Kind::Server => (spec.name.clone(), None),
+            Kind::Pool => (address.to_string(), Some(spec.name.clone())),
+        };
+        info!(source = %spec.name, %address, association = index, "polling");
+        self.upstreams.push(Upstream {
+            id: member,
+            name,
+            address,
+            pool,
+            origin,
+            socket,
+            nts,
+            polls: 0,
+            in_flight: false,
+        });
+    }
+
+    /// Carries out one control-socket request.
+    fn control(&mut self, request: Request) -> Response {
+        let done = match request {
+            Request::List => Ok("sources".to_string()),
+            Request::Add { name, pool } => {
+                let kind = if pool { Kind::Pool } else { Kind::Server };
+                check_name(&name, kind).and_then(|()| {
+                    let spec = Spec { name: name.clone(), kind };
+                    self.set.add(spec, Origin::Runtime, self.now()).map_err(|e| e.to_string())?;
+                    self.sync.set_unassociated(self.set.unresolved());
+                    info!(source = %name, kind = kind.as_str(), "source added over the control socket");
+                    Ok(format!("added {} {name}", kind.as_str()))
+                })
+            }
+            Request::Remove { name } => match self.set.remove(&name) {
+                Ok(changes) => {
+                    let known: Vec<SourceId> = self.set.sources().iter().map(|s| s.id).collect();
+                    self.nts_found.retain(|(id, _)| known.contains(id));
+                    info!(source = %name, "source removed over the control socket");
+                    self.apply(changes);
+                    self.sync.set_unassociated(self.set.unresolved());
+                    Ok(format!("removed {name}"))
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        match done {
+            Ok(message) => Response { ok: true, message, sources: self.source_reports() },
+            Err(message) => Response::error(message),
+        }
+    }
+
+    fn source_reports(&self) -> Vec<SourceReport> {
+        let now = self.now();
+        (self.set.sources().iter())
+            .map(|s| SourceReport {
+                name: s.spec.name.clone(),
+                kind: s.spec.kind.as_str().into(),
+                origin: s.origin.as_str().into(),
+                addresses: s.members.iter().map(|m| m.address.to_string()).collect(),
+                max_sources: s.max,
+                failures: s.failures,
+                error: s.error.clone(),
+                next_resolution: s.next_resolution.map(|at| at.saturating_sub(now).as_secs_f64()),
+            })
+            .collect()
+    }
+
+    fn publish(&self, status: &watch::Sender<SyncStatus>) {
+        let rows = self.upstreams.iter().enumerate().map(|(i, u)| upstream_status(&self.sync, u, i)).collect();
+        let (now, unix_now) = (self.now(), SharedClock::system_now().to_unix_f64());
+        let replacements = (self.set.replacements())
+            .map(|r| ReplacementReport {
+                source: r.source.clone(),
+                address: r.address.to_string(),
+                reason: r.reason.as_str().into(),
+                unix_time: unix_now - now.saturating_sub(r.at).as_secs_f64(),
+            })
+            .collect();
+        let counts =
+            self.set.replacement_counts().iter().map(|(s, r, n)| (s.clone(), r.as_str().to_string(), *n)).collect();
+        status.send_replace(SyncStatus {
+            last: self.sync.system().synchronization().copied(),
+            upstreams: rows,
+            sources: self.source_reports(),
+            replacements,
+            replacement_counts: counts,
+        });
+    }
+}
+
+/// Is `address` this daemon itself: one of its listening addresses, or a
+/// local address on the port of a wildcard listener?
+fn is_own(listening: &[SocketAddr], address: &SocketAddr) -> bool {
+    listening.iter().any(|l| {
+        l.port() == address.port()
+            && (l.ip() == address.ip()
+                || (l.ip().is_unspecified()
+                    && (l.is_ipv6() || address.is_ipv4())
+                    && std::net::UdpSocket::bind((address.ip(), 0)).is_ok()))
+    })
 }
 
 /// Takes what came of one exchange.
@@ -305,17 +579,14 @@ fn log_update(update: &Synchronization, was_synchronized: bool, index: usize) {
     }
 }
 
-fn publish_status(status: &watch::Sender<SyncStatus>, sync: &Synchronizer, upstreams: &[Upstream]) {
-    let rows = upstreams.iter().enumerate().map(|(i, u)| upstream_status(sync, u, i)).collect();
-    status.send_replace(SyncStatus { last: sync.system().synchronization().copied(), upstreams: rows });
-}
-
 /// How upstream `index` (`upstream`) stands in `sync`.
 fn upstream_status(sync: &Synchronizer, upstream: &Upstream, index: usize) -> UpstreamStatus {
     let association = sync.associations().nth(index);
     UpstreamStatus {
         name: upstream.name.clone(),
         address: upstream.address,
+        pool: upstream.pool.clone(),
+        origin: upstream.origin.as_str(),
         reach: association.map_or(0, |a| a.reach()),
         poll: association.map_or(0, |a| a.poll()),
         info: association.and_then(|a| a.info()),
@@ -333,4 +604,20 @@ fn until(due: NtpTimestamp, raw_now: NtpTimestamp) -> Duration {
 
 fn poll_interval(poll: i8) -> Duration {
     Duration::from_secs_f64(log2_seconds(poll).max(0.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_addresses_are_those_we_listen_on_and_local_ones_behind_a_wildcard() {
+        let listening: Vec<SocketAddr> = vec!["127.0.0.2:12300".parse().unwrap(), "0.0.0.0:4123".parse().unwrap()];
+        let own = |text: &str| is_own(&listening, &text.parse().unwrap());
+        assert!(own("127.0.0.2:12300"));
+        assert!(!own("127.0.0.3:12300"), "another address on the same port is another server");
+        assert!(!own("127.0.0.2:123"), "another port is another server");
+        assert!(own("127.0.0.9:4123"), "loopback is ours behind the wildcard");
+        assert!(!own("192.0.2.1:4123"), "TEST-NET-1 is nobody's address here");
+    }
 }

@@ -25,10 +25,16 @@ pub enum ReplyOutcome {
 }
 
 /// The upstream side of a daemon.
+///
+/// Associations are numbered by their position: the one [`Synchronizer::add`]
+/// returns stays valid until an association before it is removed, when
+/// those after it move down by one (a caller that keeps its own list in
+/// the same order removes the same position from it).
 #[derive(Debug, Clone)]
 pub struct Synchronizer {
     associations: Vec<(ReferenceId, Association)>,
     system: System,
+    poll: PollConfig,
     precision: i8,
 }
 
@@ -40,8 +46,48 @@ impl Synchronizer {
         Self {
             associations: upstreams.iter().map(|&id| (id, Association::new(poll, raw_now))).collect(),
             system: System::new(config),
+            poll,
             precision: config.precision,
         }
+    }
+
+    /// Adds an association with the upstream we would advertise as `id`,
+    /// its first poll (a burst) due at `raw_now`; returns its index, the
+    /// last.
+    pub fn add(&mut self, id: ReferenceId, raw_now: NtpTimestamp) -> usize {
+        let mut association = Association::new(self.poll, raw_now);
+        association.set_poll(self.system.poll());
+        self.associations.push((id, association));
+        self.associations.len() - 1
+    }
+
+    /// Removes association `index` (those after it move down by one); the
+    /// system forgets it (see [`System::remove`]). False if there was none.
+    pub fn remove(&mut self, index: usize) -> bool {
+        if index >= self.associations.len() {
+            return false;
+        }
+        self.associations.remove(index);
+        self.system.remove(index);
+        true
+    }
+
+    /// How many associations there are.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.associations.len()
+    }
+
+    /// True without any association.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.associations.is_empty()
+    }
+
+    /// How many configured upstreams have no association (names that do
+    /// not resolve yet): they count in the leap vote as "no leap".
+    pub fn set_unassociated(&mut self, count: usize) {
+        self.system.set_unassociated(count);
     }
 
     /// Our own reference IDs, for loop detection.
@@ -192,5 +238,24 @@ mod tests {
         assert_eq!(state.stratum, Stratum(2));
         assert_eq!(state.reference_id, refid);
         assert_eq!(sync.selection(0), Some(SelectionState::SystemPeer));
+    }
+
+    /// Associations added and removed while it runs: a new one polls at
+    /// once, numbering follows the list, and the remaining one still
+    /// synchronizes the clock.
+    #[test]
+    fn associations_come_and_go_at_runtime() {
+        let poll = PollConfig { min_poll: 0, max_poll: 2, iburst: true };
+        let config = SystemConfig::default();
+        let (a, b) = (ReferenceId([127, 0, 0, 1]), ReferenceId([127, 0, 0, 2]));
+        let mut sync = Synchronizer::new(config, poll, &[], t(0.0));
+        assert!(sync.is_empty() && sync.next_poll().is_none());
+        assert_eq!(sync.add(a, t(1.0)), 0);
+        assert_eq!(sync.add(b, t(2.0)), 1);
+        assert_eq!(sync.len(), 2);
+        assert_eq!(sync.next_poll(), Some((0, t(1.0))));
+        assert!(sync.remove(0));
+        assert!(!sync.remove(5));
+        assert_eq!(sync.next_poll(), Some((0, t(2.0))), "b moved down to 0");
     }
 }

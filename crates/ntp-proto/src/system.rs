@@ -87,7 +87,8 @@ pub struct PeerView<'a> {
 /// What we are synchronized to, from the last clock update.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Synchronization {
-    /// Index of the system peer among the associations.
+    /// Index of the system peer among the associations
+    /// ([`Synchronization::NO_PEER`] once it was removed).
     pub peer: usize,
     /// Our stratum: the system peer's plus one.
     pub stratum: Stratum,
@@ -107,6 +108,12 @@ pub struct Synchronization {
     pub update: Update,
 }
 
+impl Synchronization {
+    /// [`Synchronization::peer`] of an update whose system peer has since
+    /// been removed.
+    pub const NO_PEER: usize = usize::MAX;
+}
+
 /// The system process's state.
 #[derive(Debug, Clone)]
 pub struct System {
@@ -119,6 +126,9 @@ pub struct System {
     system_peer: Option<usize>,
     last_sample: Option<NtpTimestamp>,
     last_usable: Option<NtpTimestamp>,
+    /// Upstreams configured that have no association (yet): a name that
+    /// does not resolve. They count in the leap vote as "no leap".
+    unassociated: usize,
 }
 
 impl System {
@@ -134,6 +144,40 @@ impl System {
             system_peer: None,
             last_sample: None,
             last_usable: None,
+            unassociated: 0,
+        }
+    }
+
+    /// How many configured upstreams have no association (a server name
+    /// not resolved yet): each counts as a vote for "no leap", as a
+    /// configured upstream that is not kept does.
+    pub fn set_unassociated(&mut self, count: usize) {
+        self.unassociated = count;
+    }
+
+    /// Upstreams configured without an association, as last set.
+    #[must_use]
+    pub fn unassociated(&self) -> usize {
+        self.unassociated
+    }
+
+    /// Forgets association `index`, which the caller removed from the list
+    /// it hands to [`System::update`]: the indices above it move down by
+    /// one. If it was the system peer, the clock keeps its last update (and
+    /// runs on in holdover) until selection picks another; until then
+    /// [`Synchronization::peer`] is [`Synchronization::NO_PEER`].
+    pub fn remove(&mut self, index: usize) {
+        if index < self.selection.len() {
+            self.selection.remove(index);
+        }
+        let shift = |i: usize| match i.cmp(&index) {
+            std::cmp::Ordering::Less => Some(i),
+            std::cmp::Ordering::Equal => None,
+            std::cmp::Ordering::Greater => Some(i - 1),
+        };
+        self.system_peer = self.system_peer.and_then(shift);
+        if let Some(sync) = &mut self.sync {
+            sync.peer = shift(sync.peer).unwrap_or(Synchronization::NO_PEER);
         }
     }
 
@@ -245,12 +289,14 @@ impl System {
             + residual_error(&update)
             + (raw_now - output.time).max(NtpDuration::ZERO).mul_f64(PHI);
         // A leap is passed on only when the sources kept that announce it
-        // are a majority of all the upstreams configured (one not kept, or
-        // not heard from yet, counts as "no leap"), and only on the last day
-        // of a month: one liar cannot insert a second, not even at start-up
-        // when its reply is the first to arrive.
+        // are a majority of all the upstreams configured (one not kept, not
+        // heard from yet, or whose name does not resolve yet counts as "no
+        // leap"), and only on the last day of a month: one liar cannot
+        // insert a second, not even at start-up when its reply is the first
+        // to arrive.
         let kept = survivors.iter().filter_map(|s| peers[s.index].association.info()).map(|i| i.leap);
-        let not_kept = std::iter::repeat_n(LeapIndicator::NoWarning, peers.len().saturating_sub(survivors.len()));
+        let configured = peers.len() + self.unassociated;
+        let not_kept = std::iter::repeat_n(LeapIndicator::NoWarning, configured.saturating_sub(survivors.len()));
         let leap = majority_leap(kept.chain(not_kept))
             .and_then(|kind| Leap::ending_today(correction.time_at(raw_now), kind))
             .map_or(LeapIndicator::NoWarning, |leap| leap.kind.indicator());

@@ -20,6 +20,7 @@ use thiserror::Error;
 use crate::nts::NtsConfig;
 use crate::policy::{AccessConfig, RateLimitConfig};
 use crate::serve::PolicyConfig;
+use crate::sources::Kind;
 
 /// The NTP port.
 pub const DEFAULT_PORT: u16 = 123;
@@ -56,6 +57,8 @@ pub struct FileConfig {
     pub rate_limit: RateLimitConfig,
     /// `[sync]`.
     pub sync: SyncSection,
+    /// `[control]`.
+    pub control: ControlSection,
 }
 
 /// What the command line sets: keys of the file's `[server]` and `[sync]`,
@@ -66,6 +69,37 @@ pub struct Overrides {
     pub server: ServerSection,
     /// `[sync]` keys.
     pub sync: SyncSection,
+    /// `[control]` keys.
+    pub control: ControlSection,
+}
+
+/// `[control]`: the control socket `ntpd-sim sources` talks to.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ControlSection {
+    /// Path of the Unix domain socket.
+    pub socket: Option<PathBuf>,
+    /// False: no control socket at all.
+    pub enabled: Option<bool>,
+}
+
+/// Where the control socket is unless told: under the run directory.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ntpd-sim/control.sock";
+
+/// Upstreams a pool contributes unless told (chrony's `maxsources`).
+pub const DEFAULT_MAX_SOURCES: usize = 4;
+/// Most upstreams one pool may contribute.
+pub const MAX_MAX_SOURCES: usize = 16;
+
+/// The control socket, once the file and the flags are merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// The socket's path.
+    pub socket: PathBuf,
+    /// True when the path is the default one: then a socket that cannot be
+    /// made is logged and the daemon runs without it (a path given on
+    /// purpose that cannot be used stops the start).
+    pub default_path: bool,
 }
 
 /// `[sync]`: the upstreams this server synchronizes to, and how.
@@ -74,6 +108,10 @@ pub struct Overrides {
 pub struct SyncSection {
     /// Upstream servers, `HOST[:PORT]`.
     pub upstreams: Vec<String>,
+    /// Pools, `NAME[:PORT]`: every address the name resolves to is a candidate.
+    pub pools: Vec<String>,
+    /// Upstreams each pool contributes at most.
+    pub max_sources: Option<usize>,
     /// Shortest poll interval, log2 seconds.
     pub min_poll: Option<i8>,
     /// Longest poll interval, log2 seconds.
@@ -110,11 +148,28 @@ impl<'a> UpstreamKind<'a> {
     }
 }
 
+/// Is `name` something a source can be? (A bad name is refused at once
+/// rather than retried for ever.)
+pub fn check_name(name: &str, kind: Kind) -> Result<(), String> {
+    match (UpstreamKind::of(name), kind) {
+        (UpstreamKind::Nts(key_exchange), Kind::Server) => {
+            ntp_client::target::Target::parse_with_default_port(key_exchange, ntp_proto::nts::DEFAULT_KE_PORT).map(drop)
+        }
+        (UpstreamKind::Nts(_), Kind::Pool) => return Err(format!("`{name}`: pools are plain NTP")),
+        (UpstreamKind::Ntp(host), _) => host.parse::<ntp_client::target::Target>().map(drop),
+    }
+    .map_err(|e| format!("`{name}`: {e}"))
+}
+
 /// How the daemon synchronizes to upstreams (empty: a primary server).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncConfig {
     /// Upstream servers, `HOST[:PORT]`.
     pub upstreams: Vec<String>,
+    /// Pools, `NAME[:PORT]`.
+    pub pools: Vec<String>,
+    /// Upstreams each pool contributes at most (default 4).
+    pub max_sources: usize,
     /// Shortest poll interval, log2 seconds (default 6).
     pub min_poll: i8,
     /// Longest poll interval, log2 seconds (default 10).
@@ -135,6 +190,8 @@ impl Default for SyncConfig {
         let system = SystemConfig::default();
         Self {
             upstreams: Vec::new(),
+            pools: Vec::new(),
+            max_sources: DEFAULT_MAX_SOURCES,
             min_poll: system.discipline.min_poll,
             max_poll: system.discipline.max_poll,
             step_threshold: system.discipline.step_threshold.to_seconds_f64(),
@@ -165,8 +222,37 @@ impl SyncConfig {
         if let Some(bad) = upstreams.iter().find(|u| u.trim().is_empty()) {
             return Err(invalid("sync.upstreams", format!("`{bad}` is not HOST[:PORT]")));
         }
+        for upstream in &upstreams {
+            check_name(upstream, Kind::Server).map_err(|reason| invalid("sync.upstreams", reason))?;
+        }
+        let pools = if args.pools.is_empty() { file.pools } else { args.pools.clone() };
+        for pool in &pools {
+            check_name(pool, Kind::Pool).map_err(|reason| invalid("sync.pools", reason))?;
+        }
+        let max_sources = args.max_sources.or(file.max_sources).unwrap_or(DEFAULT_MAX_SOURCES);
+        ensure((1..=MAX_MAX_SOURCES).contains(&max_sources), "sync.max-sources", || {
+            format!("{max_sources} is not 1-{MAX_MAX_SOURCES}")
+        })?;
         let nts_ca_file = args.nts_ca_file.clone().or(file.nts_ca_file);
-        Ok(Self { upstreams, min_poll, max_poll, step_threshold, holdover, nts_ca_file })
+        Ok(Self { upstreams, pools, max_sources, min_poll, max_poll, step_threshold, holdover, nts_ca_file })
+    }
+
+    /// True when there is nothing to synchronize to: a primary server.
+    #[must_use]
+    pub fn is_primary(&self) -> bool {
+        self.upstreams.is_empty() && self.pools.is_empty()
+    }
+}
+
+impl ControlConfig {
+    fn merge(file: ControlSection, args: &ControlSection) -> Option<Self> {
+        if args.enabled.or(file.enabled) == Some(false) {
+            return None;
+        }
+        match args.socket.clone().or(file.socket) {
+            Some(socket) => Some(Self { socket, default_path: false }),
+            None => Some(Self { socket: DEFAULT_CONTROL_SOCKET.into(), default_path: true }),
+        }
     }
 }
 
@@ -254,6 +340,8 @@ pub struct ServeConfig {
     pub leap_mode: LeapMode,
     /// NTS (None: plain NTP only).
     pub nts: Option<NtsConfig>,
+    /// The control socket (None: none).
+    pub control: Option<ControlConfig>,
 }
 
 /// Why the configuration is unusable.
@@ -336,8 +424,7 @@ impl ServeConfig {
         check_rate_limit(&file.rate_limit)?;
         let leap_file = args.leap_file.clone().or(server.leap_file);
         let sync = SyncConfig::merge(file.sync, &overrides.sync)?;
-        let leap_mode =
-            leap_mode(args.leap_smear.or(server.leap_smear), leap_file.is_some(), !sync.upstreams.is_empty())?;
+        let leap_mode = leap_mode(args.leap_smear.or(server.leap_smear), leap_file.is_some(), !sync.is_primary())?;
         Ok(Self {
             listen,
             stratum: Stratum(stratum),
@@ -354,6 +441,7 @@ impl ServeConfig {
             leap_file,
             leap_mode,
             nts,
+            control: ControlConfig::merge(file.control, &overrides.control),
         })
     }
 }
@@ -559,6 +647,34 @@ mod tests {
         let defaults = ServeConfig::merge(FileConfig::default(), &Overrides::default()).unwrap();
         assert_eq!(defaults.listen, Listen::EveryAddress(DEFAULT_PORT));
         assert_eq!(defaults.receive_buffer, ntp_udp::RECEIVE_BUFFER);
+    }
+
+    #[test]
+    fn pools_max_sources_and_the_control_socket_merge_and_are_checked() {
+        let file = FileConfig::parse(
+            "[sync]\npools = [\"pool.example:1234\"]\nmax-sources = 6\n[control]\nsocket = \"/tmp/c.sock\"\n",
+        )
+        .unwrap();
+        let merged = ServeConfig::merge(file.clone(), &Overrides::default()).unwrap();
+        assert_eq!(
+            (merged.sync.pools.as_slice(), merged.sync.max_sources),
+            (&["pool.example:1234".to_string()][..], 6)
+        );
+        assert!(!merged.sync.is_primary());
+        assert_eq!(merged.control, Some(ControlConfig { socket: "/tmp/c.sock".into(), default_path: false }));
+        let off =
+            Overrides { control: ControlSection { enabled: Some(false), ..Default::default() }, ..Default::default() };
+        assert_eq!(ServeConfig::merge(file, &off).unwrap().control, None);
+        let defaults = ServeConfig::merge(FileConfig::default(), &Overrides::default()).unwrap();
+        assert_eq!(defaults.sync.max_sources, DEFAULT_MAX_SOURCES);
+        assert_eq!(defaults.control.map(|c| c.default_path), Some(true));
+        for bad in ["[sync]\nmax-sources = 0\n", "[sync]\nmax-sources = 17\n", "[sync]\npools = [\"nts://x\"]\n"] {
+            let file = FileConfig::parse(bad).unwrap();
+            let err = ServeConfig::merge(file, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("sync."), "{bad}: {err}");
+        }
+        let err = FileConfig::parse("[control]\nsockt = \"x\"\n").unwrap_err();
+        assert!(err.contains("sockt"), "{err}");
     }
 
     #[test]

@@ -160,6 +160,22 @@ impl Collector for DaemonCollector {
             "1 for an upstream voted out as a falseticker",
             &per(&|u| Some(flag(u.state == Selection::Falseticker))),
         )?;
+        let from_pool: Vec<(Labels, f64)> = (report.upstreams.iter())
+            .filter_map(|u| u.pool.as_ref().map(|p| (vec![("upstream", u.name.clone()), ("pool", p.clone())], 1.0)))
+            .collect();
+        gauge(&mut encoder, "upstream_from_pool", "1 for an upstream a pool lent, labelled with the pool", &from_pool)?;
+        let source = |s: &status::SourceReport| vec![("source", s.name.clone()), ("kind", s.kind.clone())];
+        let addresses: Vec<(Labels, f64)> =
+            report.sources.iter().map(|s| (source(s), s.addresses.len() as f64)).collect();
+        gauge(&mut encoder, "source_addresses", "Addresses a source (server or pool) lends now", &addresses)?;
+        let failures: Vec<(Labels, f64)> = report.sources.iter().map(|s| (source(s), f64::from(s.failures))).collect();
+        gauge(&mut encoder, "source_resolution_failures", "Failed resolutions of its name in a row", &failures)?;
+        let replaced: Vec<(Labels, u64)> = (self.0.status.borrow().replacement_counts.iter())
+            .map(|(s, r, n)| (vec![("source", s.clone()), ("reason", r.clone())], *n))
+            .collect();
+        if !replaced.is_empty() {
+            counter(&mut encoder, "source_replacements", "Addresses a source dropped, by reason", &replaced)?;
+        }
         Ok(())
     }
 }

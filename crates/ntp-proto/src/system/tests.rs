@@ -45,9 +45,20 @@ fn run_from(
     seconds: u32,
     config: SystemConfig,
 ) -> (System, VirtualClock, Vec<Association>) {
+    run_with(System::new(config), start, lies, leaps, start_offset, seconds)
+}
+
+/// As [`run_from`], with a system set up by the caller.
+fn run_with(
+    mut system: System,
+    start: NtpTimestamp,
+    lies: &[f64],
+    leaps: &[LeapIndicator],
+    start_offset: f64,
+    seconds: u32,
+) -> (System, VirtualClock, Vec<Association>) {
     let poll = PollConfig { min_poll: 0, max_poll: 0, iburst: false };
     let mut associations: Vec<Association> = lies.iter().map(|_| Association::new(poll, start)).collect();
-    let mut system = System::new(config);
     let mut correction = VirtualClock::new(start, NtpDuration::ZERO, 0.0);
     for s in 0..seconds {
         let true_time = start + secs(f64::from(s));
@@ -200,6 +211,38 @@ fn a_wildcard_listener_is_us_at_every_address_our_polls_leave_from() {
 
 /// The leap indicator advertised after 20 s of three upstreams announcing
 /// `leaps`, starting at `start`.
+/// Two of three announcing a leap is a majority of the associations, but
+/// not of the upstreams configured when two more names do not resolve yet.
+#[test]
+fn an_unresolved_upstream_still_votes_no_leap() {
+    use LeapIndicator::{Insert, NoWarning};
+    let last_day = NtpTimestamp::from_parts(3_692_217_600 - 43_200, 0);
+    let mut system = System::new(config());
+    system.set_unassociated(2);
+    let lies = [0.0, 0.0001, -0.0001];
+    let (system, _, _) = run_with(system, last_day, &lies, &[Insert, Insert, NoWarning], 0.0, 20);
+    assert_eq!(system.server_state(last_day + secs(20.0)).leap, NoWarning);
+    assert_eq!(system.unassociated(), 2);
+}
+
+/// Removing an association renumbers the ones after it; removing the
+/// system peer keeps the last update (holdover) but names no peer.
+#[test]
+fn removing_an_association_renumbers_the_rest() {
+    let (mut system, _, _) = run(&[0.0, 0.0001, -0.0001], 0.0, 20, config());
+    let peer = system.synchronization().unwrap().peer;
+    let states = system.selection().to_vec();
+    let other = (0..3).find(|&i| i != peer).unwrap();
+    system.remove(other);
+    assert_eq!(system.selection().len(), 2);
+    let expected_peer = if other < peer { peer - 1 } else { peer };
+    assert_eq!(system.synchronization().unwrap().peer, expected_peer);
+    assert_eq!(system.selection()[expected_peer], states[peer]);
+    system.remove(expected_peer);
+    assert_eq!(system.synchronization().unwrap().peer, Synchronization::NO_PEER);
+    assert!(system.server_state(t(21.0)).stratum.is_synchronized(), "holdover, not unsynchronized");
+}
+
 fn leap_passed_on(start: NtpTimestamp, leaps: [LeapIndicator; 3]) -> LeapIndicator {
     let (system, _, _) = run_from(start, &[0.0, 0.0001, -0.0001], &leaps, 0.0, 20, config());
     system.server_state(start + secs(20.0)).leap

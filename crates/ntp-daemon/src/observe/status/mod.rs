@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::ClockSnapshot;
 use crate::stats::Counts;
 
-pub use table::render;
+pub use table::{render, render_sources};
 
 /// What the upstream side (`crate::sync`) publishes for its observers (the
 /// demo's table, `/status`, `/metrics`). Offsets in it are in the *raw*
@@ -27,17 +27,61 @@ pub use table::render;
 pub struct SyncStatus {
     /// The last clock update, if synchronized.
     pub last: Option<Synchronization>,
-    /// One per upstream, in the order given.
+    /// One per upstream (association), in the order they were made.
     pub upstreams: Vec<UpstreamStatus>,
+    /// The sources as configured or added: servers and pools, resolved or not.
+    pub sources: Vec<SourceReport>,
+    /// The latest addresses dropped by their source, oldest first.
+    pub replacements: Vec<ReplacementReport>,
+    /// Replacements since start, by source and reason.
+    pub replacement_counts: Vec<(String, String, u64)>,
+}
+
+/// One configured or added source (`ntpd-sim sources list`, `/status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceReport {
+    /// As configured or added.
+    pub name: String,
+    /// `server` or `pool`.
+    pub kind: String,
+    /// `config` or `runtime`.
+    pub origin: String,
+    /// The addresses it lends now.
+    pub addresses: Vec<String>,
+    /// How many it may lend (a pool's max-sources; 1 for a server).
+    pub max_sources: usize,
+    /// Failed resolutions in a row.
+    pub failures: u32,
+    /// What the resolver said last, while failing.
+    pub error: Option<String>,
+    /// Seconds until the name is resolved again (None: being resolved).
+    pub next_resolution: Option<f64>,
+}
+
+/// An address a source dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplacementReport {
+    /// The source (a pool, or a server that followed its name).
+    pub source: String,
+    /// The address dropped.
+    pub address: String,
+    /// `unreachable`, `falseticker`, `refused-deny`, `refused-rstr` or `address-changed`.
+    pub reason: String,
+    /// When, Unix time (the host's clock).
+    pub unix_time: f64,
 }
 
 /// One upstream as the synchronizer sees it.
 #[derive(Debug, Clone)]
 pub struct UpstreamStatus {
-    /// As configured (`host:port`).
+    /// As configured (`host:port`); a pool member's address.
     pub name: String,
     /// The address polled.
     pub address: SocketAddr,
+    /// The pool it came from, if it did.
+    pub pool: Option<String>,
+    /// `config` or `runtime` (added over the control socket).
+    pub origin: &'static str,
     /// Reachability register, bit 0 the latest poll.
     pub reach: u8,
     /// Poll exponent in force, log2 s.
@@ -61,6 +105,12 @@ pub struct StatusReport {
     pub upstreams: Vec<UpstreamReport>,
     /// The serving side's counters since start-up.
     pub counters: Counts,
+    /// The sources configured or added: servers and pools, resolved or not.
+    #[serde(default)]
+    pub sources: Vec<SourceReport>,
+    /// The latest addresses dropped by their source, oldest first.
+    #[serde(default)]
+    pub replacements: Vec<ReplacementReport>,
 }
 
 /// The system's state. Times in seconds, frequencies in ppm.
@@ -128,10 +178,16 @@ pub struct LeapReport {
 /// upstream is ahead of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamReport {
-    /// As configured.
+    /// As configured; a pool member's address.
     pub name: String,
     /// The address polled.
     pub address: String,
+    /// The pool it came from, if it did.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// `config`, or `runtime` when added over the control socket.
+    #[serde(default)]
+    pub origin: String,
     /// Reachability register (bit 0 the latest poll; `ntpq` prints it in octal).
     pub reach: u8,
     /// Its stratum, once it answered.
@@ -269,6 +325,8 @@ pub fn report(sync: &SyncStatus, snapshot: &ClockSnapshot, system_now: NtpTimest
             UpstreamReport {
                 name: u.name.clone(),
                 address: u.address.to_string(),
+                pool: u.pool.clone(),
+                origin: u.origin.into(),
                 reach: u.reach,
                 stratum: u.info.map(|i| i.stratum.0),
                 reference_id: u.info.map(|i| i.reference_id.display(i.stratum)),
@@ -282,5 +340,5 @@ pub fn report(sync: &SyncStatus, snapshot: &ClockSnapshot, system_now: NtpTimest
             }
         })
         .collect();
-    StatusReport { system, upstreams, counters }
+    StatusReport { system, upstreams, counters, sources: sync.sources.clone(), replacements: sync.replacements.clone() }
 }

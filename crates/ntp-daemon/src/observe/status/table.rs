@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use ntp_proto::exchange::log2_seconds;
 
-use super::{Selection, StatusReport};
+use super::{Selection, SourceReport, StatusReport};
 use ntp_plot::human_seconds;
 
 /// The report as a person reads it.
@@ -46,8 +46,13 @@ pub fn render(report: &StatusReport) -> String {
                 + c.dropped_rate_limited
         ),
     );
-    if report.upstreams.is_empty() {
+    if report.upstreams.is_empty() && report.sources.is_empty() {
         let _ = writeln!(out, "\nno upstreams: a primary server");
+        return out;
+    }
+    if report.upstreams.is_empty() {
+        let _ = writeln!(out, "\nno upstream address yet: the sources below are being resolved\n");
+        out.push_str(&render_sources(&report.sources));
         return out;
     }
     let _ = writeln!(
@@ -60,7 +65,7 @@ pub fn render(report: &StatusReport) -> String {
             out,
             "{} {:<24} {:>5o} {:>3} {:>4} {:>11} {:>11} {:>11}  {}",
             mark(u.state),
-            u.name,
+            u.pool.as_ref().map_or_else(|| u.name.clone(), |_| format!("{} (pool)", u.name)),
             u.reach,
             u.stratum.map_or_else(|| "-".into(), |s| s.to_string()),
             u.poll,
@@ -75,7 +80,60 @@ pub fn render(report: &StatusReport) -> String {
         "\n* system peer, + candidate, - outlier, x falseticker, ? unreachable or unusable; \
          OFFSET: the upstream minus our clock"
     );
+    if report.upstreams.iter().any(|u| u.pool.is_some()) || report.sources.iter().any(|s| s.addresses.is_empty()) {
+        let _ = writeln!(out);
+        out.push_str(&render_sources(&report.sources));
+    }
+    if !report.replacements.is_empty() {
+        let _ = writeln!(out, "\n  REPLACED ADDRESS          SOURCE                   REASON           WHEN (UTC)");
+        for r in &report.replacements {
+            let _ = writeln!(out, "  {:<25} {:<24} {:<16} {}", r.address, r.source, r.reason, utc(r.unix_time));
+        }
+    }
     out
+}
+
+/// The sources, configured and added, with their addresses (what
+/// `ntpd-sim sources list` prints, and `ntpd-sim status` under its table
+/// when there is a pool or an unresolved name).
+#[must_use]
+pub fn render_sources(sources: &[SourceReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "  {:<28} {:<6} {:<7} {:>4}  ADDRESSES / RESOLUTION", "SOURCE", "KIND", "ORIGIN", "USED");
+    for s in sources {
+        let used = format!("{}/{}", s.addresses.len(), s.max_sources);
+        let detail = match (&s.error, s.addresses.is_empty()) {
+            (Some(error), _) => format!(
+                "not resolved: {error} ({} failures; next try in {})",
+                s.failures,
+                s.next_resolution.map_or_else(|| "progress".into(), |t| format!("{t:.0} s"))
+            ),
+            (None, true) => "resolving".into(),
+            (None, false) => s.addresses.join(" "),
+        };
+        let _ = writeln!(out, "  {:<28} {:<6} {:<7} {:>4}  {detail}", s.name, s.kind, s.origin, used);
+    }
+    if sources.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    out
+}
+
+/// Unix time as `YYYY-MM-DD HH:MM:SS`.
+fn utc(unix: f64) -> String {
+    let seconds = unix.max(0.0) as i64;
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest / 60 % 60, rest % 60)
 }
 
 /// The tally mark `ntpq -p` puts before a row.
@@ -141,6 +199,8 @@ mod tests {
             delay: Some(2e-5),
             jitter: Some(1e-6),
             state,
+            pool: None,
+            origin: "config".into(),
         }
     }
 
@@ -173,6 +233,8 @@ mod tests {
             },
             upstreams: vec![upstream("a:1", Selection::SystemPeer), upstream("b:1", Selection::Falseticker)],
             counters: Counts { received: 7, answered: 5, dropped_malformed: 2, ..Counts::default() },
+            sources: Vec::new(),
+            replacements: Vec::new(),
         };
         let text = render(&report);
         assert!(text.contains("Stratum           : 2\n"), "{text}");
@@ -184,6 +246,55 @@ mod tests {
         let rows: Vec<&str> = text.lines().filter(|l| l.contains(":1 ")).collect();
         assert!(rows[0].starts_with("* a:1") && rows[0].contains(" 377 ") && rows[0].ends_with("system peer"));
         assert!(rows[1].starts_with("x b:1") && rows[1].ends_with("falseticker"), "{rows:?}");
+    }
+
+    fn source(name: &str, kind: &str, addresses: &[&str], error: Option<&str>) -> SourceReport {
+        SourceReport {
+            name: name.into(),
+            kind: kind.into(),
+            origin: "config".into(),
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            max_sources: if kind == "pool" { 4 } else { 1 },
+            failures: u32::from(error.is_some()) * 3,
+            error: error.map(String::from),
+            next_resolution: Some(4.0),
+        }
+    }
+
+    #[test]
+    fn pool_rows_are_marked_and_sources_and_replacements_follow_the_table() {
+        let json = r#"{"system":{"synchronized":false,"stratum":0,"reference_id":"","leap":"unsynchronized","offset":null,
+            "frequency_ppm":0.0,"host_frequency_ppm":0.0,"host_offset":0.0,"root_delay":0.0,"root_dispersion":16.0,
+            "since_update":null,"poll":null,"precision":-24,"system_peer":null},"upstreams":[],"counters":{"received":0,
+            "answered":0,"kissed_rate":0,"kissed_deny":0,"dropped_malformed":0,"dropped_not_request":0,
+            "dropped_zero_transmit":0,"dropped_denied":0,"dropped_rate_limited":0,"send_errors":0}}"#;
+        let mut report: StatusReport = serde_json::from_str(json).unwrap();
+        report.sources = vec![source("late.test", "server", &[], Some("cannot resolve late.test"))];
+        let text = render(&report);
+        assert!(text.contains("no upstream address yet"), "{text}");
+        assert!(
+            text.contains("late.test")
+                && text.contains("not resolved: cannot resolve late.test (3 failures; next try in 4 s)"),
+            "{text}"
+        );
+        report.upstreams = vec![UpstreamReport {
+            pool: Some("pool.test".into()),
+            ..upstream("127.0.0.11:123", Selection::SystemPeer)
+        }];
+        report.sources = vec![source("pool.test", "pool", &["127.0.0.11:123"], None)];
+        report.replacements = vec![super::super::ReplacementReport {
+            source: "pool.test".into(),
+            address: "127.0.0.12:123".into(),
+            reason: "unreachable".into(),
+            unix_time: 1_795_000_000.0,
+        }];
+        let text = render(&report);
+        assert!(text.contains("* 127.0.0.11:123 (pool)"), "{text}");
+        assert!(text.contains("pool.test                    pool   config   1/4  127.0.0.11:123"), "{text}");
+        assert!(
+            text.contains("127.0.0.12:123            pool.test                unreachable      2026-11-18 11:06:40"),
+            "{text}"
+        );
     }
 
     #[test]

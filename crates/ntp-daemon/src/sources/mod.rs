@@ -1,0 +1,71 @@
+//! The sources a daemon synchronizes to, and how the set changes while it
+//! runs: servers named in the config or added over the control socket,
+//! pools and the addresses they lend, names resolved again with back-off
+//! until they resolve, and pool members replaced when they fail.
+//!
+//! Pure: [`set::SourceSet`] is handed the time (a monotonic [`Duration`]
+//! since the daemon started) and what DNS answered, and says what to do
+//! (resolve this name, poll this new address, drop that association); the
+//! upstream task (`crate::sync`) does the DNS and the polling.
+//! [`policy`] holds the rules: when a member has failed for good, which
+//! addresses a pool may lend, how long to wait before asking DNS again.
+//!
+//! [`Duration`]: std::time::Duration
+
+pub mod policy;
+pub mod set;
+
+use serde::{Deserialize, Serialize};
+
+/// A server (one name, one address) or a pool (one name, many addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// `--upstream HOST[:PORT]`: its first address is polled; a new one is
+    /// followed after it went unreachable.
+    Server,
+    /// `--pool NAME[:PORT]`: up to `max-sources` of its addresses are polled.
+    Pool,
+}
+
+impl Kind {
+    /// `server` or `pool`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Pool => "pool",
+        }
+    }
+}
+
+/// Where a source came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// The config file or the command line.
+    Config,
+    /// `ntpd-sim sources add`, while running (not written to the file).
+    Runtime,
+}
+
+impl Origin {
+    /// `config` or `runtime`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Runtime => "runtime",
+        }
+    }
+}
+
+/// A source as configured: its name (`HOST[:PORT]`, or `nts://HOST[:PORT]`
+/// for an NTS server) and whether it is a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// As configured.
+    pub name: String,
+    /// Server or pool.
+    pub kind: Kind,
+}
