@@ -58,7 +58,8 @@ fn one_announcer_among_three_upstreams_is_outvoted() {
     let mut args: Vec<&str> = upstreams.iter().map(String::as_str).collect();
     args.extend_from_slice(&["--min-poll", "0", "--max-poll", "1"]);
     let _below = serve(ips[3], ports[3], &args);
-    assert_eq!(leap_of(&target(0)), "insert", "the one with the file announces");
+    wait_for(Duration::from_secs(5), || (leap_of(&target(0)) == "insert").then_some(()))
+        .unwrap_or_else(|| panic!("the one with the file does not announce: {}", query(&target(0), 1)));
     // Synchronized to the three (its clock steps to their day), never announcing.
     let entry = wait_for(Duration::from_secs(30), || {
         let entry = query(&target(3), 1);

@@ -177,10 +177,12 @@ pub async fn run_on(
     let (stop, stopped) = watch::channel(false);
     let calibration = tokio::spawn(latency::calibrate(Arc::clone(&clock), stopped.clone()));
     let observe = status.subscribe();
-    let leaps = match &config.leap_file {
+    let mut leaps = match &config.leap_file {
         Some(path) => LeapSource::load(path, clock.now()).map_err(|e| DaemonError::LeapFile(path.clone(), e))?,
         None => LeapSource::upstreams_only(),
     };
+    // The file's leap is in the schedule before the first request is answered.
+    leaps.refresh(&clock, None);
     if let LeapMode::Smear(smear) = config.leap_mode {
         info!(window = smear.window(), "leap seconds are smeared: clients must not mix this server with stepping ones");
         if smear.window() < FOLLOWABLE_SMEAR {
