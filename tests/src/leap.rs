@@ -34,9 +34,12 @@ pub fn leap_file(dir: &std::path::Path, updated: u64, expires: u64) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// A file valid from 200 days before the leap to 150 days after.
+/// A file valid from 200 days before the leap to 150 days after it, or
+/// after the host's today if that is later (a follower loads it at the
+/// host's time, before it steps to the leap's day).
 pub fn current_leap_file(dir: &std::path::Path) -> String {
-    leap_file(dir, LEAP_AT - 200 * 86_400, LEAP_AT + 150 * 86_400)
+    let host_ntp = host_unix() as u64 + NTP_TO_UNIX;
+    leap_file(dir, LEAP_AT - 200 * 86_400, LEAP_AT.max(host_ntp) + 150 * 86_400)
 }
 
 /// Like [`current_leap_file`], but the leap at [`LEAP_AT`] deletes a second
@@ -44,7 +47,8 @@ pub fn current_leap_file(dir: &std::path::Path) -> String {
 pub fn deletion_leap_file(dir: &std::path::Path) -> String {
     let entries =
         vec![LeapEntry { start: 3_692_217_600, tai_offset: 37 }, LeapEntry { start: LEAP_AT, tai_offset: 36 }];
-    let list = LeapSecondsList::new(LEAP_AT - 200 * 86_400, LEAP_AT + 150 * 86_400, entries).expect("consistent");
+    let expires = LEAP_AT.max(host_unix() as u64 + NTP_TO_UNIX) + 150 * 86_400;
+    let list = LeapSecondsList::new(LEAP_AT - 200 * 86_400, expires, entries).expect("consistent");
     let path = dir.join("leap-seconds-deletion.list");
     std::fs::write(&path, list.emit()).expect("write the leap file");
     path.to_string_lossy().into_owned()

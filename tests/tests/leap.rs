@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use ntp_e2e::chain::{query, serve, wait_synced};
-use ntp_e2e::leap::{leap_file, offset_to, LEAP_AT};
+use ntp_e2e::leap::{current_leap_file, leap_file, offset_to, LEAP_AT};
 use ntp_e2e::{free_udp_port_on, wait_for, Daemon};
 
 fn leap_of(target: &str) -> String {
@@ -19,7 +19,7 @@ fn leap_of(target: &str) -> String {
 #[test]
 fn a_primary_announces_a_leap_on_its_last_day_and_a_chain_passes_it_on() {
     let dir = tempfile::tempdir().unwrap();
-    let file = leap_file(dir.path(), LEAP_AT - 200 * 86_400, LEAP_AT + 150 * 86_400);
+    let file = current_leap_file(dir.path());
     let ip = "127.0.0.1";
     let (p1, p2, p3) = (free_udp_port_on(ip), free_udp_port_on(ip), free_udp_port_on(ip));
     // An hour before the leap: the last day of the month, announced.
@@ -46,7 +46,7 @@ fn a_primary_announces_a_leap_on_its_last_day_and_a_chain_passes_it_on() {
 #[test]
 fn one_announcer_among_three_upstreams_is_outvoted() {
     let dir = tempfile::tempdir().unwrap();
-    let file = leap_file(dir.path(), LEAP_AT - 200 * 86_400, LEAP_AT + 150 * 86_400);
+    let file = current_leap_file(dir.path());
     let ips = ["127.0.0.71", "127.0.0.72", "127.0.0.73", "127.0.0.74"];
     let ports: Vec<u16> = ips.iter().map(|ip| free_udp_port_on(ip)).collect();
     let target = |i: usize| format!("{}:{}", ips[i], ports[i]);
@@ -76,7 +76,7 @@ fn one_announcer_among_three_upstreams_is_outvoted() {
 #[test]
 fn with_upstreams_a_leap_file_decides_instead_of_their_majority() {
     let dir = tempfile::tempdir().unwrap();
-    let file = leap_file(dir.path(), LEAP_AT - 200 * 86_400, LEAP_AT + 150 * 86_400);
+    let file = current_leap_file(dir.path());
     let ip = "127.0.0.1";
     let (p1, p2) = (free_udp_port_on(ip), free_udp_port_on(ip));
     // The upstream has no file: on the last day it announces nothing.
@@ -122,6 +122,22 @@ fn an_expired_or_corrupt_leap_file_is_reported_and_not_used() {
         assert!(status.success());
         assert!(log.contains("leap file not used"), "{name} file not reported:\n{log}");
     }
+    // Replaced on disk by a current one (as a tzdata update does), the file
+    // is read again and taken by the running daemon.
+    let port = free_udp_port_on(ip);
+    let replaced = dir.path().join("replaced.list");
+    std::fs::copy(&expired, &replaced).unwrap();
+    let daemon = serve(ip, port, &["--leap-file", &replaced.to_string_lossy(), "--clock-offset", &last_day]);
+    let target = format!("{ip}:{port}");
+    wait_synced(&target, 1, 1e9, Duration::from_secs(5));
+    assert_eq!(leap_of(&target), "none", "the expired file announces nothing");
+    // A later modification time than the first read's, on any file system.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&replaced, std::fs::read(&good).unwrap()).unwrap();
+    wait_for(Duration::from_secs(5), || (leap_of(&target) == "insert").then_some(()))
+        .unwrap_or_else(|| panic!("the replaced file was not taken: {}", daemon.output()));
+    let (_, log) = daemon.stop();
+    assert!(log.contains("leap file reloaded"), "{log}");
     // A file that is not there at all stops the start, with its name.
     let missing = dir.path().join("missing.list");
     let output = std::process::Command::new(ntp_e2e::bin("ntpd-sim"))

@@ -69,13 +69,16 @@ fn a_stepping_primary_serves_23_59_59_twice_and_announces_until_midnight() {
     let jumps = backward_jumps(&readings, 0.5);
     assert_eq!(jumps.len(), 1, "one step back, the inserted second: {jumps:?}\n{readings:#?}");
     let (after, by) = jumps[0];
-    // Back by one second less the time between two readings.
-    assert!((-1.0..-0.7).contains(&by), "stepped back by {by} s");
+    // Back by one second less the time between the two readings.
+    let (a, b) = (readings[after - 1], readings[after]);
+    let expected = -1.0 + (b.host - a.host);
+    let slack = 0.002 + (a.round_trip + b.round_trip) / 2.0;
+    assert!((by - expected).abs() < slack, "stepped back by {by} s, not {expected} (±{slack})");
     let (before, repeated) = readings.split_at(after);
     assert!(before.iter().all(|r| r.from_midnight() < 0.0 && r.leap == LeapIndicator::Insert), "{before:#?}");
     // The repeated second: 23:59:59 again, still announced; then midnight, no warning.
     let (again, next_day): (Vec<Reading>, Vec<Reading>) = repeated.iter().partition(|r| r.from_midnight() < 0.0);
-    assert!(again.len() >= 5, "23:59:59 served again for a second: {again:#?}");
+    assert!(again.len() >= 3, "23:59:59 served again for a second: {again:#?}");
     assert!(again.iter().all(|r| r.from_midnight() >= -1.0 && r.leap == LeapIndicator::Insert), "{again:#?}");
     assert!(!next_day.is_empty() && next_day.iter().all(|r| r.leap == LeapIndicator::NoWarning), "{next_day:#?}");
     // One second behind the host clock from the leap on: the host, here, had no leap.
@@ -225,8 +228,9 @@ fn a_smearing_primary_runs_slow_through_the_window_and_never_jumps() {
     let file = current_leap_file(dir.path());
     let ip = "127.0.0.1";
     let (port, http) = (free_udp_port_on(ip), format!("{ip}:{}", free_tcp_port_on(ip)));
-    // A 20 s window from 10 s before midnight to 10 s after; start 12 s before.
-    let args = ["--leap-file", &file, "--leap-smear", "20", "--clock-offset", &offset_to(12.0), "--http", &http];
+    // A 20 s window from 10 s before midnight to 10 s after; start 20 s
+    // before, so a slow start on a loaded machine is still before the window.
+    let args = ["--leap-file", &file, "--leap-smear", "20", "--clock-offset", &offset_to(20.0), "--http", &http];
     let primary = serve(ip, port, &args);
     let first = wait_for(Duration::from_secs(3), || ntp_e2e::leap::read_server(ip, port)).expect("answers");
     let readings = watch_server(ip, port, EVERY, Duration::from_secs_f64(12.0 - first.from_midnight()));
@@ -258,8 +262,10 @@ fn a_smearing_server_below_a_stepping_one_follows_it_and_smears_on_top() {
     });
     let system = learned.unwrap_or_else(|| panic!("the leap was not learned: {}", status(&http)));
     assert_eq!(system["leap"], "none", "a smearing server announced: {system}");
+    let until = until_midnight(&system);
+    assert!(until > 10.5, "learned {until} s before midnight, after the window (10 s before) began");
     // Watch until the window (10.5 s after midnight) is over.
-    let span = until_midnight(&system) + 13.0;
+    let span = until + 13.0;
     let readings = watch_server(ip, p2, EVERY, Duration::from_secs_f64(span));
     assert!(readings.iter().all(|r| r.leap == LeapIndicator::NoWarning));
     assert!(backward_jumps(&readings, 0.0).is_empty(), "served time went back");

@@ -185,6 +185,12 @@ pub async fn run_on(
     leaps.refresh(&clock, None);
     if let LeapMode::Smear(smear) = config.leap_mode {
         info!(window = smear.window(), "leap seconds are smeared: clients must not mix this server with stepping ones");
+        if smear.window() > ntp_proto::leap::SECONDS_PER_DAY && !config.sync.is_primary() && !leaps.has_current_file() {
+            warn!(
+                window = smear.window(),
+                "the leap file is not usable: the upstreams announce a leap only on its last day, after a smear this long has begun, and served time will jump to join it"
+            );
+        }
         if smear.window() < FOLLOWABLE_SMEAR {
             warn!(
                 window = smear.window(),

@@ -9,6 +9,7 @@
 //! of all configured upstreams, only on a month's last day.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use ntp_proto::leap::{Expectation, Leap, LeapKind, LeapSecondsList};
 use ntp_proto::packet::LeapIndicator;
@@ -21,10 +22,13 @@ use crate::clock::SharedClock;
 const NTP_TO_UNIX_SECONDS: u64 = 2_208_988_800;
 
 /// What the daemon knows of leaps beyond its upstreams: the leap file, if
-/// one was given and is still trusted.
+/// one was given, and its table while it is trusted. The file is read
+/// again whenever it changes on disk (tzdata replaces it twice a year).
 #[derive(Debug, Default)]
 pub struct LeapSource {
-    file: Option<(PathBuf, LeapSecondsList)>,
+    path: Option<PathBuf>,
+    modified: Option<SystemTime>,
+    list: Option<LeapSecondsList>,
 }
 
 impl LeapSource {
@@ -38,35 +42,41 @@ impl LeapSource {
     /// Reads and checks `path` at our time `now`. A file that cannot be
     /// read is an error (a wrong path is a typo to fix); one that is
     /// corrupt or expired is reported and not used, as RFC 8633 asks of a
-    /// server's leap information.
+    /// server's leap information, until it changes.
     ///
     /// # Errors
     /// The file could not be read.
     pub fn load(path: &Path, now: NtpTimestamp) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(path)?;
-        match LeapSecondsList::load(&text, now) {
-            Ok(list) => {
-                let next = list.state_at(now).ok().and_then(|state| state.next);
-                info!(
-                    file = %path.display(),
-                    expires_unix = list.expires().saturating_sub(NTP_TO_UNIX_SECONDS),
-                    next_leap_unix = ?next.map(|leap| leap.at.to_unix_f64()),
-                    next_leap = ?next.map(|leap| leap.kind),
-                    "leap file loaded"
-                );
-                Ok(Self { file: Some((path.to_path_buf(), list)) })
-            }
-            Err(error) => {
-                warn!(file = %path.display(), %error, "leap file not used");
-                Ok(Self::default())
-            }
-        }
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let list = check(path, &text, now, "leap file loaded");
+        Ok(Self { path: Some(path.to_path_buf()), modified, list })
+    }
+
+    /// True when a leap file was given (trusted or not).
+    #[must_use]
+    pub fn has_file(&self) -> bool {
+        self.path.is_some()
     }
 
     /// True while a trusted file decides.
     #[must_use]
-    pub fn has_file(&self) -> bool {
-        self.file.is_some()
+    pub fn has_current_file(&self) -> bool {
+        self.list.is_some()
+    }
+
+    /// Reads the file again if it changed on disk since it was read.
+    fn reread_if_changed(&mut self, now: NtpTimestamp) {
+        let Some(path) = &self.path else { return };
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if modified == self.modified {
+            return;
+        }
+        self.modified = modified;
+        match std::fs::read_to_string(path) {
+            Ok(text) => self.list = check(path, &text, now, "leap file reloaded"),
+            Err(error) => warn!(file = %path.display(), %error, "leap file unreadable: keeping what was read before"),
+        }
     }
 
     /// Brings the clock's schedule up to date: the leap the file lists, or
@@ -74,12 +84,13 @@ impl LeapSource {
     /// primary); and a leap fully applied is settled. Call it every second
     /// and after each clock update.
     pub fn refresh(&mut self, clock: &SharedClock, announced: Option<LeapIndicator>) {
+        self.reread_if_changed(clock.now());
         let system = SharedClock::system_now();
         let mut expired = None;
         let mut outcome = (Expectation::Unchanged, None);
         clock.update(|snapshot| {
             let continuous = snapshot.continuous_at(system);
-            let from_file = self.file.as_ref().map(|(_, list)| list.state_at(snapshot.leap.unleaped(continuous)));
+            let from_file = self.list.as_ref().map(|list| list.state_at(snapshot.leap.unleaped(continuous)));
             let expectation = match (from_file, announced) {
                 (Some(Ok(state)), _) => snapshot.leap.expect(state.next, continuous),
                 (Some(Err(error)), announced) => {
@@ -91,10 +102,37 @@ impl LeapSource {
             outcome = (expectation, snapshot.leap.settle(continuous));
         });
         if let Some(error) = expired {
-            let file = self.file.take().map(|(path, _)| path).unwrap_or_default();
-            warn!(file = %file.display(), %error, "the leap file is no longer current: no leap is taken from it");
+            self.list = None;
+            let file = self.path.clone().unwrap_or_default();
+            warn!(
+                file = %file.display(),
+                %error,
+                "the leap file is no longer current: no leap is taken from it until it is replaced"
+            );
         }
         report(outcome.0, outcome.1);
+    }
+}
+
+/// The table in `text` if it is to be trusted at `now`, said so with
+/// `loaded`; else reported.
+fn check(path: &Path, text: &str, now: NtpTimestamp, loaded: &str) -> Option<LeapSecondsList> {
+    match LeapSecondsList::load(text, now) {
+        Ok(list) => {
+            let next = list.state_at(now).ok().and_then(|state| state.next);
+            info!(
+                file = %path.display(),
+                expires_unix = list.expires().saturating_sub(NTP_TO_UNIX_SECONDS),
+                next_leap_unix = ?next.map(|leap| leap.at.to_unix_f64()),
+                next_leap = ?next.map(|leap| leap.kind),
+                "{loaded}"
+            );
+            Some(list)
+        }
+        Err(error) => {
+            warn!(file = %path.display(), %error, "leap file not used");
+            None
+        }
     }
 }
 
@@ -119,7 +157,7 @@ fn report(expectation: Expectation, settled: Option<Leap>) {
             leap = name(leap.kind),
             at_unix = leap.at.to_unix_f64(),
             jump = %jump,
-            "leap second learned after its smear began: served time joins the smear"
+            "leap second learned after it began to change served time: served time joins it where it stands"
         ),
         Expectation::Withdrawn(leap) => {
             warn!(leap = name(leap.kind), at_unix = leap.at.to_unix_f64(), "leap second withdrawn");

@@ -189,6 +189,8 @@ impl Discipline {
             };
         }
 
+        // Within the threshold on its own: any excursion beyond it is over.
+        self.beyond_since = None;
         self.points.push_back(Point { raw: measured_at, server_minus_raw });
         while self.points.len() > self.config.max_points {
             self.points.pop_front();
@@ -255,7 +257,6 @@ impl Discipline {
             self.points.pop_back();
             return Adjustment::Held(offset);
         }
-        self.beyond_since = None;
         let over = interval.mul_f64(self.config.correction_ratio);
         clock.slew(now, offset, over, self.config.max_slew_rate);
         Adjustment::Slewing(offset)

@@ -10,7 +10,7 @@ use crate::association::Association;
 use crate::clock::VirtualClock;
 use crate::discipline::{Adjustment, Discipline, DisciplineConfig, Update};
 use crate::exchange::{Sample, PHI};
-use crate::leap::{majority_leap, Leap, LeapKind};
+use crate::leap::{majority_leap, LeapKind};
 use crate::packet::{LeapIndicator, ReferenceId, Stratum};
 use crate::responder::ServerState;
 use crate::selection::{aged, cluster, combine, intersect, root_distance, Candidate, Intersection, Survivor};
@@ -92,7 +92,10 @@ pub struct Synchronization {
     pub peer: usize,
     /// Our stratum: the system peer's plus one.
     pub stratum: Stratum,
-    /// Leap warning passed on from the system peer.
+    /// The leap indicator a majority of all configured upstreams announce
+    /// (else no warning), as they announce it: whether it names a leap at
+    /// the end of today is decided on UTC by `leap::LeapSchedule::follow`,
+    /// which knows the leaps already taken.
     pub leap: LeapIndicator,
     /// Reference ID of the system peer.
     pub reference_id: ReferenceId,
@@ -291,15 +294,13 @@ impl System {
         // A leap is passed on only when the sources kept that announce it
         // are a majority of all the upstreams configured (one not kept, not
         // heard from yet, or whose name does not resolve yet counts as "no
-        // leap"), and only on the last day of a month: one liar cannot
-        // insert a second, not even at start-up when its reply is the first
-        // to arrive.
+        // leap"): one liar cannot insert a second, not even at start-up when
+        // its reply is the first to arrive. Whether today is a month's last
+        // day is the leap schedule's to decide, on UTC.
         let kept = survivors.iter().filter_map(|s| peers[s.index].association.info()).map(|i| i.leap);
         let configured = peers.len() + self.unassociated;
         let not_kept = std::iter::repeat_n(LeapIndicator::NoWarning, configured.saturating_sub(survivors.len()));
-        let leap = majority_leap(kept.chain(not_kept))
-            .and_then(|kind| Leap::ending_today(correction.time_at(raw_now), kind))
-            .map_or(LeapIndicator::NoWarning, |leap| leap.kind.indicator());
+        let leap = majority_leap(kept.chain(not_kept)).map_or(LeapIndicator::NoWarning, LeapKind::indicator);
         let sync = Synchronization {
             peer: peer.index,
             stratum: Stratum(info.stratum.0.saturating_add(1)),
@@ -357,7 +358,7 @@ impl System {
         let held_over = self.last_usable.is_none_or(|last| raw_now - last > self.config.holdover);
         match self.sync {
             Some(sync) if !held_over => ServerState {
-                leap: still_announced(sync.leap, sync.reference_time + (raw_now - sync.updated_raw)),
+                leap: sync.leap,
                 stratum: sync.stratum,
                 precision: self.config.precision,
                 root_delay: NtpShort::from_duration(sync.root_delay),
@@ -392,16 +393,6 @@ pub fn unsynchronized(precision: i8, reference_time: NtpTimestamp) -> ServerStat
         root_dispersion: NtpShort::from_duration(NtpDuration::from_seconds(16)),
         reference_id: ReferenceId::default(),
         reference_time,
-    }
-}
-
-/// `leap`, as decided at the last clock update, if it still holds at
-/// `now` (our time): an announcement ends with its month, even when the
-/// next update is a long poll away.
-fn still_announced(leap: LeapIndicator, now: NtpTimestamp) -> LeapIndicator {
-    match LeapKind::from_indicator(leap) {
-        Some(kind) if Leap::ending_today(now, kind).is_none() => LeapIndicator::NoWarning,
-        _ => leap,
     }
 }
 

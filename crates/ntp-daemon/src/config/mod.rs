@@ -454,7 +454,11 @@ fn leap_mode(smear: Option<u32>, leap_file: bool, upstreams: bool) -> Result<Lea
     let Some(window) = smear else { return Ok(LeapMode::Step) };
     let smear = LeapSmear::new(window).map_err(|e| invalid("server.leap-smear", e.to_string()))?;
     ensure(leap_file || !upstreams || window <= SECONDS_PER_DAY, "server.leap-smear", || {
-        format!("a smear of {window} s starts more than half a day before the leap, before upstreams announce it: give leap-file too")
+        format!(
+            "a smear of {window} s starts {} s before the leap; upstreams announce a leap only on its last day, \
+             so it could be learned after the smear began: give leap-file too, or at most {SECONDS_PER_DAY}",
+            window / 2
+        )
     })?;
     Ok(LeapMode::Smear(smear))
 }

@@ -10,8 +10,9 @@
 //! - *raw*: the server's own continuous clock, which never steps for a leap.
 //!   It equals UTC before a leap and differs from it by the leap's
 //!   [`LeapKind::correction`] once the leap is done. [`LeapMode`] maps raw
-//!   to served time; once [`LeapMode::settled_from`] has passed, the daemon
-//!   steps its clock by the correction and forgets the leap.
+//!   to served time; once [`LeapMode::settled_from`] has passed,
+//!   [`LeapSchedule::settle`] adds the correction to the leaps taken and
+//!   forgets the leap (no clock is ever stepped for it).
 //!
 //! # Layout
 //! - `list`: the IETF/IERS `leap-seconds.list` file: parse, check the

@@ -145,8 +145,8 @@ impl LeapMode {
     }
 
     /// The raw time from which served time is raw plus the leap's full
-    /// correction for good: then the daemon steps its clock by
-    /// [`LeapKind::correction`] and forgets the leap.
+    /// correction for good: from then on the leap may be settled (see
+    /// `LeapSchedule::settle`), its correction counted among the leaps taken.
     #[must_use]
     pub fn settled_from(self, leap: Leap) -> NtpTimestamp {
         match (self, leap.kind) {

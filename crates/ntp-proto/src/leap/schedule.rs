@@ -28,6 +28,9 @@ pub struct LeapSchedule {
     /// UTC minus continuous time from the leaps already taken and settled.
     taken: NtpDuration,
     pending: Option<Leap>,
+    /// The last leap settled, for [`LeapSchedule::near_leap`]: a deletion
+    /// settles at the very instant measured time steps.
+    settled: Option<Leap>,
 }
 
 /// What [`LeapSchedule::expect`] did with the leap it was handed.
@@ -56,7 +59,7 @@ impl LeapSchedule {
     /// No leap pending or taken, serving in `mode`.
     #[must_use]
     pub const fn new(mode: LeapMode) -> Self {
-        Self { mode, taken: NtpDuration::ZERO, pending: None }
+        Self { mode, taken: NtpDuration::ZERO, pending: None, settled: None }
     }
 
     /// How leaps are served.
@@ -115,16 +118,20 @@ impl LeapSchedule {
         self.pending.is_some_and(|leap| self.mode.is_smearing(leap, raw))
     }
 
-    /// True within `margin` either side of the pending leap's midnight in
-    /// measured time, or of the instant it is stepped: an exchange then may
+    /// True within `margin` plus a second either side of the midnight of
+    /// the pending leap, or of the one last settled: an exchange then may
     /// straddle our step or the upstream's, and is not to be trusted.
     #[must_use]
     pub fn near_leap(&self, continuous: NtpTimestamp, margin: NtpDuration) -> bool {
-        let raw = self.unleaped(continuous);
-        self.pending.is_some_and(|leap| {
+        let reach = margin + NtpDuration::ONE_SECOND;
+        let near = |leap: Leap, raw: NtpTimestamp| {
             let since = raw - leap.at;
-            since > -(margin + NtpDuration::ONE_SECOND) && since < margin + NtpDuration::ONE_SECOND
-        })
+            since > -reach && since < reach
+        };
+        let raw = self.unleaped(continuous);
+        // A settled leap is in `taken`: its midnight is where UTC was before it.
+        let settled = self.settled.is_some_and(|leap| near(leap, raw - leap.kind.correction()));
+        settled || self.pending.is_some_and(|leap| near(leap, raw))
     }
 
     /// Takes the leap the upstreams' majority or the leap file expects at
@@ -163,8 +170,13 @@ impl LeapSchedule {
     /// Schedules the leap an upstream majority announces: `announced` is
     /// the indicator the system process passed on (see
     /// `system::System`), read as the leap at the end of today, if today
-    /// is a month's last day.
+    /// (in UTC, the leaps taken counted) is a month's last day.
+    /// `Unsynchronized` is no news: a server that lost its upstreams for a
+    /// while keeps the leap it was told of.
     pub fn follow(&mut self, announced: LeapIndicator, continuous: NtpTimestamp) -> Expectation {
+        if announced == LeapIndicator::Unsynchronized {
+            return Expectation::Unchanged;
+        }
         let today = self.unleaped(continuous);
         let leap = LeapKind::from_indicator(announced).and_then(|kind| Leap::ending_today(today, kind));
         self.expect(leap, continuous)
@@ -192,6 +204,7 @@ impl LeapSchedule {
         }
         self.taken += leap.kind.correction();
         self.pending = None;
+        self.settled = Some(leap);
         Some(leap)
     }
 }
@@ -296,6 +309,39 @@ mod tests {
         let unsynchronized = ServerState { leap: LeapIndicator::Unsynchronized, ..state };
         assert_eq!(schedule.advertised(unsynchronized, at(-10.0)).leap, LeapIndicator::Unsynchronized);
         assert_eq!(schedule.advertised(state, at(2.0)).reference_time, at(-20.0));
+    }
+
+    #[test]
+    fn an_unsynchronized_spell_keeps_the_leap_and_a_day_is_read_in_utc() {
+        let mut schedule = LeapSchedule::new(LeapMode::Step);
+        schedule.follow(LeapIndicator::Insert, at(-100.0));
+        assert_eq!(schedule.follow(LeapIndicator::Unsynchronized, at(-50.0)), Expectation::Unchanged);
+        assert_eq!(schedule.pending(), Some(insert()));
+        assert_eq!(schedule.follow(LeapIndicator::NoWarning, at(-40.0)), Expectation::Withdrawn(insert()));
+        // Two leaps taken: continuous time runs two seconds ahead of UTC, and
+        // reads the next day at UTC 23:59:58; the day is still the last one.
+        let mut schedule = LeapSchedule::new(LeapMode::Step);
+        let earlier = Leap { at: at(-184.0 * 86_400.0), kind: LeapKind::Insert };
+        for leap in [Leap { at: at(-365.0 * 86_400.0), ..earlier }, earlier] {
+            schedule.expect(Some(leap), leap.at - NtpDuration::from_seconds(10) - schedule.taken());
+            schedule.settle(leap.at + NtpDuration::from_seconds(5) - schedule.taken());
+        }
+        assert_eq!(secs(schedule.taken()), -2.0);
+        let continuous = |utc: f64| at(utc) + NtpDuration::from_seconds(2);
+        assert_eq!(schedule.follow(LeapIndicator::Insert, continuous(-10.0)), Expectation::Scheduled(insert()));
+        assert_eq!(schedule.follow(LeapIndicator::Insert, continuous(-1.5)), Expectation::Unchanged);
+        assert_eq!(schedule.served(continuous(0.5)), at(-0.5), "23:59:59 served twice, in UTC");
+    }
+
+    #[test]
+    fn the_guard_holds_across_a_deletion_settled_at_its_step() {
+        let mut schedule = LeapSchedule::new(LeapMode::Step);
+        let delete = Leap { at: at(0.0), kind: LeapKind::Delete };
+        schedule.expect(Some(delete), at(-10.0));
+        assert_eq!(schedule.settle(at(-0.99)), Some(delete));
+        // Continuous -0.99 is UTC +0.01 now; a second and a half later:
+        assert!(schedule.near_leap(at(0.5), NtpDuration::ZERO));
+        assert!(!schedule.near_leap(at(1.5), NtpDuration::ZERO));
     }
 
     #[test]
