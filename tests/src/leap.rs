@@ -26,32 +26,35 @@ pub fn leap_unix() -> f64 {
 /// UTC 37 -> 38), valid from `updated` to `expires` (NTP seconds); returns
 /// its path.
 pub fn leap_file(dir: &std::path::Path, updated: u64, expires: u64) -> String {
-    let entries =
-        vec![LeapEntry { start: 3_692_217_600, tai_offset: 37 }, LeapEntry { start: LEAP_AT, tai_offset: 38 }];
+    write_leap_file(dir, 38, updated, expires, &format!("leap-seconds-{expires}.list"))
+}
+
+/// The file `name` in `dir` whose leap at [`LEAP_AT`] takes TAI - UTC from
+/// 37 to `tai_offset`, valid from `updated` to `expires`.
+fn write_leap_file(dir: &std::path::Path, tai_offset: i32, updated: u64, expires: u64, name: &str) -> String {
+    let entries = vec![LeapEntry { start: 3_692_217_600, tai_offset: 37 }, LeapEntry { start: LEAP_AT, tai_offset }];
     let list = LeapSecondsList::new(updated, expires, entries).expect("a consistent table");
-    let path = dir.join(format!("leap-seconds-{expires}.list"));
+    let path = dir.join(name);
     std::fs::write(&path, list.emit()).expect("write the leap file");
     path.to_string_lossy().into_owned()
 }
 
-/// A file valid from 200 days before the leap to 150 days after it, or
-/// after the host's today if that is later (a follower loads it at the
-/// host's time, before it steps to the leap's day).
+/// The expiry of a current file: 150 days after the leap, or after the
+/// host's today if that is later (a follower loads it at the host's time,
+/// before it steps to the leap's day).
+fn current_expiry() -> u64 {
+    LEAP_AT.max(host_unix() as u64 + NTP_TO_UNIX) + 150 * 86_400
+}
+
+/// A file valid from 200 days before the leap to [`current_expiry`].
 pub fn current_leap_file(dir: &std::path::Path) -> String {
-    let host_ntp = host_unix() as u64 + NTP_TO_UNIX;
-    leap_file(dir, LEAP_AT - 200 * 86_400, LEAP_AT.max(host_ntp) + 150 * 86_400)
+    leap_file(dir, LEAP_AT - 200 * 86_400, current_expiry())
 }
 
 /// Like [`current_leap_file`], but the leap at [`LEAP_AT`] deletes a second
 /// (TAI - UTC 37 -> 36), which no real leap has done yet.
 pub fn deletion_leap_file(dir: &std::path::Path) -> String {
-    let entries =
-        vec![LeapEntry { start: 3_692_217_600, tai_offset: 37 }, LeapEntry { start: LEAP_AT, tai_offset: 36 }];
-    let expires = LEAP_AT.max(host_unix() as u64 + NTP_TO_UNIX) + 150 * 86_400;
-    let list = LeapSecondsList::new(LEAP_AT - 200 * 86_400, expires, entries).expect("consistent");
-    let path = dir.join("leap-seconds-deletion.list");
-    std::fs::write(&path, list.emit()).expect("write the leap file");
-    path.to_string_lossy().into_owned()
+    write_leap_file(dir, 36, LEAP_AT - 200 * 86_400, current_expiry(), "leap-seconds-deletion.list")
 }
 
 /// The `--clock-offset` that puts a virtual clock `before` seconds ahead of
