@@ -91,13 +91,12 @@ impl LeapSource {
         clock.update(|snapshot| {
             let continuous = snapshot.continuous_at(system);
             let from_file = self.list.as_ref().map(|list| list.state_at(snapshot.leap.unleaped(continuous)));
-            let expectation = match (from_file, announced) {
-                (Some(Ok(state)), _) => snapshot.leap.expect(state.next, continuous),
-                (Some(Err(error)), announced) => {
-                    expired = Some(error);
+            let expectation = match from_file {
+                Some(Ok(state)) => snapshot.leap.expect(state.next, continuous),
+                unusable => {
+                    expired = unusable.and_then(Result::err);
                     follow(&mut snapshot.leap, announced, continuous)
                 }
-                (None, announced) => follow(&mut snapshot.leap, announced, continuous),
             };
             outcome = (expectation, snapshot.leap.settle(continuous));
         });
