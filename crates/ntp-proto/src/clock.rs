@@ -72,6 +72,35 @@ impl VirtualClock {
         self.base_virtual + elapsed + elapsed.mul_f64(self.frequency) + slewing.mul_f64(self.slew_rate)
     }
 
+    /// The underlying time at which this clock reads `virtual_time`: the
+    /// inverse of [`Self::time_at`] (the map is increasing while
+    /// `|frequency| + |slew_rate| < 1`). How a daemon that disciplines the
+    /// system clock itself finds its raw clock from the system time.
+    #[must_use]
+    pub fn underlying_at(&self, virtual_time: NtpTimestamp) -> NtpTimestamp {
+        let y = (virtual_time - self.base_virtual).to_seconds_f64();
+        let slewing = 1.0 + self.frequency + self.slew_rate;
+        let slew_seconds = self.slew_duration.to_seconds_f64();
+        let slew_end = slew_seconds * slewing;
+        let elapsed = if y <= slew_end { y / slewing } else { slew_seconds + (y - slew_end) / (1.0 + self.frequency) };
+        self.base_underlying + NtpDuration::from_seconds_f64(elapsed)
+    }
+
+    /// The clock's rate against the underlying clock at `underlying`, as a
+    /// fraction: the frequency, plus the slew while it lasts.
+    #[must_use]
+    pub fn rate_at(&self, underlying: NtpTimestamp) -> f64 {
+        let slewing = underlying - self.base_underlying < self.slew_duration;
+        self.frequency + if slewing { self.slew_rate } else { 0.0 }
+    }
+
+    /// The underlying time the slew in progress ends at, if one is.
+    #[must_use]
+    pub fn slew_end(&self) -> Option<NtpTimestamp> {
+        (self.slew_rate != 0.0 && self.slew_duration > NtpDuration::ZERO)
+            .then(|| self.base_underlying + self.slew_duration)
+    }
+
     /// Virtual minus underlying time at `underlying`.
     #[must_use]
     pub fn offset_at(&self, underlying: NtpTimestamp) -> NtpDuration {
@@ -192,6 +221,19 @@ mod tests {
 
     fn secs(d: NtpDuration) -> f64 {
         d.to_seconds_f64()
+    }
+
+    #[test]
+    fn underlying_at_inverts_time_at_through_a_slew_and_after() {
+        let mut clock = VirtualClock::new(t(0.0), NtpDuration::from_seconds(3600), -100.0);
+        clock.slew(t(10.0), NtpDuration::from_seconds_f64(0.004), NtpDuration::from_seconds(8), 0.01);
+        assert!((clock.rate_at(t(12.0)) - (-100e-6 + 0.0005)).abs() < 1e-9);
+        assert!((clock.rate_at(t(30.0)) - -100e-6).abs() < 1e-12);
+        assert!((secs(clock.slew_end().unwrap() - t(18.0))).abs() < 1e-9);
+        for at in [5.0, 10.0, 13.0, 18.0, 25.0, 1000.0] {
+            let back = clock.underlying_at(clock.time_at(t(at)));
+            assert!(secs(back - t(at)).abs() < 1e-9, "at {at}: {}", secs(back - t(at)));
+        }
     }
 
     #[test]

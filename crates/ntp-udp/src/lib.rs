@@ -23,6 +23,9 @@
 //!   exchange at a time (the query tool, the daemon's upstreams).
 //! - [`system_clock`]: [`SystemClock`], CLOCK_REALTIME as an
 //!   `ntp_proto::clock::Clock`, and the one measurement of its precision.
+//! - [`kernel_clock`]: the kernel's clock discipline (`clock_adjtime`):
+//!   read by anyone, written (frequency, step, status, leap flags) only
+//!   through a handle a process with CAP_SYS_TIME can open.
 //! - [`privileges`]: becoming an unprivileged user after binding.
 //! - [`signal`]: the future that ends at SIGINT or SIGTERM.
 
@@ -34,6 +37,7 @@ mod control;
 mod sockaddr;
 
 pub mod bind;
+pub mod kernel_clock;
 pub mod privileges;
 pub mod recv;
 pub mod send;
