@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    ControlSection, Overrides, ServerSection, SyncSection, DEFAULT_CONTROL_SOCKET, DEFAULT_HTTP_ADDRESS,
+    ClockChoice, ClockSection, ControlSection, Overrides, ServerSection, SyncSection, DEFAULT_CONTROL_SOCKET,
+    DEFAULT_HTTP_ADDRESS,
 };
 
 /// ntpd-sim: an NTP daemon on a virtual clock.
@@ -268,6 +269,23 @@ pub struct ServeArgs {
     /// No control socket.
     #[arg(long)]
     pub no_control_socket: bool,
+    /// The clock to serve and discipline: `virtual` (default: the host's
+    /// clock is only read) or `system` (the host's clock itself, through
+    /// the kernel; needs CAP_SYS_TIME; see docs/system-clock.md).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub clock: Option<ClockChoice>,
+    /// With --clock system: keep the frequency learned in this file
+    /// (written atomically, read at start so a restart does not re-learn it).
+    #[arg(long, value_name = "FILE")]
+    pub drift_file: Option<PathBuf>,
+    /// With --clock system: start even if chronyd, ntpd or
+    /// systemd-timesyncd is running (they would fight over the clock).
+    #[arg(long)]
+    pub force: bool,
+    /// With --clock system: really discipline this host's clock. Without it
+    /// the system clock is refused outside the project's test VM.
+    #[arg(long)]
+    pub allow_host_clock: bool,
 }
 
 impl ServeArgs {
@@ -306,6 +324,12 @@ impl ServeArgs {
             control: ControlSection {
                 socket: self.control_socket.clone(),
                 enabled: self.no_control_socket.then_some(false),
+            },
+            clock: ClockSection {
+                kind: self.clock,
+                drift_file: self.drift_file.clone(),
+                force: self.force.then_some(true),
+                allow_host: self.allow_host_clock.then_some(true),
             },
         }
     }

@@ -20,6 +20,12 @@
 //!   smeared): what clients get;
 //! - *measured*: raw time shifted by the leaps as an upstream that steps
 //!   sees them: what T1 and T4 of the exchanges with upstreams are read from.
+//!
+//! With `--clock system` ([`ClockKind::System`]) the kernel's clock *is*
+//! the disciplined clock: served and continuous time are system time (the
+//! kernel takes leaps itself, so the schedule does not apply them again),
+//! and raw time is system time with the corrections the daemon made undone
+//! (the inverse of the correction), the frame the discipline measures in.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,10 +37,24 @@ use ntp_proto::responder::ServerState;
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use ntp_udp::SystemClock;
 
+/// Which clock the daemon serves and disciplines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClockKind {
+    /// A virtual clock over the host's, which is only read.
+    #[default]
+    Virtual,
+    /// The host's own clock, disciplined through the kernel
+    /// (see [`crate::system_clock`]).
+    System,
+}
+
 /// What replies are built from: the virtual clock and what we advertise,
 /// swapped atomically so the fast path takes no lock.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClockSnapshot {
+    /// Whether `clock` describes a virtual clock or the corrections made
+    /// to the system clock.
+    pub kind: ClockKind,
     /// Maps system time to raw time (the error the daemon was started
     /// with) and raw time to served time (the discipline's correction).
     pub clock: DisciplinedClock,
@@ -49,28 +69,49 @@ impl ClockSnapshot {
     /// Continuous time at a system time: the disciplined clock.
     #[must_use]
     pub fn continuous_at(&self, system: NtpTimestamp) -> NtpTimestamp {
-        self.clock.time_at(system)
+        match self.kind {
+            ClockKind::Virtual => self.clock.time_at(system),
+            ClockKind::System => system,
+        }
     }
 
     /// Served time at a system time: what T2 and T3 carry.
     #[must_use]
     pub fn served_at(&self, system: NtpTimestamp) -> NtpTimestamp {
-        self.leap.served(self.clock.time_at(system))
+        match self.kind {
+            ClockKind::Virtual => self.leap.served(self.clock.time_at(system)),
+            ClockKind::System => system,
+        }
+    }
+
+    /// Raw time at a system time: before the discipline's correction.
+    #[must_use]
+    pub fn raw_at(&self, system: NtpTimestamp) -> NtpTimestamp {
+        match self.kind {
+            ClockKind::Virtual => self.clock.raw_at(system),
+            ClockKind::System => self.clock.correction.underlying_at(system),
+        }
     }
 
     /// Measured time at a system time: the raw clock shifted by the leaps
-    /// as upstreams that step see them (T1 and T4 of our exchanges).
+    /// as upstreams that step see them (T1 and T4 of our exchanges); the
+    /// system clock steps for a leap on its own.
     #[must_use]
     pub fn measured_at(&self, system: NtpTimestamp) -> NtpTimestamp {
-        let continuous = self.clock.time_at(system);
-        self.clock.raw_at(system) + self.leap.measured_offset(continuous)
+        match self.kind {
+            ClockKind::Virtual => {
+                let continuous = self.clock.time_at(system);
+                self.clock.raw_at(system) + self.leap.measured_offset(continuous)
+            }
+            ClockKind::System => self.raw_at(system),
+        }
     }
 
     /// What replies advertise at a system time: the state, with the leap
     /// indicator the schedule announces and the reference time as served.
     #[must_use]
     pub fn advertised_at(&self, system: NtpTimestamp) -> ServerState {
-        self.leap.advertised(self.state, self.clock.time_at(system))
+        self.leap.advertised(self.state, self.continuous_at(system))
     }
 }
 
@@ -128,7 +169,7 @@ impl SharedClock {
     /// correction. What a discipline measures its upstreams against.
     #[must_use]
     pub fn raw_now(&self) -> NtpTimestamp {
-        self.snapshot().clock.raw_at(Self::system_now())
+        self.snapshot().raw_at(Self::system_now())
     }
 
     /// Copy, modify, store: how the discipline steps or slews the clock and
@@ -196,6 +237,7 @@ mod tests {
 
     fn snapshot(offset: f64) -> ClockSnapshot {
         ClockSnapshot {
+            kind: ClockKind::Virtual,
             clock: DisciplinedClock::new(SharedClock::system_now(), NtpDuration::from_seconds_f64(offset), 0.0),
             state: ServerState::primary(Stratum(1), -20, ReferenceId(*b"LOCL"), NtpTimestamp::ZERO),
             leap: LeapSchedule::new(ntp_proto::leap::LeapMode::Step),
@@ -215,7 +257,7 @@ mod tests {
     fn update_swaps_clock_and_state_together() {
         let clock = SharedClock::new(snapshot(0.0));
         clock.update(|s| {
-            let raw = s.clock.raw_at(SharedClock::system_now());
+            let raw = s.raw_at(SharedClock::system_now());
             s.clock.correction.step(raw, NtpDuration::from_seconds(-5));
             s.state.stratum = Stratum(3);
         });

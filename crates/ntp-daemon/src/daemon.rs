@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use ntp_udp::measure_precision;
 use ntp_udp::privileges::{self, PrivilegeError};
 
-use crate::clock::{ClockSnapshot, SharedClock};
+use crate::clock::{ClockKind, ClockSnapshot, SharedClock};
 use crate::config::{Listen, ServeConfig};
 use crate::control;
 use crate::latency;
@@ -33,6 +33,7 @@ use crate::observe::status::SyncStatus;
 use crate::serve::{ServeError, Server};
 use crate::stats::Counts;
 use crate::sync;
+use crate::system_clock::{SystemClock, SystemClockError};
 
 /// How often a primary server's reference time is brought up to date, so
 /// the root dispersion it advertises stays that of a fresh reference.
@@ -70,6 +71,10 @@ pub enum DaemonError {
     /// The statistics directory could not be opened.
     #[error("statistics directory {0}: {1}")]
     StatsDir(std::path::PathBuf, std::io::Error),
+    /// `--clock system` cannot be had (not in the test VM, another daemon,
+    /// no CAP_SYS_TIME, a bad drift file).
+    #[error("system clock: {0}")]
+    SystemClock(#[from] SystemClockError),
     /// The leap-seconds file could not be read at all.
     #[error("leap file {0}: {1}")]
     LeapFile(std::path::PathBuf, std::io::Error),
@@ -84,7 +89,7 @@ pub fn primary_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
     let clock =
         DisciplinedClock::new(system_now, NtpDuration::from_seconds_f64(config.clock_offset), config.clock_drift_ppm);
     let state = ServerState::primary(config.stratum, precision, config.reference_id, clock.time_at(system_now));
-    ClockSnapshot { clock, state, leap: LeapSchedule::new(config.leap_mode) }
+    ClockSnapshot { kind: ClockKind::Virtual, clock, state, leap: LeapSchedule::new(config.leap_mode) }
 }
 
 /// Binds what `listen` names.
@@ -122,7 +127,7 @@ pub fn size_receive_buffers(sockets: &[UdpSocket], bytes: usize) {
 /// 3, stratum 0) until the first clock update.
 #[must_use]
 pub fn initial_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
-    let primary = primary_snapshot(config, precision);
+    let primary = ClockSnapshot { kind: config.clock.kind, ..primary_snapshot(config, precision) };
     if config.sync.is_primary() {
         primary
     } else {
@@ -132,15 +137,21 @@ pub fn initial_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
 
 /// Runs the daemon until `shutdown` completes; returns the final counters.
 pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<Counts, DaemonError> {
+    // The system clock is taken (or refused) before anything else starts.
+    let kernel = match config.clock.kind {
+        ClockKind::System => Some(SystemClock::start(&config.clock)?),
+        ClockKind::Virtual => None,
+    };
     let sockets = bind(&config.listen)?;
     size_receive_buffers(&sockets, config.receive_buffer);
     if let Some(user) = &config.user {
-        let (uid, gid) = privileges::drop_to(user)?;
-        info!(user, uid, gid, "privileges dropped after binding");
+        let keep = if kernel.is_some() { privileges::Keep::SysTime } else { privileges::Keep::Nothing };
+        let (uid, gid) = privileges::drop_to(user, keep)?;
+        info!(user, uid, gid, kept_cap_sys_time = kernel.is_some(), "privileges dropped after binding");
     }
     let clock = Arc::new(SharedClock::new(initial_snapshot(&config, measure_precision())));
     let (status, _) = watch::channel(SyncStatus::default());
-    run_on(sockets, config, clock, status, shutdown).await
+    run_with(sockets, config, clock, status, kernel, shutdown).await
 }
 
 /// Runs the daemon on sockets the caller bound, with a clock the caller
@@ -150,6 +161,18 @@ pub async fn run_on(
     config: ServeConfig,
     clock: Arc<SharedClock>,
     status: watch::Sender<SyncStatus>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Counts, DaemonError> {
+    run_with(sockets, config, clock, status, None, shutdown).await
+}
+
+/// [`run_on`], with the system clock to discipline when `--clock system`.
+async fn run_with(
+    sockets: Vec<UdpSocket>,
+    config: ServeConfig,
+    clock: Arc<SharedClock>,
+    status: watch::Sender<SyncStatus>,
+    kernel: Option<SystemClock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Counts, DaemonError> {
     let local: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
@@ -164,6 +187,7 @@ pub async fn run_on(
         precision = state.precision,
         clock_offset = config.clock_offset,
         clock_drift_ppm = config.clock_drift_ppm,
+        clock = ?config.clock.kind,
         "serving NTP"
     );
     let http_listener = match config.http {
@@ -214,7 +238,7 @@ pub async fn run_on(
         let until_stopped = wait_for_stop(stopped.clone());
         let (clock, sync_config) = (Arc::clone(&clock), config.sync.clone());
         let reports = sync::Reports { status, stats_log };
-        tokio::spawn(sync::run(clock, sync_config, local.clone(), leaps, reports, calls, until_stopped))
+        tokio::spawn(sync::run(clock, sync_config, local.clone(), leaps, reports, calls, kernel, until_stopped))
     };
     let started = config
         .nts

@@ -23,7 +23,7 @@ use ntp_udp::measure_precision;
 
 use crate::cli::DemoArgs;
 use crate::clock::SharedClock;
-use crate::config::{ConfigError, ControlSection, Overrides, ServeConfig, ServerSection, SyncSection};
+use crate::config::{ClockSection, ConfigError, ControlSection, Overrides, ServeConfig, ServerSection, SyncSection};
 use crate::daemon::{self, initial_snapshot, DaemonError};
 use crate::observe::status::SyncStatus;
 
@@ -80,6 +80,7 @@ pub async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
             },
             // Three daemons in one process: none takes the control socket.
             control: ControlSection { enabled: Some(false), ..ControlSection::default() },
+            clock: ClockSection::default(),
         };
         let config = ServeConfig::load(None, &serve)?;
         let clock = Arc::new(SharedClock::new(initial_snapshot(&config, precision)));

@@ -26,6 +26,9 @@
 //!   handed the time and DNS's answers.
 //! - [`control`]: the control socket (Unix domain, owner-only) that
 //!   `ntpd-sim sources` uses to list, add and remove sources.
+//! - [`system_clock`]: `--clock system`: the kernel's clock made to follow
+//!   the discipline's correction (frequency, slews, steps, status, leap
+//!   flags, the drift file), and the checks before it is taken.
 //! - [`sync`]: the upstream side: polls upstreams through `ntp-client`,
 //!   drives `ntp_proto::synchronizer`, publishes the disciplined clock.
 //! - [`upstream_nts`]: an `nts://` upstream: NTS-KE, then NTS-protected polls.
@@ -57,6 +60,7 @@ pub mod serve;
 pub mod sources;
 pub mod stats;
 pub mod sync;
+pub mod system_clock;
 pub mod upstream_nts;
 
 pub use clock::{ClockSnapshot, SharedClock};

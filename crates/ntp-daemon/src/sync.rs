@@ -40,6 +40,7 @@ use crate::observe::status::{ReplacementReport, SourceReport, SyncStatus, Upstre
 use crate::sources::policy::Health;
 use crate::sources::set::{Change, MemberId, ResolveLog, SourceId, SourceSet};
 use crate::sources::{Kind, Origin, Spec};
+use crate::system_clock::{kernel_leap, SystemClock};
 use crate::upstream_nts::NtsUpstream;
 
 /// How often the advertised state is refreshed between clock updates, so
@@ -132,7 +133,9 @@ pub struct Reports {
 /// Polls the sources of `config` (and those added over `control`) and
 /// disciplines `clock` until `shutdown` completes. `listening` are the
 /// addresses this server serves on, for loop detection; `leaps` says
-/// whether a leap file decides leaps instead of the upstreams.
+/// whether a leap file decides leaps instead of the upstreams. With
+/// `kernel` (`--clock system`) the system clock follows the discipline.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     clock: Arc<SharedClock>,
     config: SyncConfig,
@@ -140,6 +143,7 @@ pub async fn run(
     mut leaps: LeapSource,
     reports: Reports,
     mut control: Option<mpsc::Receiver<Call>>,
+    mut kernel: Option<SystemClock>,
     shutdown: impl Future<Output = ()>,
 ) {
     let Reports { status, mut stats_log } = reports;
@@ -181,6 +185,12 @@ pub async fn run(
             });
         }
         let raw_now = clock.raw_now();
+        // The kernel's frequency follows the correction: a slew that ended
+        // since the last turn of the loop is taken out here.
+        let slew_wait = match kernel.as_mut() {
+            Some(kernel) => follow_slew(kernel, &clock, raw_now),
+            None => Duration::from_secs(3600),
+        };
         let poll_wait = up.sync.next_poll().map_or(Duration::from_secs(3600), |(_, due)| until(due, raw_now));
         let resolve_wait = up.set.next_due().map_or(Duration::from_secs(3600), |at| at.saturating_sub(up.now()));
         let control_call = async {
@@ -191,13 +201,14 @@ pub async fn run(
         };
         tokio::select! {
             () = &mut shutdown => break,
+            () = tokio::time::sleep(slew_wait), if kernel.is_some() => {}
             () = tokio::time::sleep(poll_wait.min(resolve_wait)) => {
                 up.poll_due(&options, &results);
             }
             Some((member, result)) = replies.recv() => {
                 if let Some(index) = up.index_of(member) {
                     up.upstreams[index].in_flight = false;
-                    handle(&clock, &mut up.sync, &up.upstreams, index, result, stats_log.as_mut());
+                    handle(&clock, &mut up.sync, &up.upstreams, index, result, stats_log.as_mut(), kernel.as_mut());
                     leaps.refresh(&clock, Some(clock.snapshot().state.leap));
                     up.judge();
                     up.publish(&status);
@@ -221,12 +232,34 @@ pub async fn run(
                 let was = clock.snapshot().state;
                 clock.update(|s| s.state = state);
                 leaps.refresh(&clock, Some(state.leap));
+                if let Some(kernel) = &kernel {
+                    let jitter = up.sync.system().synchronization().map_or(NtpDuration::ZERO, |s| s.update.jitter);
+                    let leap = kernel_leap(&clock.snapshot().leap, SharedClock::system_now());
+                    if let Err(error) = kernel.report(&state, jitter, leap) {
+                        error!(%error, "cannot tell the kernel the clock's status");
+                    }
+                }
                 log_if_unsynchronized(&was, &state);
                 up.judge();
                 up.publish(&status);
             }
         }
     }
+    if let Some(kernel) = kernel.as_mut() {
+        kernel.save_drift(&clock.snapshot().clock.correction, true);
+    }
+}
+
+/// Sets the kernel's frequency to the correction's rate now (a no-op
+/// unless a slew began or ended); how long until the slew in progress ends.
+fn follow_slew(kernel: &mut SystemClock, clock: &SharedClock, raw_now: NtpTimestamp) -> Duration {
+    let correction = clock.snapshot().clock.correction;
+    if let Err(error) = kernel.follow(&correction, raw_now, None) {
+        error!(%error, "cannot set the kernel's frequency");
+    }
+    SystemClock::next_change(&correction)
+        .filter(|end| *end - raw_now > NtpDuration::ZERO)
+        .map_or(Duration::from_secs(3600), |end| until(end, raw_now))
 }
 
 impl Upstreams {
@@ -482,6 +515,7 @@ fn handle(
     index: usize,
     result: Result<Measurement, ExchangeError>,
     stats_log: Option<&mut StatsLog>,
+    kernel: Option<&mut SystemClock>,
 ) {
     let upstream = &upstreams[index];
     let measurement = match result {
@@ -508,7 +542,7 @@ fn handle(
         return;
     }
     let mut disciplined = snapshot.clock;
-    let raw_now = disciplined.raw_at(system_now);
+    let raw_now = snapshot.raw_at(system_now);
     let was_synchronized = sync.system().synchronization().is_some();
     let reply = measurement.reply;
     let correction_before = disciplined.correction_at(raw_now);
@@ -516,6 +550,19 @@ fn handle(
     let outcome = sync.on_reply(index, &mut disciplined, raw_now, &reply, sent, &measurement.timestamps);
     let state = sync.server_state(raw_now);
     let was = clock.snapshot().state;
+    if let Some(kernel) = kernel {
+        let step = match outcome {
+            ReplyOutcome::Accepted(Some(Synchronization { update, .. })) => match update.adjustment {
+                Adjustment::Stepped(by) => Some(by),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Err(error) = kernel.follow(&disciplined.correction, raw_now, step) {
+            error!(%error, "cannot adjust the system clock");
+        }
+        kernel.save_drift(&disciplined.correction, false);
+    }
     clock.update(|s| {
         s.clock.correction = disciplined.correction;
         s.state = state;

@@ -6,6 +6,7 @@
 //! sections; nothing here knows the CLI. [`validate`] reports every problem
 //! of a file at once.
 
+pub mod clock;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use ntp_proto::system::SystemConfig;
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use self::clock::{ClockChoice, ClockConfig, ClockSection};
 use crate::nts::NtsConfig;
 use crate::policy::{AccessConfig, RateLimitConfig};
 use crate::serve::PolicyConfig;
@@ -59,6 +61,8 @@ pub struct FileConfig {
     pub sync: SyncSection,
     /// `[control]`.
     pub control: ControlSection,
+    /// `[clock]`.
+    pub clock: ClockSection,
 }
 
 /// What the command line sets: keys of the file's `[server]` and `[sync]`,
@@ -71,6 +75,8 @@ pub struct Overrides {
     pub sync: SyncSection,
     /// `[control]` keys.
     pub control: ControlSection,
+    /// `[clock]` keys.
+    pub clock: ClockSection,
 }
 
 /// `[control]`: the control socket `ntpd-sim sources` talks to.
@@ -342,6 +348,8 @@ pub struct ServeConfig {
     pub nts: Option<NtsConfig>,
     /// The control socket (None: none).
     pub control: Option<ControlConfig>,
+    /// Which clock is served and disciplined.
+    pub clock: ClockConfig,
 }
 
 /// Why the configuration is unusable.
@@ -425,6 +433,8 @@ impl ServeConfig {
         let leap_file = args.leap_file.clone().or(server.leap_file);
         let sync = SyncConfig::merge(file.sync, &overrides.sync)?;
         let leap_mode = leap_mode(args.leap_smear.or(server.leap_smear), leap_file.is_some(), !sync.is_primary())?;
+        let simulated_error = clock_offset != 0.0 || clock_drift_ppm != 0.0;
+        let clock = ClockConfig::merge(file.clock, &overrides.clock, simulated_error, sync.is_primary())?;
         Ok(Self {
             listen,
             stratum: Stratum(stratum),
@@ -442,6 +452,7 @@ impl ServeConfig {
             leap_mode,
             nts,
             control: ControlConfig::merge(file.control, &overrides.control),
+            clock,
         })
     }
 }

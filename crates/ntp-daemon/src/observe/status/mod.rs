@@ -299,7 +299,7 @@ fn leap_report(snapshot: &ClockSnapshot, system_now: NtpTimestamp) -> LeapReport
 pub fn report(sync: &SyncStatus, snapshot: &ClockSnapshot, system_now: NtpTimestamp, counters: Counts) -> StatusReport {
     let state = snapshot.state;
     let clock = snapshot.clock;
-    let raw_now = clock.raw_at(system_now);
+    let raw_now = snapshot.raw_at(system_now);
     let last = sync.last.as_ref();
     let frequency_ppm = clock.correction.frequency_ppm();
     let system = SystemReport {
