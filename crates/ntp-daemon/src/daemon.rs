@@ -136,12 +136,13 @@ pub fn initial_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
 }
 
 /// Runs the daemon until `shutdown` completes; returns the final counters.
-pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<Counts, DaemonError> {
+pub async fn run(mut config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<Counts, DaemonError> {
     // The system clock is taken (or refused) before anything else starts.
     let kernel = match config.clock.kind {
         ClockKind::System => Some(SystemClock::start(&config.clock)?),
         ClockKind::Virtual => None,
     };
+    config.sync.frequency_known_ppm = kernel.as_ref().and_then(SystemClock::frequency_known_ppm);
     let sockets = bind(&config.listen)?;
     size_receive_buffers(&sockets, config.receive_buffer);
     if let Some(user) = &config.user {

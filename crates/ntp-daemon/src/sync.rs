@@ -100,6 +100,7 @@ pub fn system_config(config: &SyncConfig, precision: i8) -> (SystemConfig, PollC
         step_threshold: NtpDuration::from_seconds_f64(config.step_threshold),
         min_poll: config.min_poll,
         max_poll: config.max_poll,
+        frequency_known_ppm: config.frequency_known_ppm,
         ..DisciplineConfig::default()
     };
     let system = SystemConfig { discipline, holdover: NtpDuration::from_seconds_f64(config.holdover), precision };

@@ -33,6 +33,10 @@ pub const TEST_VM_ENV: &str = "NTPD_SIM_TEST_VM";
 /// `/proc/PID/comm` names them (15 characters at most).
 const OTHER_DAEMONS: [&str; 4] = ["chronyd", "ntpd", "systemd-timesyn", "ntpd-rs"];
 
+/// How well a drift file's frequency is taken to be known (ppm): what a
+/// machine's oscillator wanders by between runs (temperature, age).
+pub const DRIFT_FILE_KNOWN_PPM: f64 = 5.0;
+
 /// The drift file is rewritten at most this often (and at shutdown).
 const DRIFT_SAVE_EVERY: Duration = Duration::from_secs(10);
 
@@ -131,6 +135,7 @@ pub struct SystemClock {
     written_ppm: f64,
     drift_file: Option<PathBuf>,
     saved: Option<(Instant, f64)>,
+    from_drift_file: bool,
 }
 
 impl SystemClock {
@@ -163,7 +168,21 @@ impl SystemClock {
             from_drift_file = drift.is_some(),
             "disciplining the system clock (kernel PLL off)"
         );
-        Ok(Self { kernel, base_ppm, written_ppm: base_ppm, drift_file: config.drift_file.clone(), saved: None })
+        Ok(Self {
+            kernel,
+            base_ppm,
+            written_ppm: base_ppm,
+            drift_file: config.drift_file.clone(),
+            saved: None,
+            from_drift_file: drift.is_some(),
+        })
+    }
+
+    /// How well the starting frequency is known, for the discipline: a
+    /// drift file's to [`DRIFT_FILE_KNOWN_PPM`], else not at all.
+    #[must_use]
+    pub fn frequency_known_ppm(&self) -> Option<f64> {
+        self.from_drift_file.then_some(DRIFT_FILE_KNOWN_PPM)
     }
 
     /// The kernel frequency the correction asks for at raw time `raw_now`.

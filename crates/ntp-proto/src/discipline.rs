@@ -44,6 +44,12 @@ pub struct DisciplineConfig {
     pub min_poll: i8,
     /// See `min_poll`.
     pub max_poll: i8,
+    /// How well the starting frequency is known (ppm, one standard
+    /// deviation), when it is: a drift file's. The first fits, through a
+    /// few noisy points close together, then move the frequency only as
+    /// far as their own uncertainty warrants, instead of re-learning it
+    /// from scratch. `None` (the default): unknown, each fit is taken.
+    pub frequency_known_ppm: Option<f64>,
 }
 
 impl Default for DisciplineConfig {
@@ -58,6 +64,7 @@ impl Default for DisciplineConfig {
             correction_ratio: 2.0,
             min_poll: 6,
             max_poll: 10,
+            frequency_known_ppm: None,
         }
     }
 }
@@ -200,7 +207,13 @@ impl Discipline {
         if let Some(slope) = fit.slope {
             let limit = self.config.max_frequency_ppm;
             let target_ppm = (slope * 1e6).clamp(-limit, limit);
-            correction.adjust_frequency(raw_now, target_ppm - correction.frequency_ppm());
+            // The slope's standard error, from the larger of the points'
+            // scatter and the samples' jitter (three points can lie on a
+            // line by chance).
+            let noise = fit.residual_rms.max(sample_jitter.to_seconds_f64());
+            let slope_error = if fit.sxx > 0.0 { noise / fit.sxx.sqrt() } else { f64::INFINITY };
+            let gain = self.frequency_gain(slope_error);
+            correction.adjust_frequency(raw_now, (target_ppm - correction.frequency_ppm()) * gain);
         }
         let newest = fit.reference;
         let elapsed = (raw_now - newest.raw).to_seconds_f64();
@@ -262,6 +275,24 @@ impl Discipline {
         Adjustment::Slewing(offset)
     }
 
+    /// How far toward a fit's slope the frequency moves: all the way when
+    /// the starting frequency was unknown; with a known one, by how much
+    /// more certain the fit (its slope's standard error, `slope_error`) is
+    /// than what was known.
+    fn frequency_gain(&self, slope_error: f64) -> f64 {
+        match self.config.frequency_known_ppm {
+            None => 1.0,
+            Some(known) => {
+                let (known, fit) = ((known * 1e-6).powi(2), slope_error.powi(2));
+                if known + fit > 0.0 {
+                    known / (known + fit)
+                } else {
+                    1.0
+                }
+            }
+        }
+    }
+
     fn adapt_poll(&mut self, offset: NtpDuration, jitter: f64) {
         if offset.to_seconds_f64().abs() <= POLL_GATE * jitter.max(1e-6) {
             self.good_streak += 1;
@@ -293,6 +324,9 @@ struct Fit {
     /// Value of the line at the reference point, relative to it (seconds).
     intercept: f64,
     slope: Option<f64>,
+    /// Sum of squared distances of the points' raw times from their mean
+    /// (s²): the slope's standard error is the noise over its root.
+    sxx: f64,
     residual_rms: f64,
     runs: usize,
     points: usize,
@@ -306,6 +340,7 @@ fn line_fit(points: &VecDeque<Point>) -> Fit {
             reference: Point { raw: NtpTimestamp::ZERO, server_minus_raw: NtpDuration::ZERO },
             intercept: 0.0,
             slope: None,
+            sxx: 0.0,
             residual_rms: 0.0,
             runs: 0,
             points: 0,
@@ -322,7 +357,8 @@ fn line_fit(points: &VecDeque<Point>) -> Fit {
         .collect();
     let n = xy.len() as f64;
     if xy.len() < 3 {
-        return Fit { reference, intercept: 0.0, slope: None, residual_rms: 0.0, runs: xy.len(), points: xy.len() };
+        let points = xy.len();
+        return Fit { reference, intercept: 0.0, slope: None, sxx: 0.0, residual_rms: 0.0, runs: points, points };
     }
     let mean_x = xy.iter().map(|p| p.0).sum::<f64>() / n;
     let mean_y = xy.iter().map(|p| p.1).sum::<f64>() / n;
@@ -333,7 +369,7 @@ fn line_fit(points: &VecDeque<Point>) -> Fit {
     let residuals: Vec<f64> = xy.iter().map(|p| p.1 - (intercept + slope * p.0)).collect();
     let residual_rms = (residuals.iter().map(|r| r * r).sum::<f64>() / (n - 2.0).max(1.0)).sqrt();
     let runs = 1 + residuals.windows(2).filter(|w| (w[0] >= 0.0) != (w[1] >= 0.0)).count();
-    Fit { reference, intercept, slope: Some(slope), residual_rms, runs, points: xy.len() }
+    Fit { reference, intercept, slope: Some(slope), sxx, residual_rms, runs, points: xy.len() }
 }
 
 /// The fewest sign runs that `n` residuals of pure noise show, less two

@@ -49,12 +49,14 @@ pub struct ClockConfig {
 
 impl ClockConfig {
     /// Flags beat the file. The system clock takes no simulated offset or
-    /// drift (it has its own) and needs upstreams to follow.
+    /// drift (it has its own), needs upstreams to follow, and is not
+    /// smeared (the kernel steps for a leap).
     pub(super) fn merge(
         file: ClockSection,
         args: &ClockSection,
         simulated_error: bool,
         primary: bool,
+        smeared: bool,
     ) -> Result<Self, ConfigError> {
         let kind = match args.kind.or(file.kind).unwrap_or(ClockChoice::Virtual) {
             ClockChoice::Virtual => ClockKind::Virtual,
@@ -70,6 +72,9 @@ impl ClockConfig {
             }
             if primary {
                 return Err(invalid("clock.kind", "the system clock is disciplined from upstreams: give some".into()));
+            }
+            if smeared {
+                return Err(invalid("server.leap-smear", "the kernel steps the system clock for a leap".into()));
             }
         } else if drift_file.is_some() {
             return Err(invalid(
@@ -94,12 +99,13 @@ mod tests {
     fn virtual_is_the_default_and_system_needs_upstreams_and_no_simulated_error() {
         let system = ClockSection { kind: Some(ClockChoice::System), ..ClockSection::default() };
         let none = ClockSection::default();
-        assert_eq!(ClockConfig::merge(none.clone(), &none, false, true).unwrap().kind, ClockKind::Virtual);
-        assert_eq!(ClockConfig::merge(system.clone(), &none, false, false).unwrap().kind, ClockKind::System);
-        assert!(ClockConfig::merge(none.clone(), &system, true, false).is_err());
-        assert!(ClockConfig::merge(none.clone(), &system, false, true).is_err());
+        assert_eq!(ClockConfig::merge(none.clone(), &none, false, true, false).unwrap().kind, ClockKind::Virtual);
+        assert_eq!(ClockConfig::merge(system.clone(), &none, false, false, false).unwrap().kind, ClockKind::System);
+        assert!(ClockConfig::merge(none.clone(), &system, true, false, false).is_err());
+        assert!(ClockConfig::merge(none.clone(), &system, false, true, false).is_err());
+        assert!(ClockConfig::merge(none.clone(), &system, false, false, true).is_err(), "smeared");
         let drift = ClockSection { drift_file: Some("/tmp/x".into()), ..ClockSection::default() };
-        assert!(ClockConfig::merge(drift, &none, false, false).is_err(), "a drift file for the virtual clock");
+        assert!(ClockConfig::merge(drift, &none, false, false, false).is_err(), "a drift file for the virtual clock");
     }
 
     #[test]

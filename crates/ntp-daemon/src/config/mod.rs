@@ -188,6 +188,9 @@ pub struct SyncConfig {
     /// CA certificates (PEM) trusted for `nts://` upstreams (default: the
     /// built-in Mozilla roots).
     pub nts_ca_file: Option<PathBuf>,
+    /// How well the starting frequency is known (ppm), when a drift file
+    /// gave it; set by the daemon, not by the file.
+    pub frequency_known_ppm: Option<f64>,
 }
 
 impl Default for SyncConfig {
@@ -203,6 +206,7 @@ impl Default for SyncConfig {
             step_threshold: system.discipline.step_threshold.to_seconds_f64(),
             holdover: system.holdover.to_seconds_f64(),
             nts_ca_file: None,
+            frequency_known_ppm: None,
         }
     }
 }
@@ -240,7 +244,17 @@ impl SyncConfig {
             format!("{max_sources} is not 1-{MAX_MAX_SOURCES}")
         })?;
         let nts_ca_file = args.nts_ca_file.clone().or(file.nts_ca_file);
-        Ok(Self { upstreams, pools, max_sources, min_poll, max_poll, step_threshold, holdover, nts_ca_file })
+        Ok(Self {
+            upstreams,
+            pools,
+            max_sources,
+            min_poll,
+            max_poll,
+            step_threshold,
+            holdover,
+            nts_ca_file,
+            frequency_known_ppm: None,
+        })
     }
 
     /// True when there is nothing to synchronize to: a primary server.
@@ -434,7 +448,8 @@ impl ServeConfig {
         let sync = SyncConfig::merge(file.sync, &overrides.sync)?;
         let leap_mode = leap_mode(args.leap_smear.or(server.leap_smear), leap_file.is_some(), !sync.is_primary())?;
         let simulated_error = clock_offset != 0.0 || clock_drift_ppm != 0.0;
-        let clock = ClockConfig::merge(file.clock, &overrides.clock, simulated_error, sync.is_primary())?;
+        let smeared = matches!(leap_mode, LeapMode::Smear(_));
+        let clock = ClockConfig::merge(file.clock, &overrides.clock, simulated_error, sync.is_primary(), smeared)?;
         Ok(Self {
             listen,
             stratum: Stratum(stratum),

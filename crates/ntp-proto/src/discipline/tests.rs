@@ -175,3 +175,31 @@ fn poll_interval_grows_when_calm() {
     }
     assert_eq!(poll, 4);
 }
+
+/// The largest frequency correction over the first `seconds` of polls
+/// every second, with ±300 µs of noise (a loaded VM's), from a clock
+/// already right in phase and frequency.
+fn largest_frequency_early(config: DisciplineConfig, seconds: u32) -> f64 {
+    let mut run = Run::new(0.0, 0.0, config);
+    (0..seconds).map(|at| run.measure(f64::from(at), 300e-6).frequency_ppm.abs()).fold(0.0, f64::max)
+}
+
+#[test]
+fn a_known_frequency_is_not_relearned_from_the_first_noisy_points() {
+    let unknown = largest_frequency_early(config(0, 0), 30);
+    let known = largest_frequency_early(DisciplineConfig { frequency_known_ppm: Some(2.0), ..config(0, 0) }, 30);
+    assert!(unknown > 20.0, "the fits of a few close points swing: {unknown} ppm");
+    assert!(known < unknown / 4.0 && known < 10.0, "known {known} ppm, unknown {unknown} ppm");
+}
+
+#[test]
+fn a_known_frequency_that_is_wrong_is_still_corrected() {
+    let mut run = Run::new(0.0, 20.0, DisciplineConfig { frequency_known_ppm: Some(2.0), ..config(0, 0) });
+    let mut last = None;
+    for at in 0..600 {
+        last = Some(run.measure(f64::from(at), 100e-6));
+    }
+    let frequency = last.map_or(0.0, |u| u.frequency_ppm);
+    assert!((frequency + 20.0).abs() < 3.0, "frequency {frequency} ppm");
+    assert!(run.error(600.0).abs() < 1e-3, "error {}", run.error(600.0));
+}
