@@ -13,6 +13,7 @@ pub mod netns;
 pub mod nts;
 pub mod peers;
 pub mod process;
+pub mod vm;
 
 pub use process::{
     bin, free_tcp_port_on, free_udp_port, free_udp_port_on, log_field, ntp_query_entry, ntp_query_json, ntpd_sim_serve,

@@ -1,0 +1,111 @@
+//! The test VM (tests/vm/, docs/testing.md): a Debian cloud kernel and an
+//! initramfs built from packages, booted in qemu with TCG, where a
+//! daemon may discipline the (guest's) system clock. The guest reaches
+//! the host only through qemu's user network: 10.0.2.2 is the host's
+//! loopback, and one UDP port of the host's loopback is forwarded to the
+//! guest's port 123 so the host can measure the time the guest serves.
+//! What the guest says comes back on its serial console as `VM ...` lines.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::peers::require;
+use crate::process::{bin, Daemon};
+
+/// The repository's `tests/vm/` directory.
+pub fn vm_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("vm")
+}
+
+/// Builds the kernel and initramfs with `scenario` as the guest's
+/// `/scenario` into `out`; panics with the script's output on failure.
+pub fn build_image(scenario: &Path, out: &Path) {
+    require("qemu-system-x86_64");
+    require("busybox");
+    let bin_dir = bin("ntpd-sim").parent().map(Path::to_path_buf).expect("binary directory");
+    bin("ntp-clockwatch");
+    let output = Command::new("bash")
+        .arg(vm_dir().join("build.sh"))
+        .args([bin_dir.as_os_str(), scenario.as_os_str(), out.as_os_str()])
+        .output()
+        .expect("run tests/vm/build.sh");
+    assert!(
+        output.status.success(),
+        "tests/vm/build.sh failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Boots the image in `dir` with `kernel_args` appended to the command
+/// line, the host's 127.0.0.1:`forward` forwarded to the guest's UDP port
+/// 123. The guest powers off when its scenario ends; qemu is killed by its
+/// pid if the test ends first.
+pub fn boot(dir: &Path, kernel_args: &str, forward: u16) -> Daemon {
+    let qemu = require("qemu-system-x86_64");
+    let kernel = dir.join("vmlinuz");
+    let initrd = dir.join("initrd.img");
+    let append = format!("console=ttyS0 quiet panic=-1 {kernel_args}");
+    // No restrict=on: it would also cut the guest's polls to 10.0.2.2. The
+    // guest has no default route, so 10.0.2.0/24 is all it can reach.
+    let netdev = format!("user,id=n0,net=10.0.2.0/24,hostfwd=udp:127.0.0.1:{forward}-:123");
+    let args = [
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-smp",
+        "1",
+        "-nographic",
+        "-no-reboot",
+        "-monitor",
+        "none",
+        "-kernel",
+        path(&kernel),
+        "-initrd",
+        path(&initrd),
+        "-append",
+        &append,
+        "-netdev",
+        &netdev,
+        "-device",
+        "virtio-net-pci,netdev=n0,romfile=",
+    ];
+    Daemon::spawn(qemu, &args)
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// The `key=value` field `key` of a console line, as a number.
+#[must_use]
+pub fn field(line: &str, key: &str) -> Option<f64> {
+    let prefix = format!("{key}=");
+    let mut words = line.split_whitespace();
+    let value = words.find_map(|w| w.strip_prefix(prefix.as_str()))?;
+    // `upstream_offset= -0.0001`: busybox awk leaves a space after the '='.
+    let value = if value.is_empty() { words.next()? } else { value };
+    value.parse().ok()
+}
+
+/// The `key=value` field `key` of a console line, as text.
+#[must_use]
+pub fn text_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let prefix = format!("{key}=");
+    line.split_whitespace().find_map(|w| w.strip_prefix(prefix.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_read_from_console_lines() {
+        let line = "VM view phase=restart t=65.21 kernel_ppm=-7.088 status=8192 upstream_offset= -0.0007";
+        assert_eq!(field(line, "kernel_ppm"), Some(-7.088));
+        assert_eq!(field(line, "upstream_offset"), Some(-0.0007));
+        assert_eq!(text_field(line, "phase"), Some("restart"));
+        assert_eq!(field(line, "absent"), None);
+    }
+}
