@@ -1,7 +1,8 @@
 //! ntp-daemon: the `ntpd-sim` daemon as a library. It serves NTP over UDP
 //! from a virtual clock (the host clock plus an offset and a frequency error
-//! of its own, never written back), with access lists and rate limits, and
-//! synchronizes to upstreams. Sockets, the host clock and privileges come
+//! of its own, never written back) or, opt-in (`--clock system`), from the
+//! host's clock disciplined through the kernel, with access lists and rate
+//! limits, and synchronizes to upstreams. Sockets, the host clock and privileges come
 //! from `ntp-udp`.
 //!
 //! # Layout
