@@ -176,7 +176,30 @@ fn ntpd_sim_disciplines_the_guest_clock_as_chronyd_does() {
         restart.swing_ppm < 40.0 && restart.swing_ppm < ours.swing_ppm / 2.0,
         "restart {restart:?}\nfresh {ours:?}"
     );
-    assert!(restart.max < 5e-3, "{restart:?}");
+    // TCG stalls put single readings milliseconds off (the fresh phases
+    // too): the bound is on the 95th percentile.
+    assert!(restart.median < 1e-3 && restart.p95 < 5e-3, "{restart:?}");
+
+    // Refused with a message naming the remedy, non-zero exit, the kernel
+    // clock untouched: outside the VM, without CAP_SYS_TIME, with chronyd
+    // running (chronyd itself changes the kernel's state meanwhile, so
+    // that one is not compared).
+    for (check, says, untouched) in [
+        ("guard", "--allow-host-clock", true),
+        ("capability", "CAP_SYS_TIME", true),
+        ("other-daemon", "chronyd is running", false),
+    ] {
+        let line = (console.lines().find(|l| l.starts_with(&format!("VM check {check} "))))
+            .unwrap_or_else(|| panic!("no check {check}:\n{console}"));
+        assert!(line.contains("rc=1 ") && line.contains(says), "{line}");
+        assert!(!untouched || line.contains("kernel_unchanged=yes"), "{line}");
+    }
+    // The restart ran as _chrony after binding port 123, kept
+    // CAP_SYS_TIME (it disciplined the clock, above) and wrote the drift file.
+    assert!(console.contains("kept_cap_sys_time=true"), "{console}");
+    let rewritten =
+        (console.lines().find(|l| l.starts_with("VM drift phase=restart ppm="))).and_then(|l| field(l, "ppm"));
+    assert!(rewritten.is_some_and(|ppm| ppm != drift), "drift file not rewritten as _chrony: {rewritten:?}");
 
     // chronyd, the yardstick, did its part in the same run (its learned
     // frequency is not read: its swing shows as 0).

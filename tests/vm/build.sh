@@ -37,10 +37,12 @@ cp "$cache/x/boot/vmlinuz-$kver" "$out/vmlinuz"
 
 # The initramfs.
 stage=$(mktemp -d)
+# mktemp's 0700 would become the guest's /: no other user could enter it.
+chmod 0755 "$stage"
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/{bin,sbin,etc,proc,sys,dev,tmp,run,var/lib/chrony,modules,lib64,lib/x86_64-linux-gnu}
 cp "$busybox_path" "$stage/bin/busybox"
-for applet in sh mount insmod ip date adjtimex sleep cat echo kill ps grep awk cut seq mkdir poweroff sync tr head tail nc sed; do
+for applet in sh mount insmod ip date adjtimex sleep cat echo kill ps grep awk cut seq mkdir poweroff sync tr head tail nc sed env su chown; do
     ln -s busybox "$stage/bin/$applet"
 done
 mods="$cache/x/lib/modules/$kver/kernel"
@@ -67,6 +69,7 @@ for program in "${programs[@]}" "$busybox_path"; do
 done
 printf 'root:x:0:0:root:/:/bin/sh\n_chrony:x:100:100::/var/lib/chrony:/bin/sh\n' > "$stage/etc/passwd"
 printf 'root:x:0:\n_chrony:x:100:\n' > "$stage/etc/group"
+printf 'root:*:19000:0:99999:7:::\n_chrony:*:19000:0:99999:7:::\n' > "$stage/etc/shadow"
 install -m 0755 "$here/init" "$stage/init"
 install -m 0755 "$scenario" "$stage/scenario"
 (cd "$stage" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$out/initrd.img"

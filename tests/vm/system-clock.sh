@@ -46,6 +46,20 @@ inject() {
     echo "VM injected phase=$1 offset_s=3600 frequency_ppm=$injected_ppm $(kernel)"
 }
 
+# check NAME COMMAND...: a start that must be refused, with nothing
+# touched: its exit code, its last line, the kernel's state before and after.
+check() {
+    name=$1
+    shift
+    before=$(kernel)
+    out=$("$@" 2>&1)
+    rc=$?
+    after=$(kernel)
+    same=no
+    [ "$before" = "$after" ] && same=yes
+    echo "VM check $name rc=$rc kernel_unchanged=$same: $(echo "$out" | tail -1)"
+}
+
 # run PHASE SECONDS COMMAND...: the command (a program: its pid is the
 # daemon's) in the background, watched by ntp-clockwatch and the view
 # loop, stopped (and waited for) after SECONDS.
@@ -59,14 +73,26 @@ run() {
     echo "VM phase=$phase start"
     watch_view "$phase" &
     viewer=$!
+    if [ "$phase" = chronyd ]; then
+        sleep 3
+        check other-daemon ntpd-sim serve $system_clock --listen 127.0.0.1:1123
+    fi
     sleep "$span"
     kill "$daemon" "$viewer"
     wait "$daemon" "$watcher"
     echo "VM phase=$phase end $(kernel) $(cat /tmp/clockwatch.$phase)"
-    grep -iE 'step|error|refus|synchron|System clock' /tmp/log.$phase | head -20 | sed "s/^/VM log phase=$phase: /"
+    grep -iE 'step|error|refus|synchron|System clock|privileges' /tmp/log.$phase | head -20 | sed "s/^/VM log phase=$phase: /"
 }
 
-drift=/var/lib/ntpd-sim.drift
+mkdir -p /var/lib/ntpd-sim
+chown 100:100 /var/lib/ntpd-sim
+drift=/var/lib/ntpd-sim/drift
+system_clock="--clock system --upstream $upstream --no-control-socket"
+# Refused before anything starts: outside the VM (the variable unset),
+# without CAP_SYS_TIME (as a user without it).
+check guard env -u NTPD_SIM_TEST_VM ntpd-sim serve $system_clock --listen 127.0.0.1:1123
+check capability su -s /bin/sh _chrony -c "ntpd-sim serve $system_clock --listen 127.0.0.1:1123"
+
 set -- --clock system --upstream "$upstream" --listen 0.0.0.0:123 --min-poll 0 --max-poll 1 \
     --drift-file "$drift" --no-control-socket --log-level info --http 127.0.0.1:9123
 
@@ -74,9 +100,12 @@ inject ntpd-sim
 run ntpd-sim "$seconds" ntpd-sim serve "$@"
 echo "VM drift phase=ntpd-sim ppm=$(cat $drift)"
 
-# A restart: the oscillator as at boot (100 ppm fast), the drift file read.
+# A restart: the oscillator as at boot (100 ppm fast), the drift file
+# read; started as root, it binds port 123 and then becomes _chrony,
+# keeping CAP_SYS_TIME.
 adjtimex -f $((injected_ppm * 65536)) >/dev/null
-run restart "$restart" ntpd-sim serve "$@"
+run restart "$restart" ntpd-sim serve "$@" --user _chrony
+echo "VM drift phase=restart ppm=$(cat $drift)"
 
 inject chronyd
 cat > /tmp/chrony.conf <<CONF

@@ -247,7 +247,7 @@ pub async fn run(
         }
     }
     if let Some(kernel) = kernel.as_mut() {
-        kernel.save_drift(&clock.snapshot().clock.correction, true);
+        kernel.finish(&clock.snapshot().clock.correction);
     }
 }
 

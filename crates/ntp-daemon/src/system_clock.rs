@@ -21,7 +21,7 @@ use ntp_proto::responder::ServerState;
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use ntp_udp::kernel_clock::{self, KernelClock, KernelClockError, KernelLeap, KernelStatus};
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::ClockConfig;
 
@@ -136,6 +136,8 @@ pub struct SystemClock {
     drift_file: Option<PathBuf>,
     saved: Option<(Instant, f64)>,
     from_drift_file: bool,
+    /// A failed write was warned of: later ones are logged at debug.
+    drift_warned: bool,
 }
 
 impl SystemClock {
@@ -175,6 +177,7 @@ impl SystemClock {
             drift_file: config.drift_file.clone(),
             saved: None,
             from_drift_file: drift.is_some(),
+            drift_warned: false,
         })
     }
 
@@ -227,6 +230,18 @@ impl SystemClock {
         self.kernel.set_status(status).map(drop)
     }
 
+    /// At shutdown: the frequency without any slew in progress (else the
+    /// clock would go on running at the slew's rate), the clock marked
+    /// unsynchronized (nobody steers it now), the drift file written.
+    pub fn finish(&mut self, correction: &VirtualClock) {
+        let ppm = self.base_ppm + correction.frequency_ppm();
+        let status = KernelStatus { synchronized: false, maxerror: 16.0, esterror: 16.0, leap: KernelLeap::None };
+        if let Err(error) = self.kernel.set_frequency(ppm).and_then(|()| self.kernel.set_status(status).map(drop)) {
+            warn!(%error, "cannot leave the kernel clock free-running at the learned frequency");
+        }
+        self.save_drift(correction, true);
+    }
+
     /// Saves the learned frequency (the correction's, on the base) to the
     /// drift file, at most every ten seconds unless `now_anyway`.
     pub fn save_drift(&mut self, correction: &VirtualClock, now_anyway: bool) {
@@ -239,7 +254,11 @@ impl SystemClock {
         }
         match write_drift(&path, ppm) {
             Ok(()) => self.saved = Some((Instant::now(), ppm)),
-            Err(error) => warn!(path = %path.display(), %error, "cannot write the drift file"),
+            Err(error) if self.drift_warned => debug!(path = %path.display(), %error, "cannot write the drift file"),
+            Err(error) => {
+                warn!(path = %path.display(), %error, "cannot write the drift file (said once)");
+                self.drift_warned = true;
+            }
         }
     }
 }
