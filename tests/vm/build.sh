@@ -40,7 +40,7 @@ stage=$(mktemp -d)
 # mktemp's 0700 would become the guest's /: no other user could enter it.
 chmod 0755 "$stage"
 trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage"/{bin,sbin,etc,proc,sys,dev,tmp,run,var/lib/chrony,modules,lib64,lib/x86_64-linux-gnu}
+mkdir -p "$stage"/{bin,sbin,etc,proc,sys,dev,tmp,run,var/lib/chrony,var/run,modules,lib64,lib/x86_64-linux-gnu}
 cp "$busybox_path" "$stage/bin/busybox"
 for applet in sh mount insmod ip date adjtimex sleep cat echo kill ps grep awk cut seq mkdir poweroff sync tr head tail nc sed env su chown; do
     ln -s busybox "$stage/bin/$applet"
@@ -54,7 +54,7 @@ for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_
     elif [ -f "$mods/$m.ko.xz" ]; then xz -dc "$mods/$m.ko.xz" > "$stage/modules/$name.ko"
     else echo "module $m not in $image" >&2; exit 1; fi
 done
-programs=("$bin_dir/ntpd-sim" "$bin_dir/ntp-query" "$bin_dir/ntp-clockwatch" /usr/sbin/chronyd)
+programs=("$bin_dir/ntpd-sim" "$bin_dir/ntp-query" "$bin_dir/ntp-clockwatch" /usr/sbin/chronyd /usr/bin/chronyc)
 for program in "${programs[@]}"; do
     [ -x "$program" ] || { echo "missing $program" >&2; exit 1; }
     cp "$program" "$stage/bin/"

@@ -29,11 +29,20 @@ kernel() {
 watch_view() {
     while :; do
         offset=$(ntp-query --json -n 1 -t 1 "$upstream" 2>/dev/null | tr ',' '\n' | awk -F: '/"offset"/ {print $2; exit}')
-        # ntpd-sim's learned frequency, without the slew in progress.
-        # (busybox-static's wget crashes in its resolver: plain nc instead.)
-        learned=$(printf 'GET /status HTTP/1.0\r\n\r\n' | nc -w 1 127.0.0.1 9123 2>/dev/null | tr ',' '\n' |
-            awk -F: '/"frequency_ppm"/ {print $2; exit}')
-        echo "VM view phase=$1 t=$(cut -d' ' -f1 /proc/uptime) $(kernel) upstream_offset=${offset:-none} learned_ppm=${learned:-none}"
+        # The learned frequency, without the slew in progress: ntpd-sim's
+        # from its /status (busybox-static's wget crashes in its resolver:
+        # plain nc instead), on the kernel frequency it started from;
+        # chronyd's from `chronyc tracking` ("X ppm fast": the clock's own
+        # error, which a kernel frequency of -X corrects).
+        if [ "$1" = chronyd ]; then
+            learned=$(chronyc -h /run/chrony/chronyd.sock -n tracking 2>/dev/null | awk '/^Frequency/ {print ($5 == "fast") ? -$3 : $3}')
+            total=$learned
+        else
+            learned=$(printf 'GET /status HTTP/1.0\r\n\r\n' | nc -w 1 127.0.0.1 9123 2>/dev/null | tr ',' '\n' |
+                awk -F: '/"frequency_ppm"/ {print $2; exit}')
+            total=$(echo "$learned" | awk -v base="$base_ppm" 'NF {printf "%.3f", base + $1}')
+        fi
+        echo "VM view phase=$1 t=$(cut -d' ' -f1 /proc/uptime) $(kernel) upstream_offset=${offset:-none} learned_ppm=${learned:-none} frequency_ppm=${total:-none}"
         sleep 1
     done
 }
@@ -97,6 +106,7 @@ set -- --clock system --upstream "$upstream" --listen 0.0.0.0:123 --min-poll 0 -
     --drift-file "$drift" --no-control-socket --log-level info --http 127.0.0.1:9123
 
 inject ntpd-sim
+base_ppm=$injected_ppm
 run ntpd-sim "$seconds" ntpd-sim serve "$@"
 echo "VM drift phase=ntpd-sim ppm=$(cat $drift)"
 
@@ -104,10 +114,12 @@ echo "VM drift phase=ntpd-sim ppm=$(cat $drift)"
 # read; started as root, it binds port 123 and then becomes _chrony,
 # keeping CAP_SYS_TIME.
 adjtimex -f $((injected_ppm * 65536)) >/dev/null
+base_ppm=$(cat $drift)
 run restart "$restart" ntpd-sim serve "$@" --user _chrony
 echo "VM drift phase=restart ppm=$(cat $drift)"
 
 inject chronyd
+mkdir -p /run/chrony && chmod 0750 /run/chrony
 cat > /tmp/chrony.conf <<CONF
 server $host port $port iburst minpoll 0 maxpoll 1
 makestep 0.128 3
@@ -115,6 +127,7 @@ driftfile /var/lib/chrony/drift
 allow 10.0.2.0/24
 port 123
 cmdport 0
+bindcmdaddress /run/chrony/chronyd.sock
 pidfile /run/chronyd.pid
 CONF
 run chronyd "$seconds" chronyd -d -u root -f /tmp/chrony.conf

@@ -203,3 +203,15 @@ fn a_known_frequency_that_is_wrong_is_still_corrected() {
     assert!((frequency + 20.0).abs() < 3.0, "frequency {frequency} ppm");
     assert!(run.error(600.0).abs() < 1e-3, "error {}", run.error(600.0));
 }
+
+#[test]
+fn a_broad_prior_still_learns_a_large_frequency_error_within_two_minutes() {
+    let mut run = Run::new(0.0, 100.0, DisciplineConfig { frequency_known_ppm: Some(100.0), ..config(0, 0) });
+    let mut last = None;
+    for at in 0..120 {
+        last = Some(run.measure(f64::from(at), 300e-6));
+    }
+    let frequency = last.map_or(0.0, |u| u.frequency_ppm);
+    assert!((frequency + 100.0).abs() < 5.0, "frequency {frequency} ppm");
+    assert!(run.error(120.0).abs() < 1e-3, "error {}", run.error(120.0));
+}

@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn a_step_is_counted_and_only_later_backward_runs() {
         let mut watch = Watch::default();
-        watch.take((100.0, 1.0), (99.9995, 1.001), 0.001);
+        watch.take((100.0, 1.0), (99.9998, 1.0001), 0.001);
         assert_eq!(watch.backwards_after_first_step, 0, "before the first step it is not counted");
         watch.take((100.0, 1.0), (3700.0, 1.001), 0.001);
         assert_eq!(watch.steps.len(), 1);
