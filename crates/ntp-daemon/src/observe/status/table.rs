@@ -72,7 +72,10 @@ pub fn render(report: &StatusReport) -> String {
             seconds(u.offset),
             seconds(u.delay),
             seconds(u.jitter),
-            describe(u.state),
+            match &u.mode {
+                Some(mode) => format!("{}, xleave: {mode}", describe(u.state)),
+                None => describe(u.state).to_string(),
+            },
         );
     }
     let _ = writeln!(
