@@ -11,7 +11,6 @@
 //! send call; a network card soon after), and before a batch is answered
 //! if timestamps are still outstanding.
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, UdpSocket};
 
 use ntp_proto::interleave::TransmitTable;
@@ -24,8 +23,13 @@ use crate::clock::ClockSnapshot;
 /// Replies remembered while their timestamps are awaited: more than a
 /// few batches' worth, so a slow timestamp is not lost behind later ones.
 const IN_FLIGHT: usize = 1024;
-/// Send latencies kept; the estimate is the least of them.
-const LATENCY_WINDOW: usize = 64;
+/// How fast the latency estimate follows the send latency up: per
+/// measurement, a nanosecond (a sample below it pulls it down at once).
+const LATENCY_CREEP: NtpDuration = NtpDuration::from_bits(4); // 4 / 2^32 s, ~0.93 ns
+/// Measurements before the estimate is used: the first sends on a socket
+/// are the slowest (cold caches), and T3 moved on by one of those would be
+/// later than a warm reply leaves.
+const LATENCY_WARM_UP: u32 = 8;
 /// A latency beyond this is a measurement gone wrong (the thread was
 /// preempted between the clock read and the send), not kept.
 const MAX_LATENCY: NtpDuration = NtpDuration::from_bits(1 << 22); // ~1 ms
@@ -53,7 +57,8 @@ pub struct SentReplies {
     queue: TransmitQueue,
     stamps: Vec<TransmitStamp>,
     table: TransmitTable,
-    latencies: VecDeque<NtpDuration>,
+    latency: Option<NtpDuration>,
+    latency_samples: u32,
     /// The batch being answered: one entry per datagram queued, in order.
     batch: Vec<Option<(NtpTimestamp, IpAddr)>>,
 }
@@ -76,7 +81,8 @@ impl SentReplies {
             queue: TransmitQueue::new(64),
             stamps: Vec::with_capacity(64),
             table: TransmitTable::new(capacity),
-            latencies: VecDeque::with_capacity(LATENCY_WINDOW),
+            latency: None,
+            latency_samples: 0,
             batch: Vec::with_capacity(64),
         }
     }
@@ -97,13 +103,16 @@ impl SentReplies {
         self.table.transmit_of(receive, client)
     }
 
-    /// What a basic reply's T3 is moved on by: the least send latency
-    /// measured lately on this socket (zero until one is), so T3 is never
+    /// What a basic reply's T3 is moved on by: about the least send
+    /// latency measured on this socket (zero until one is), so T3 is not
     /// later than the reply really leaves and no delay reads shorter than
-    /// the wire's.
+    /// the wire's (see [`least_latency`]).
     #[must_use]
     pub fn transmit_latency(&self) -> NtpDuration {
-        self.latencies.iter().copied().min().unwrap_or(NtpDuration::ZERO)
+        match self.latency {
+            Some(latency) if self.latency_samples >= LATENCY_WARM_UP => latency,
+            _ => NtpDuration::ZERO,
+        }
     }
 
     /// Notes the next datagram queued for the send: a time reply carrying
@@ -133,10 +142,8 @@ impl SentReplies {
             if let Some(read) = sent.read_for_transmit {
                 let latency = stamp.sent - read;
                 if latency >= NtpDuration::ZERO && latency < MAX_LATENCY {
-                    if self.latencies.len() == LATENCY_WINDOW {
-                        self.latencies.pop_front();
-                    }
-                    self.latencies.push_back(latency);
+                    self.latency = Some(least_latency(self.latency, latency));
+                    self.latency_samples = self.latency_samples.saturating_add(1);
                 }
             }
         }
@@ -189,5 +196,37 @@ impl SentReplies {
             debug!(%error, "transmit timestamps could not be restarted: basic mode only");
             self.numbered = false;
         }
+    }
+}
+
+/// The send latency estimate after `measured`: the least seen, creeping up
+/// by [`LATENCY_CREEP`] a measurement so it follows a host that became
+/// slower. A median would put T3 after the real send for every faster
+/// reply (and a client picking its lowest-delay sample picks exactly
+/// those); the least keeps T3 before it, so the error goes into a longer
+/// delay, never a shorter one. In the steady state it sits a few tens of
+/// nanoseconds above the fastest sends: where the expected pull down by a
+/// faster one equals the creep.
+#[must_use]
+pub fn least_latency(estimate: Option<NtpDuration>, measured: NtpDuration) -> NtpDuration {
+    estimate.map_or(measured, |estimate| (estimate + LATENCY_CREEP).min(measured))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_drops_to_a_faster_send_at_once_and_follows_slower_ones_slowly() {
+        let us = |n: i64| NtpDuration::from_nanos(n * 1000);
+        let mut estimate = least_latency(None, us(10));
+        assert_eq!(estimate, us(10));
+        estimate = least_latency(Some(estimate), us(4));
+        assert_eq!(estimate, us(4));
+        // A thousand slower sends move it up by about a microsecond.
+        for _ in 0..1000 {
+            estimate = least_latency(Some(estimate), us(9));
+        }
+        assert!(estimate > us(4) && estimate < us(5), "{estimate}");
     }
 }
