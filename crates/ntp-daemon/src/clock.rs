@@ -27,14 +27,13 @@
 //! and raw time is system time with the corrections the daemon made undone
 //! (the inverse of the correction), the frame the discipline measures in.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
 use ntp_proto::clock::{Clock, DisciplinedClock};
 use ntp_proto::leap::LeapSchedule;
 use ntp_proto::responder::ServerState;
-use ntp_proto::{NtpDuration, NtpTimestamp};
+use ntp_proto::NtpTimestamp;
 use ntp_udp::SystemClock;
 
 /// Which clock the daemon serves and disciplines.
@@ -121,19 +120,13 @@ pub struct SharedClock {
     snapshot: ArcSwap<ClockSnapshot>,
     /// Serialises writers only; readers never touch it.
     writer: Mutex<()>,
-    /// How much later than T3 is read a reply leaves (see [`crate::latency`]).
-    transmit_latency: TransmitLatency,
 }
 
 impl SharedClock {
     /// A clock starting from `snapshot`.
     #[must_use]
     pub fn new(snapshot: ClockSnapshot) -> Self {
-        Self {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            writer: Mutex::new(()),
-            transmit_latency: TransmitLatency::default(),
-        }
+        Self { snapshot: ArcSwap::from_pointee(snapshot), writer: Mutex::new(()) }
     }
 
     /// The current clock and state; cheap, lock-free, and consistent.
@@ -145,12 +138,6 @@ impl SharedClock {
     #[must_use]
     pub fn system_now() -> NtpTimestamp {
         SystemClock.now()
-    }
-
-    /// The send latency the serving threads add to T3.
-    #[must_use]
-    pub fn transmit_latency(&self) -> &TransmitLatency {
-        &self.transmit_latency
     }
 
     /// The server's time now (what it serves).
@@ -211,29 +198,11 @@ impl Clock for SharedClock {
     }
 }
 
-/// How much later than T3 is read a reply leaves: the send latency that
-/// [`crate::latency`] measures and the serving threads add to T3, shared
-/// lock-free.
-#[derive(Debug, Default)]
-pub struct TransmitLatency(AtomicI64);
-
-impl TransmitLatency {
-    /// The estimate: how much later than T3 is read the reply leaves.
-    #[must_use]
-    pub fn get(&self) -> NtpDuration {
-        NtpDuration::from_bits(self.0.load(Ordering::Relaxed))
-    }
-
-    /// Replaces the estimate.
-    pub fn set(&self, latency: NtpDuration) {
-        self.0.store(latency.to_bits(), Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ntp_proto::packet::{ReferenceId, Stratum};
+    use ntp_proto::NtpDuration;
 
     fn snapshot(offset: f64) -> ClockSnapshot {
         ClockSnapshot {
