@@ -11,6 +11,7 @@
 //! send call; a network card soon after), and before a batch is answered
 //! if timestamps are still outstanding.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, UdpSocket};
 
 use ntp_proto::interleave::TransmitTable;
@@ -23,9 +24,8 @@ use crate::clock::ClockSnapshot;
 /// Replies remembered while their timestamps are awaited: more than a
 /// few batches' worth, so a slow timestamp is not lost behind later ones.
 const IN_FLIGHT: usize = 1024;
-/// How fast the latency estimate follows the send latency up: per
-/// measurement, a nanosecond (a sample below it pulls it down at once).
-const LATENCY_CREEP: NtpDuration = NtpDuration::from_bits(4); // 4 / 2^32 s, ~0.93 ns
+/// Send latencies the estimate is the least of: the last this many.
+const LATENCY_WINDOW: u64 = 1024;
 /// Measurements before the estimate is used: the first sends on a socket
 /// are the slowest (cold caches), and T3 moved on by one of those would be
 /// later than a warm reply leaves.
@@ -57,8 +57,7 @@ pub struct SentReplies {
     queue: TransmitQueue,
     stamps: Vec<TransmitStamp>,
     table: TransmitTable,
-    latency: Option<NtpDuration>,
-    latency_samples: u32,
+    latency: LeastLatency,
     /// The batch being answered: one entry per datagram queued, in order.
     batch: Vec<Option<(NtpTimestamp, IpAddr)>>,
 }
@@ -81,8 +80,7 @@ impl SentReplies {
             queue: TransmitQueue::new(64),
             stamps: Vec::with_capacity(64),
             table: TransmitTable::new(capacity),
-            latency: None,
-            latency_samples: 0,
+            latency: LeastLatency::default(),
             batch: Vec::with_capacity(64),
         }
     }
@@ -106,13 +104,10 @@ impl SentReplies {
     /// What a basic reply's T3 is moved on by: about the least send
     /// latency measured on this socket (zero until one is), so T3 is not
     /// later than the reply really leaves and no delay reads shorter than
-    /// the wire's (see [`least_latency`]).
+    /// the wire's (see [`LeastLatency`]).
     #[must_use]
     pub fn transmit_latency(&self) -> NtpDuration {
-        match self.latency {
-            Some(latency) if self.latency_samples >= LATENCY_WARM_UP => latency,
-            _ => NtpDuration::ZERO,
-        }
+        self.latency.estimate()
     }
 
     /// Notes the next datagram queued for the send: a time reply carrying
@@ -142,8 +137,7 @@ impl SentReplies {
             if let Some(read) = sent.read_for_transmit {
                 let latency = stamp.sent - read;
                 if latency >= NtpDuration::ZERO && latency < MAX_LATENCY {
-                    self.latency = Some(least_latency(self.latency, latency));
-                    self.latency_samples = self.latency_samples.saturating_add(1);
+                    self.latency.add(latency);
                 }
             }
         }
@@ -199,17 +193,43 @@ impl SentReplies {
     }
 }
 
-/// The send latency estimate after `measured`: the least seen, creeping up
-/// by [`LATENCY_CREEP`] a measurement so it follows a host that became
-/// slower. A median would put T3 after the real send for every faster
-/// reply (and a client picking its lowest-delay sample picks exactly
-/// those); the least keeps T3 before it, so the error goes into a longer
-/// delay, never a shorter one. In the steady state it sits a few tens of
-/// nanoseconds above the fastest sends: where the expected pull down by a
-/// faster one equals the creep.
-#[must_use]
-pub fn least_latency(estimate: Option<NtpDuration>, measured: NtpDuration) -> NtpDuration {
-    estimate.map_or(measured, |estimate| (estimate + LATENCY_CREEP).min(measured))
+/// The least of the last [`LATENCY_WINDOW`] send latencies measured, kept
+/// as a sliding-window minimum (each sample enters and leaves the queue
+/// once). A median would put T3 after the real send for every faster reply
+/// (and a client that keeps its lowest-delay sample picks exactly those);
+/// the least keeps T3 before it, so the error goes into a longer delay and
+/// a few hundred nanoseconds of offset, never a shorter delay. A host that
+/// became slower is followed once the faster samples have left the window;
+/// a faster send pulls it down at once. Zero until [`LATENCY_WARM_UP`]
+/// samples.
+#[derive(Debug, Default)]
+pub struct LeastLatency {
+    /// Increasing values, each with the number of the sample it came from.
+    window: VecDeque<(u64, NtpDuration)>,
+    samples: u64,
+}
+
+impl LeastLatency {
+    /// Takes one measured latency.
+    pub fn add(&mut self, latency: NtpDuration) {
+        while self.window.back().is_some_and(|&(_, kept)| kept >= latency) {
+            self.window.pop_back();
+        }
+        self.window.push_back((self.samples, latency));
+        self.samples += 1;
+        while self.window.front().is_some_and(|&(n, _)| n + LATENCY_WINDOW < self.samples) {
+            self.window.pop_front();
+        }
+    }
+
+    /// The estimate.
+    #[must_use]
+    pub fn estimate(&self) -> NtpDuration {
+        match self.window.front() {
+            Some(&(_, least)) if self.samples >= u64::from(LATENCY_WARM_UP) => least,
+            _ => NtpDuration::ZERO,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -217,16 +237,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_estimate_drops_to_a_faster_send_at_once_and_follows_slower_ones_slowly() {
+    fn the_estimate_is_the_least_of_the_window_after_the_warm_up() {
         let us = |n: i64| NtpDuration::from_nanos(n * 1000);
-        let mut estimate = least_latency(None, us(10));
-        assert_eq!(estimate, us(10));
-        estimate = least_latency(Some(estimate), us(4));
-        assert_eq!(estimate, us(4));
-        // A thousand slower sends move it up by about a microsecond.
-        for _ in 0..1000 {
-            estimate = least_latency(Some(estimate), us(9));
+        let mut least = LeastLatency::default();
+        // The first sends are the slowest: not used until eight came.
+        for latency in [30, 12, 9, 10, 11, 10, 9] {
+            least.add(us(latency));
+            assert_eq!(least.estimate(), NtpDuration::ZERO);
         }
-        assert!(estimate > us(4) && estimate < us(5), "{estimate}");
+        least.add(us(10));
+        assert_eq!(least.estimate(), us(9));
+        // A faster send pulls it down at once.
+        least.add(us(4));
+        assert_eq!(least.estimate(), us(4));
+        // Slower ones raise it only once the fast one has left the window.
+        for _ in 0..LATENCY_WINDOW - 1 {
+            least.add(us(7));
+        }
+        assert_eq!(least.estimate(), us(4));
+        least.add(us(7));
+        assert_eq!(least.estimate(), us(7));
+        assert!(least.window.len() <= 2, "one entry per distinct step: {}", least.window.len());
     }
 }
