@@ -38,7 +38,7 @@ watch_view() {
             learned=$(chronyc -h /run/chrony/chronyd.sock -n tracking 2>/dev/null | awk '/^Frequency/ {print ($5 == "fast") ? -$3 : $3}')
             total=$learned
         else
-            learned=$(printf 'GET /status HTTP/1.0\r\n\r\n' | nc -w 1 127.0.0.1 9123 2>/dev/null | tr ',' '\n' |
+            learned=$(printf 'GET /status HTTP/1.0\r\n\r\n' | nc -w 2 127.0.0.1 9123 2>/dev/null | tr ',' '\n' |
                 awk -F: '/"frequency_ppm"/ {print $2; exit}')
             total=$(echo "$learned" | awk -v base="$base_ppm" 'NF {printf "%.3f", base + $1}')
         fi
