@@ -33,6 +33,8 @@
 //!   tool, the daemon and the simulator alike.
 //! - [`responder`]: the server's decision for one datagram (ignore, or
 //!   reply with these bytes).
+//! - [`refclock`]: reference clocks: the NTP shared-memory segment and
+//!   chrony's SOCK datagram decoded, readings reduced to samples, PPS locking.
 //! - [`leap`]: leap seconds: the `leap-seconds.list` file, the announcement
 //!   window, the upstream vote, and stepped or smeared served time.
 
@@ -48,6 +50,7 @@ pub mod filter;
 pub mod leap;
 pub mod nts;
 pub mod packet;
+pub mod refclock;
 pub mod request;
 pub mod responder;
 pub mod selection;
