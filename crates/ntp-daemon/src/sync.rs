@@ -584,7 +584,7 @@ fn upstream_status(sync: &Synchronizer, upstream: &Upstream, index: usize) -> Up
     let association = sync.associations().nth(index);
     UpstreamStatus {
         name: upstream.name.clone(),
-        address: upstream.address,
+        address: upstream.address.to_string(),
         pool: upstream.pool.clone(),
         origin: upstream.origin.as_str(),
         reach: association.map_or(0, |a| a.reach()),

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::association::Association;
+use crate::association::{Association, AssociationKind};
 use crate::clock::VirtualClock;
 use crate::discipline::{Adjustment, Discipline, DisciplineConfig, Update};
 use crate::exchange::{Sample, PHI};
@@ -72,6 +72,8 @@ pub enum Unfit {
     TooFar,
     /// It is synchronized to us: selecting it would make a loop.
     Loop,
+    /// A reference clock configured `noselect`.
+    NoSelect,
 }
 
 /// One association as the system sees it: the reference ID we would
@@ -266,6 +268,11 @@ impl System {
         if let Some(k) = survivors.iter().position(|s| Some(s.index) == self.system_peer && s.stratum == best_stratum) {
             survivors.swap(0, k);
         }
+        // A preferred reference clock that survived is the system peer.
+        let preferred = |s: &Survivor| matches!(peers[s.index].association.kind(), AssociationKind::Refclock { prefer: true, .. });
+        if let Some(k) = survivors.iter().position(preferred) {
+            survivors.swap(0, k);
+        }
         let peer = *survivors.first()?;
         self.system_peer = Some(peer.index);
         let association = peers[peer.index].association;
@@ -328,7 +335,13 @@ impl System {
         let (Some(output), Some(info)) = (association.output(), association.info()) else {
             return Err(Unfit::NoSample);
         };
-        if info.leap == LeapIndicator::Unsynchronized || !info.stratum.is_synchronized() || info.stratum.0 >= 15 {
+        let refclock = matches!(association.kind(), AssociationKind::Refclock { .. });
+        if let AssociationKind::Refclock { noselect: true, .. } = association.kind() {
+            return Err(Unfit::NoSelect);
+        }
+        // A reference clock is stratum 0; a server says 0 only when it is not synchronized.
+        let stratum_ok = info.stratum.is_synchronized() || (refclock && info.stratum.0 == 0);
+        if info.leap == LeapIndicator::Unsynchronized || !stratum_ok || info.stratum.0 >= 15 {
             return Err(Unfit::Unsynchronized);
         }
         if self.own_reference_ids.contains(&info.reference_id) {

@@ -5,7 +5,6 @@
 
 mod table;
 
-use std::net::SocketAddr;
 
 use ntp_proto::association::ServerInfo;
 use ntp_proto::filter::FilterOutput;
@@ -76,8 +75,8 @@ pub struct ReplacementReport {
 pub struct UpstreamStatus {
     /// As configured (`host:port`); a pool member's address.
     pub name: String,
-    /// The address polled.
-    pub address: SocketAddr,
+    /// The address polled; a reference clock's driver (`shm:0`, `sock:PATH`).
+    pub address: String,
     /// The pool it came from, if it did.
     pub pool: Option<String>,
     /// `config` or `runtime` (added over the control socket).
@@ -230,6 +229,8 @@ pub enum Selection {
     TooFar,
     /// Synchronized to us.
     Loop,
+    /// A reference clock configured `noselect`.
+    NoSelect,
     /// Not judged yet (no selection has run).
     Pending,
 }
@@ -249,6 +250,7 @@ impl Selection {
             Some(SelectionState::Unfit(Unfit::Unsynchronized)) => Self::Unsynchronized,
             Some(SelectionState::Unfit(Unfit::TooFar)) => Self::TooFar,
             Some(SelectionState::Unfit(Unfit::Loop)) => Self::Loop,
+            Some(SelectionState::Unfit(Unfit::NoSelect)) => Self::NoSelect,
             None if stopped => Self::Stopped,
             None if reach == 0 => Self::Unreachable,
             None => Self::Pending,
@@ -269,6 +271,7 @@ impl Selection {
             Self::Unsynchronized => "unsynchronized",
             Self::TooFar => "too-far",
             Self::Loop => "loop",
+            Self::NoSelect => "noselect",
             Self::Pending => "pending",
         }
     }
@@ -324,7 +327,7 @@ pub fn report(sync: &SyncStatus, snapshot: &ClockSnapshot, system_now: NtpTimest
             let output = u.output;
             UpstreamReport {
                 name: u.name.clone(),
-                address: u.address.to_string(),
+                address: u.address.clone(),
                 pool: u.pool.clone(),
                 origin: u.origin.into(),
                 reach: u.reach,
