@@ -23,6 +23,8 @@
 //!   exchange at a time (the query tool, the daemon's upstreams).
 //! - [`system_clock`]: [`SystemClock`], CLOCK_REALTIME as an
 //!   `ntp_proto::clock::Clock`, and the one measurement of its precision.
+//! - [`shm`]: the SysV shared-memory segment of an NTP SHM reference
+//!   clock (gpsd's), attached and read with volatile loads.
 //! - [`privileges`]: becoming an unprivileged user after binding.
 //! - [`signal`]: the future that ends at SIGINT or SIGTERM.
 
@@ -37,6 +39,7 @@ pub mod bind;
 pub mod privileges;
 pub mod recv;
 pub mod send;
+pub mod shm;
 pub mod signal;
 pub mod socket;
 pub mod system_clock;
