@@ -161,6 +161,7 @@ pub async fn run_on(
         refid = %state.reference_id.display(state.stratum),
         upstreams = %config.sync.upstreams.join(" "),
         pools = %config.sync.pools.join(" "),
+        refclocks = %config.sync.refclocks.iter().map(|r| r.source.to_string()).collect::<Vec<_>>().join(" "),
         precision = state.precision,
         clock_offset = config.clock_offset,
         clock_drift_ppm = config.clock_drift_ppm,
