@@ -47,7 +47,7 @@ while True:
     if os.path.exists(silence):
         continue
     t = datetime.datetime.fromtimestamp(second + offset, datetime.timezone.utc)
-    hms = t.strftime("%H%M%S") + ".00"
+    hms = t.strftime("%H%M%S") + ".%02d" % (t.microsecond // 10000)
     out = sentence("GPRMC,%s,A,4807.038,N,01131.000,E,000.0,000.0,%s,,,A" % (hms, t.strftime("%d%m%y")))
     out += sentence("GPGGA,%s,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,," % hms)
     out += sentence("GPZDA,%s,%s,%s,%s,00,00" % (hms, t.strftime("%d"), t.strftime("%m"), t.strftime("%Y")))
@@ -106,7 +106,10 @@ impl Drop for ShmCleanup {
     }
 }
 
-/// The NMEA receiver, its time `offset` seconds off the host's clock.
+/// The NMEA receiver, its time `offset` seconds off the host's clock
+/// (sent at the top of each second of the host's clock, stamped with
+/// that second plus `offset`, to the hundredth: -0.05 is a receiver
+/// whose NMEA arrives 50 ms late).
 #[derive(Debug)]
 pub struct Receiver {
     /// Its TCP port on 127.0.0.1.

@@ -96,14 +96,6 @@ fn chrony_served(socket: &Path) -> Option<f64> {
     fields.get(4)?.parse().ok()
 }
 
-/// What ntpd-sim measures of the refclock at `address`: reference minus
-/// the host's clock (its offset from the served clock plus the served
-/// clock's own offset from the host's).
-fn our_offset(status: &Value, address: &str) -> Option<f64> {
-    let served = status["system"]["host_offset"].as_f64()?;
-    Some(row(status, address)?["offset"].as_f64()? + served)
-}
-
 /// ntpd-sim on `shm:0` becomes a stratum 1 with refid GPS and serves the
 /// host's time (the truth here) within a millisecond; chronyd reading the
 /// same receiver through gpsd's unit 1 measures what ntpd-sim measures.
@@ -245,7 +237,7 @@ fn sock_samples_and_a_pps_locked_to_nmea() {
     }
     let s = synced.unwrap_or_else(|| panic!("not on the locked PPS: {}\n{}", status(&http), daemon.output()));
     assert_eq!(s["system"]["stratum"], 1);
-    assert_eq!(row(&s, &format!("sock:{}", nmea.display())).map(|r| r["state"].clone()), Some("noselect".into()));
+    assert_eq!(row(&s, &format!("sock:{}", nmea.display())).map(|r| r["state"].clone()), Some("no-select".into()));
     let chrony = chrony_offset(&socket).expect("chronyd read the SOCK samples");
     println!("SOCK: chronyd measures {:+.1} us of the 30000 us sent", chrony * 1e6);
     assert!((chrony - 0.030).abs() < 1e-3, "chronyd measures {chrony}");

@@ -271,7 +271,7 @@ impl Selection {
             Self::Unsynchronized => "unsynchronized",
             Self::TooFar => "too-far",
             Self::Loop => "loop",
-            Self::NoSelect => "noselect",
+            Self::NoSelect => "no-select",
             Self::Pending => "pending",
         }
     }
