@@ -127,7 +127,8 @@ impl Receiver {
         let script = dir.path().join("nmea.py");
         std::fs::write(&script, RECEIVER).expect("write nmea.py");
         let silence = dir.path().join("silence");
-        let args = [script.to_str().unwrap_or_default(), "0", &offset.to_string(), silence.to_str().unwrap_or_default()];
+        let args =
+            [script.to_str().unwrap_or_default(), "0", &offset.to_string(), silence.to_str().unwrap_or_default()];
         let process = Daemon::spawn(python, &args);
         let line = process.wait_for_line("listening", Duration::from_secs(10)).expect("the NMEA receiver started");
         let port = line.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("its port");
@@ -192,4 +193,3 @@ impl SockSender {
         }
     }
 }
-

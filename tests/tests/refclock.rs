@@ -217,7 +217,8 @@ fn sock_samples_and_a_pps_locked_to_nmea() {
     let nmea_flag = format!("sock:{},refid=NMEA,poll=0,delay=0.2,noselect", nmea.display());
     let pps_flag = format!("sock:{},refid=PPS,poll=0,lock=NMEA", pps.display());
     let (daemon, _, http) = start(&["--refclock", &nmea_flag, "--refclock", &pps_flag]);
-    let (alone, _, alone_http) = start(&["--refclock", &format!("sock:{},refid=PPS,poll=0", dir.path().join("alone.sock").display())]);
+    let (alone, _, alone_http) =
+        start(&["--refclock", &format!("sock:{},refid=PPS,poll=0", dir.path().join("alone.sock").display())]);
     let (_chrony, socket) = chronyd(&format!("refclock SOCK {} refid NMEA poll 0 delay 0.2", chrony_sock.display()));
     let nmea_sender = SockSender::new(&[&nmea, &chrony_sock]);
     let pps_sender = SockSender::new(&[&pps, &dir.path().join("alone.sock")]);

@@ -269,7 +269,8 @@ impl System {
             survivors.swap(0, k);
         }
         // A preferred reference clock that survived is the system peer.
-        let preferred = |s: &Survivor| matches!(peers[s.index].association.kind(), AssociationKind::Refclock { prefer: true, .. });
+        let preferred =
+            |s: &Survivor| matches!(peers[s.index].association.kind(), AssociationKind::Refclock { prefer: true, .. });
         if let Some(k) = survivors.iter().position(preferred) {
             survivors.swap(0, k);
         }

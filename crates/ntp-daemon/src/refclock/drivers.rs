@@ -100,8 +100,12 @@ pub async fn read_sock(socket: tokio::net::UnixDatagram, index: usize, readings:
         };
         match sock::decode(&buffer[..length]) {
             Ok(sample) => {
-                let reading =
-                    DriverReading { system: sample.system, offset: sample.offset, pulse: sample.pulse, leap: sample.leap };
+                let reading = DriverReading {
+                    system: sample.system,
+                    offset: sample.offset,
+                    pulse: sample.pulse,
+                    leap: sample.leap,
+                };
                 if readings.send((index, reading)).await.is_err() {
                     return;
                 }

@@ -184,11 +184,14 @@ mod tests {
 
     use super::*;
 
+    /// A writer's work on the bytes, done in the middle of a read.
+    type Writer = fn(&mut [u8; SHM_SIZE]);
+
     /// A segment in plain memory; `during_copy` runs between the first
     /// read of `count` and the copy, as a writer would.
     struct Fake {
         bytes: RefCell<[u8; SHM_SIZE]>,
-        during_copy: Cell<Option<fn(&mut [u8; SHM_SIZE])>>,
+        during_copy: Cell<Option<Writer>>,
     }
 
     impl Fake {

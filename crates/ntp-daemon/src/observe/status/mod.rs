@@ -5,7 +5,6 @@
 
 mod table;
 
-
 use ntp_proto::association::ServerInfo;
 use ntp_proto::filter::FilterOutput;
 use ntp_proto::leap::LeapMode;
