@@ -134,13 +134,15 @@ pub fn initial_snapshot(config: &ServeConfig, precision: i8) -> ClockSnapshot {
 pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<Counts, DaemonError> {
     let sockets = bind(&config.listen)?;
     size_receive_buffers(&sockets, config.receive_buffer);
+    // Root's SHM units (0600) and /run's SOCK sockets, before root is gone.
+    let refclocks = crate::refclock::Refclocks::open(&config.sync.refclocks);
     if let Some(user) = &config.user {
         let (uid, gid) = privileges::drop_to(user)?;
         info!(user, uid, gid, "privileges dropped after binding");
     }
     let clock = Arc::new(SharedClock::new(initial_snapshot(&config, measure_precision())));
     let (status, _) = watch::channel(SyncStatus::default());
-    run_on(sockets, config, clock, status, shutdown).await
+    run_with(sockets, config, clock, status, refclocks, shutdown).await
 }
 
 /// Runs the daemon on sockets the caller bound, with a clock the caller
@@ -150,6 +152,18 @@ pub async fn run_on(
     config: ServeConfig,
     clock: Arc<SharedClock>,
     status: watch::Sender<SyncStatus>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Counts, DaemonError> {
+    run_with(sockets, config, clock, status, Vec::new(), shutdown).await
+}
+
+/// [`run_on`], with the reference clocks' devices opened already.
+async fn run_with(
+    sockets: Vec<UdpSocket>,
+    config: ServeConfig,
+    clock: Arc<SharedClock>,
+    status: watch::Sender<SyncStatus>,
+    refclocks: Vec<std::io::Result<crate::refclock::drivers::Device>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Counts, DaemonError> {
     let local: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
@@ -215,7 +229,8 @@ pub async fn run_on(
         let until_stopped = wait_for_stop(stopped.clone());
         let (clock, sync_config) = (Arc::clone(&clock), config.sync.clone());
         let reports = sync::Reports { status, stats_log };
-        tokio::spawn(sync::run(clock, sync_config, local.clone(), leaps, reports, calls, until_stopped))
+        let handles = sync::Handles { refclocks, control: calls };
+        tokio::spawn(sync::run(clock, sync_config, local.clone(), leaps, reports, handles, until_stopped))
     };
     let started = config
         .nts

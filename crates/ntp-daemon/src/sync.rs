@@ -133,7 +133,19 @@ pub struct Reports {
     pub stats_log: Option<StatsLog>,
 }
 
-/// Polls the sources of `config` (and those added over `control`) and
+/// What the upstream task is handed besides its config: the refclocks'
+/// devices, opened while the daemon had its privileges, and the control
+/// socket's requests.
+#[derive(Debug, Default)]
+pub struct Handles {
+    /// [`Refclocks::open`] of the config's refclocks (empty: opened by the task).
+    pub refclocks: Vec<std::io::Result<crate::refclock::drivers::Device>>,
+    /// The control socket's calls, if it has one.
+    pub control: Option<mpsc::Receiver<Call>>,
+}
+
+/// Polls the sources of `config` (and those added over the control
+/// socket), reads its reference clocks, and
 /// disciplines `clock` until `shutdown` completes. `listening` are the
 /// addresses this server serves on, for loop detection; `leaps` says
 /// whether a leap file decides leaps instead of the upstreams.
@@ -143,10 +155,11 @@ pub async fn run(
     listening: Vec<SocketAddr>,
     mut leaps: LeapSource,
     reports: Reports,
-    mut control: Option<mpsc::Receiver<Call>>,
+    handles: Handles,
     shutdown: impl Future<Output = ()>,
 ) {
     let Reports { status, mut stats_log } = reports;
+    let Handles { refclocks: devices, mut control } = handles;
     let precision = clock.snapshot().state.precision;
     let (system, poll) = system_config(&config, precision);
     let raw_now = clock.raw_now();
@@ -158,7 +171,7 @@ pub async fn run(
             warn!(%error, "source given twice: once is enough");
         }
     }
-    let (refclocks, mut readings) = Refclocks::start(&config.refclocks);
+    let (refclocks, mut readings) = Refclocks::start(&config.refclocks, devices);
     let mut up = Upstreams {
         clock: Arc::clone(&clock),
         sync: Synchronizer::new(system, poll, &[], raw_now),

@@ -1,10 +1,14 @@
 //! The reference clock drivers, one task each: the SHM segment read four
 //! times a second, the SOCK socket's datagrams as they come. Each sends
 //! what it read, as reference minus system time at a system time, to the
-//! upstream task; bad input is logged at debug and dropped.
+//! upstream task; bad input is logged at debug and dropped. The devices
+//! are opened first ([`open`]), while the daemon still has the privileges
+//! root's SHM units and `/run` need, as chrony opens them.
 
 use std::path::Path;
 use std::time::Duration;
+
+use crate::config::refclock::RefclockSource;
 
 use ntp_proto::refclock::shm::{self, ShmError, SHM_KEY_BASE};
 use ntp_proto::refclock::sock;
@@ -43,18 +47,42 @@ pub fn shm_mode(unit: u8) -> u32 {
     }
 }
 
-/// Reads SHM `unit` until `readings` closes. The segment is attached (and
-/// created, as chrony does, if gpsd has not made it yet) at the start.
-pub async fn read_shm(unit: u8, index: usize, readings: Readings) {
-    let key = SHM_KEY_BASE + i32::from(unit);
-    let segment = loop {
-        match ShmSegment::attach(key, shm_mode(unit)) {
-            Ok(segment) => break segment,
-            Err(error) => {
-                warn!(unit, %error, "cannot attach the SHM segment: retrying in 10 s");
-                tokio::time::sleep(Duration::from_secs(10)).await;
-            }
+/// A reference clock's device, opened.
+#[derive(Debug)]
+pub enum Device {
+    /// An attached SHM segment.
+    Shm(ShmSegment),
+    /// A bound SOCK socket.
+    Sock(std::os::unix::net::UnixDatagram),
+}
+
+/// Opens `source`: attaches the SHM segment (created, as chrony does,
+/// with [`shm_mode`] if gpsd has not made it yet), or binds the SOCK
+/// socket (a stale one is replaced, as chrony does).
+pub fn open(source: &RefclockSource) -> std::io::Result<Device> {
+    match source {
+        RefclockSource::Shm(unit) => {
+            ShmSegment::attach(SHM_KEY_BASE + i32::from(*unit), shm_mode(*unit)).map(Device::Shm)
         }
+        RefclockSource::Sock(path) => bind_sock(path).map(Device::Sock),
+    }
+}
+
+/// Reads SHM `unit` (attached already, or else attached here, retried
+/// every 10 s) until `readings` closes.
+pub async fn read_shm(unit: u8, segment: Option<ShmSegment>, index: usize, readings: Readings) {
+    let key = SHM_KEY_BASE + i32::from(unit);
+    let segment = match segment {
+        Some(segment) => segment,
+        None => loop {
+            match ShmSegment::attach(key, shm_mode(unit)) {
+                Ok(segment) => break segment,
+                Err(error) => {
+                    warn!(unit, %error, "cannot attach the SHM segment: retrying in 10 s");
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+            }
+        },
     };
     let mut interval = tokio::time::interval(SHM_READ_INTERVAL);
     loop {
@@ -78,13 +106,15 @@ pub async fn read_shm(unit: u8, index: usize, readings: Readings) {
     }
 }
 
-/// Binds the SOCK socket at `path` (a stale one is replaced, as chrony
-/// does), for [`read_sock`].
-pub fn bind_sock(path: &Path) -> std::io::Result<tokio::net::UnixDatagram> {
+/// Binds the SOCK socket at `path`, non-blocking (a stale one is
+/// replaced, as chrony does), for [`read_sock`].
+pub fn bind_sock(path: &Path) -> std::io::Result<std::os::unix::net::UnixDatagram> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
         std::fs::remove_file(path)?;
     }
-    tokio::net::UnixDatagram::bind(path)
+    let socket = std::os::unix::net::UnixDatagram::bind(path)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 /// Receives chrony SOCK datagrams on `socket` until `readings` closes.

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error};
 
 use crate::config::refclock::{RefclockConfig, RefclockSource};
-use drivers::DriverReading;
+use drivers::{Device, DriverReading};
 
 /// How recent the locked refclock's reading must be for a pulse, seconds.
 const LOCK_AGE: f64 = 2.0;
@@ -46,26 +46,51 @@ pub struct Refclocks {
 }
 
 impl Refclocks {
-    /// Starts a driver for each of `configs`; their readings arrive on the
-    /// receiver returned. A SOCK socket that cannot be bound is logged and
-    /// that refclock stays silent.
+    /// Opens every device of `configs` (before privileges are dropped);
+    /// a failure is kept, to be reported when the drivers start.
     #[must_use]
-    pub fn start(configs: &[RefclockConfig]) -> (Self, mpsc::Receiver<(usize, DriverReading)>) {
+    pub fn open(configs: &[RefclockConfig]) -> Vec<std::io::Result<Device>> {
+        configs.iter().map(|c| drivers::open(&c.source)).collect()
+    }
+
+    /// Starts a driver for each of `configs` on its device from `opened`
+    /// ([`Refclocks::open`]; one not there is opened now); their readings
+    /// arrive on the receiver returned. An SHM segment not attached is
+    /// retried; a SOCK socket that cannot be bound is logged and that
+    /// refclock stays silent.
+    #[must_use]
+    pub fn start(
+        configs: &[RefclockConfig],
+        opened: Vec<std::io::Result<Device>>,
+    ) -> (Self, mpsc::Receiver<(usize, DriverReading)>) {
         let (tx, rx) = mpsc::channel(64);
         let mut refclocks = Self::default();
+        let mut opened = opened.into_iter();
         for (index, config) in configs.iter().enumerate() {
-            let task = match &config.source {
-                RefclockSource::Shm(unit) => Some(tokio::spawn(drivers::read_shm(*unit, index, tx.clone()))),
-                RefclockSource::Sock(path) => match drivers::bind_sock(path) {
-                    Ok(socket) => {
-                        refclocks.sockets.push(path.clone());
-                        Some(tokio::spawn(drivers::read_sock(socket, index, tx.clone())))
+            let device = opened.next().unwrap_or_else(|| drivers::open(&config.source));
+            let source = config.source.to_string();
+            let task = match (&config.source, device) {
+                (RefclockSource::Shm(unit), Ok(Device::Shm(segment))) => {
+                    Some(tokio::spawn(drivers::read_shm(*unit, Some(segment), index, tx.clone())))
+                }
+                (RefclockSource::Shm(unit), _) => Some(tokio::spawn(drivers::read_shm(*unit, None, index, tx.clone()))),
+                (RefclockSource::Sock(path), Ok(Device::Sock(socket))) => {
+                    match tokio::net::UnixDatagram::from_std(socket) {
+                        Ok(socket) => {
+                            refclocks.sockets.push(path.clone());
+                            Some(tokio::spawn(drivers::read_sock(socket, index, tx.clone())))
+                        }
+                        Err(e) => {
+                            error!(refclock = %source, error = %e, "cannot use the SOCK refclock socket");
+                            None
+                        }
                     }
-                    Err(e) => {
-                        error!(path = %path.display(), error = %e, "cannot bind the SOCK refclock socket");
-                        None
-                    }
-                },
+                }
+                (RefclockSource::Sock(_), Err(e)) => {
+                    error!(refclock = %source, error = %e, "cannot bind the SOCK refclock socket");
+                    None
+                }
+                (RefclockSource::Sock(_), Ok(_)) => None,
             };
             refclocks.tasks.extend(task);
             refclocks.refclocks.push(Refclock {
