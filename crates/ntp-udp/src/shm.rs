@@ -125,4 +125,66 @@ mod tests {
         assert_eq!(shm::read(&reader), Ok(sample));
         assert_eq!(writer.load_i32(field::VALID), 0, "the reader cleared valid");
     }
+
+    /// A writer thread hammering a real segment as gpsd writes it (valid
+    /// cleared, count bumped, the fields word by word, count bumped, valid
+    /// set) while this thread reads: every sample taken is whole (its two
+    /// timestamps belong to one write), whatever the interleaving.
+    #[test]
+    fn concurrent_writes_are_never_read_torn() {
+        let key = SHM_KEY_BASE + 1100 + (std::process::id() % 1000) as i32;
+        let writer = std::sync::Arc::new(ShmSegment::attach(key, 0o600).unwrap());
+        let reader = ShmSegment::attach(key, 0o600).unwrap();
+        writer.remove().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (writer, stop) = (std::sync::Arc::clone(&writer), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut k: u32 = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    k = k.wrapping_add(1);
+                    let sample = ShmSample {
+                        reference: NtpTimestamp::from_unix(1_800_000_000 + i64::from(k), (k % 1000) * 1000),
+                        system: NtpTimestamp::from_unix(1_800_000_000 + i64::from(k), (k % 1000) * 1000 + 500_000_000),
+                        leap: 0,
+                        precision: -20,
+                    };
+                    let mut bytes = [0u8; SHM_SIZE];
+                    shm::emit(&mut bytes, &sample);
+                    let count = writer.load_i32(field::COUNT);
+                    writer.store_i32(field::VALID, 0);
+                    writer.store_i32(field::COUNT, count.wrapping_add(1));
+                    for offset in (field::CLOCK_SEC..field::RECEIVE_NSEC + 4).step_by(4) {
+                        let word = i32::from_ne_bytes(bytes[offset..offset + 4].try_into().unwrap());
+                        writer.store_i32(offset, word);
+                    }
+                    writer.store_i32(field::MODE, 1);
+                    writer.store_i32(field::COUNT, count.wrapping_add(2));
+                    writer.store_i32(field::VALID, 1);
+                    // Long enough, now and then, for a whole read.
+                    if k % 4 == 0 {
+                        std::thread::sleep(std::time::Duration::from_micros(50));
+                    }
+                }
+            })
+        };
+        let (mut whole, mut torn) = (0, 0);
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        while std::time::Instant::now() < until {
+            match shm::read(&reader) {
+                Ok(sample) => {
+                    whole += 1;
+                    let apart = (sample.system - sample.reference).as_nanos();
+                    assert_eq!(apart, 500_000_000, "a torn sample was used: {sample:?}");
+                }
+                Err(ShmError::Torn { .. }) => torn += 1,
+                Err(ShmError::NotValid) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        thread.join().unwrap();
+        assert!(whole > 0, "no sample read (torn {torn})");
+        eprintln!("{whole} whole samples read, {torn} torn reads refused");
+    }
 }
