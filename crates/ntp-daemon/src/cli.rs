@@ -207,7 +207,7 @@ pub struct ServeArgs {
     /// segment gpsd writes) or sock:PATH (a chrony SOCK socket this daemon
     /// binds, gpsd sends to /run/chrony.DEVICE.sock), with options after
     /// commas: refid=GPS, offset=SECONDS, delay=SECONDS, precision=SECONDS,
-    /// poll=LOG2S, prefer, noselect, lock=REFID (a PPS); repeatable.
+    /// poll=LOG2S, prefer, noselect, trust, lock=REFID (a PPS); repeatable.
     /// It makes this server stratum 1. See docs/refclock.md.
     #[arg(long = "refclock", value_name = "shm:UNIT|sock:PATH[,OPTION...]")]
     pub refclocks: Vec<RefclockSection>,

@@ -88,6 +88,9 @@ pub enum AssociationKind {
         prefer: bool,
         /// Shown, never selected.
         noselect: bool,
+        /// Always true (chrony's `trust`): voted out only by other trusted
+        /// sources, and the others must agree with the trusted ones.
+        trust: bool,
     },
 }
 

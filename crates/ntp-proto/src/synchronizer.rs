@@ -301,11 +301,9 @@ mod tests {
         assert_eq!(sync.next_poll(), Some((0, t(2.0))), "b moved down to 0");
     }
 
-    /// Reference clocks feed a clock 0.3 s fast: it becomes stratum 1 with
-    /// the refclock's refid; one of three that is 2 s wrong is voted out,
-    /// a `noselect` one is never used.
-    #[test]
-    fn refclocks_make_a_stratum_one_and_a_wrong_one_is_a_falseticker() {
+    /// Refclocks with these errors (s) and kinds, each sampled every
+    /// second for a minute, feeding a clock 0.3 s fast.
+    fn run_refclocks(refclocks: &[(f64, AssociationKind)]) -> (Synchronizer, DisciplinedClock) {
         let config = SystemConfig {
             discipline: DisciplineConfig { min_poll: 0, max_poll: 0, ..DisciplineConfig::default() },
             ..SystemConfig::default()
@@ -313,18 +311,14 @@ mod tests {
         let poll = PollConfig { min_poll: 0, max_poll: 0, iburst: true };
         let mut clock = DisciplinedClock::new(t(0.0), NtpDuration::from_seconds_f64(0.3), 0.0);
         let mut sync = Synchronizer::new(config, poll, &[], clock.raw_at(t(0.0)));
-        let gps = ReferenceId::from_code("GPS").unwrap();
-        let plain = AssociationKind::Refclock { prefer: false, noselect: false };
-        let errors = [0.0, 0.00002, 2.0, 0.0];
-        for (i, _) in errors.iter().enumerate() {
-            let kind = if i == 3 { AssociationKind::Refclock { prefer: false, noselect: true } } else { plain };
-            let id = if i == 0 { gps } else { ReferenceId::from_code(&format!("R{i}")).unwrap() };
-            sync.add_refclock(id, 0, kind, clock.raw_at(t(0.0)));
+        for (i, (_, kind)) in refclocks.iter().enumerate() {
+            let id = if i == 0 { ReferenceId::from_code("GPS") } else { ReferenceId::from_code(&format!("R{i}")) };
+            sync.add_refclock(id.unwrap(), 0, *kind, clock.raw_at(t(0.0)));
         }
         for second in 0..60 {
             let now = t(f64::from(second));
             let raw_now = clock.raw_at(now);
-            for (i, error) in errors.iter().enumerate() {
+            for (i, (error, _)) in refclocks.iter().enumerate() {
                 sync.poll_sent(i, raw_now);
                 let sample = Sample {
                     offset: now - raw_now + NtpDuration::from_seconds_f64(*error),
@@ -335,13 +329,38 @@ mod tests {
                 let _ = sync.on_refclock(i, &mut clock, raw_now, sample, LeapIndicator::NoWarning, -20);
             }
         }
+        (sync, clock)
+    }
+
+    const PLAIN: AssociationKind = AssociationKind::Refclock { prefer: false, noselect: false, trust: false };
+
+    /// Reference clocks make a stratum 1 with the refclock's refid; one
+    /// of three that is 2 s wrong is voted out, a `noselect` one is never
+    /// used.
+    #[test]
+    fn refclocks_make_a_stratum_one_and_a_wrong_one_is_a_falseticker() {
+        let noselect = AssociationKind::Refclock { prefer: false, noselect: true, trust: false };
+        let (sync, clock) = run_refclocks(&[(0.0, PLAIN), (0.00002, PLAIN), (2.0, PLAIN), (0.0, noselect)]);
         let now = t(60.0);
         let error = (clock.time_at(now) - now).to_seconds_f64();
         assert!(error.abs() < 1e-3, "error {error}");
         let state = sync.server_state(clock.raw_at(now));
         assert_eq!(state.stratum, Stratum(1));
-        assert_eq!(state.reference_id, gps);
+        assert_eq!(state.reference_id, ReferenceId::from_code("GPS").unwrap());
         assert_eq!(sync.selection(2), Some(SelectionState::Falseticker));
         assert_eq!(sync.selection(3), Some(SelectionState::Unfit(crate::system::Unfit::NoSelect)));
+    }
+
+    /// A trusted refclock is not outvoted by two that agree otherwise: they
+    /// are the falsetickers (chrony's `trust`).
+    #[test]
+    fn a_trusted_refclock_outvotes_a_majority() {
+        let trusted = AssociationKind::Refclock { prefer: false, noselect: false, trust: true };
+        let (sync, clock) = run_refclocks(&[(0.5, trusted), (0.0, PLAIN), (0.00002, PLAIN)]);
+        let now = t(60.0);
+        let error = (clock.time_at(now) - now).to_seconds_f64();
+        assert!((error - 0.5).abs() < 1e-3, "follows the trusted one: error {error}");
+        assert_eq!(sync.selection(0), Some(SelectionState::SystemPeer));
+        assert_eq!(sync.selection(1), Some(SelectionState::Falseticker));
     }
 }

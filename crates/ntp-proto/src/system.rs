@@ -246,7 +246,11 @@ impl System {
         }
         let candidates: Vec<Candidate> =
             fit.iter().map(|s| Candidate { offset: s.offset, root_distance: s.root_distance }).collect();
-        let Some(Intersection { truechimers, .. }) = intersect(&candidates) else {
+        let trusted: Vec<usize> = (fit.iter().enumerate())
+            .filter(|(_, s)| matches!(peers[s.index].association.kind(), AssociationKind::Refclock { trust: true, .. }))
+            .map(|(k, _)| k)
+            .collect();
+        let Some(Intersection { truechimers, .. }) = intersect_trusting(&candidates, &trusted) else {
             // No majority agrees: there is no telling which server is right,
             // so we are no longer synchronized (as chrony does).
             for survivor in &fit {
@@ -383,6 +387,25 @@ impl System {
             _ => unsynchronized(self.config.precision, self.sync.map_or(NtpTimestamp::ZERO, |s| s.reference_time)),
         }
     }
+}
+
+/// The intersection of `candidates`, or, when some are `trusted` (indices
+/// into them), chrony's `trust`: the trusted ones are intersected among
+/// themselves, and the others are truechimers when their offset lies in
+/// the interval the trusted ones agree on.
+fn intersect_trusting(candidates: &[Candidate], trusted: &[usize]) -> Option<Intersection> {
+    if trusted.is_empty() {
+        return intersect(candidates);
+    }
+    let among: Vec<Candidate> = trusted.iter().map(|&k| candidates[k]).collect();
+    let agreed = intersect(&among)?;
+    let truechimers = (0..candidates.len())
+        .filter(|&k| match trusted.iter().position(|&t| t == k) {
+            Some(j) => agreed.truechimers.contains(&j),
+            None => (agreed.low..=agreed.high).contains(&candidates[k].offset),
+        })
+        .collect();
+    Some(Intersection { truechimers, ..agreed })
 }
 
 /// The phase error left after an update: what is being slewed away, or

@@ -46,6 +46,8 @@ pub struct RefclockSection {
     pub prefer: Option<bool>,
     /// Shown but never selected.
     pub noselect: Option<bool>,
+    /// Always true: voted out only by other trusted sources.
+    pub trust: Option<bool>,
     /// A PPS: its samples give only the fraction of a second, the seconds
     /// come from the reference clock of this refid.
     pub lock: Option<String>,
@@ -70,6 +72,8 @@ pub struct RefclockConfig {
     pub prefer: bool,
     /// Never selected.
     pub noselect: bool,
+    /// Trusted (chrony's `trust`).
+    pub trust: bool,
     /// The refid of the reference clock a PPS takes its seconds from.
     pub lock: Option<ReferenceId>,
 }
@@ -100,7 +104,7 @@ pub const DEFAULT_PRECISION: f64 = 1e-6;
 pub const DEFAULT_DELAY: f64 = 1e-9;
 
 /// `--refclock shm:UNIT[,KEY=VALUE...]` or `sock:PATH[,KEY=VALUE...]`,
-/// the keys those of a `[[refclock]]` table (`prefer` and `noselect` alone).
+/// the keys those of a `[[refclock]]` table (`prefer`, `noselect` and `trust` alone).
 impl FromStr for RefclockSection {
     type Err = String;
 
@@ -130,6 +134,7 @@ impl FromStr for RefclockSection {
                 "poll" => section.poll = Some(value.parse().map_err(|_| format!("poll: `{value}` is not log2 s"))?),
                 "prefer" => section.prefer = Some(true),
                 "noselect" => section.noselect = Some(true),
+                "trust" => section.trust = Some(true),
                 _ => return Err(format!("unknown refclock option `{key}`")),
             }
         }
@@ -172,7 +177,8 @@ impl RefclockSection {
             return Err(invalid(format!("{source}: poll {poll} is not within -4..=10")));
         }
         let (prefer, noselect) = (self.prefer.unwrap_or(false), self.noselect.unwrap_or(false));
-        Ok(RefclockConfig { source, refid, offset, delay, precision, poll, prefer, noselect, lock })
+        let trust = self.trust.unwrap_or(false);
+        Ok(RefclockConfig { source, refid, offset, delay, precision, poll, prefer, noselect, trust, lock })
     }
 }
 
@@ -217,12 +223,13 @@ mod tests {
 
     #[test]
     fn flags_parse_with_options_and_beat_the_file() {
-        let flag: RefclockSection = "shm:2,refid=NMEA,offset=-0.1,poll=0,prefer".parse().unwrap();
+        let flag: RefclockSection = "shm:2,refid=NMEA,offset=-0.1,poll=0,prefer,trust".parse().unwrap();
         let file: RefclockSection = "sock:/tmp/x.sock".parse().unwrap();
         let merged = merge(std::slice::from_ref(&file), std::slice::from_ref(&flag)).unwrap();
         assert_eq!(merged.len(), 1);
         let r = &merged[0];
         assert_eq!((r.source.to_string(), r.offset, r.poll, r.prefer), ("shm:2".to_string(), -0.1, 0, true));
+        assert!(r.trust);
         assert_eq!(merge(&[file], &[]).unwrap()[0].source.to_string(), "sock:/tmp/x.sock");
         assert!("shm:x".parse::<RefclockSection>().is_err());
         assert!("gps:0".parse::<RefclockSection>().is_err());

@@ -118,7 +118,7 @@ impl Refclocks {
     /// The association kind of refclock `index`.
     #[must_use]
     pub fn kind(config: &RefclockConfig) -> AssociationKind {
-        AssociationKind::Refclock { prefer: config.prefer, noselect: config.noselect }
+        AssociationKind::Refclock { prefer: config.prefer, noselect: config.noselect, trust: config.trust }
     }
 
     /// Takes a driver's reading of refclock `index`, brought into the raw
