@@ -147,20 +147,31 @@ fn shm_from_gpsd_makes_a_stratum_one_measured_beside_chronyd() {
 }
 
 /// The `offset` setting corrects a receiver whose NMEA is late: here one
-/// 50 ms behind, corrected to the host's clock.
+/// 50 ms behind, corrected to the host's clock. The daemon runs as
+/// `nobody` after opening root's SHM unit 0, and logs the refclock's
+/// samples in `peerstats` and its clock updates in `loopstats`.
 #[test]
 fn the_offset_setting_corrects_late_nmea() {
     let _one_at_a_time = serial();
     let _cleanup = ShmCleanup::new();
+    let stats = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(stats.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
     let receiver = Receiver::start(-0.05);
     let _gpsd = Gpsd::start(&[&receiver]);
-    let (daemon, _, http) = start(&["--refclock", "shm:0,poll=0,delay=0.2,offset=0.05"]);
+    let stats_dir = stats.path().to_string_lossy().into_owned();
+    let refclock = "shm:0,poll=0,delay=0.2,offset=0.05";
+    let (daemon, _, http) = start(&["--refclock", refclock, "--user", "nobody", "--stats-dir", &stats_dir]);
     wait_for_stratum_one(&http, "GPS", &daemon, Duration::from_secs(60));
     let settled = wait_for(Duration::from_secs(30), || {
         let served = status(&http)["system"]["host_offset"].as_f64()?;
         (served.abs() < 1e-3).then_some(served)
     });
     assert!(settled.is_some(), "never within 1 ms: {}", status(&http));
+    assert!(daemon.output().contains("privileges dropped"), "{}", daemon.output());
+    let peerstats = std::fs::read_to_string(stats.path().join("peerstats")).unwrap_or_default();
+    assert!(peerstats.contains("shm:0"), "peerstats: {peerstats}");
+    let loopstats = std::fs::read_to_string(stats.path().join("loopstats")).unwrap_or_default();
+    assert!(loopstats.contains("shm:0"), "loopstats: {loopstats}");
 }
 
 /// A GPS that stops: the daemon holds over for `--holdover`, then says

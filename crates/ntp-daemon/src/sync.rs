@@ -216,7 +216,7 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(poll_wait.min(resolve_wait)) => {
-                up.poll_due(&options, &results);
+                up.poll_due(&options, &results, stats_log.as_mut());
             }
             Some((index, reading)) = readings.recv() => {
                 up.refclocks.take(index, reading, &clock.snapshot().clock);
@@ -224,7 +224,7 @@ pub async fn run(
             Some((member, result)) = replies.recv() => {
                 if let Some(index) = up.index_of(member) {
                     up.upstreams[index].in_flight = false;
-                    let peers = Peers { upstreams: &up.upstreams, refclocks: up.refclocks.len() };
+                    let peers = Peers { upstreams: &up.upstreams, refclocks: &up.refclocks };
                     handle(&clock, &mut up.sync, peers, index, result, stats_log.as_mut());
                     leaps.refresh(&clock, Some(clock.snapshot().state.leap));
                     up.judge();
@@ -272,6 +272,7 @@ impl Upstreams {
         &mut self,
         options: &ExchangeOptions,
         results: &mpsc::Sender<(MemberId, Result<Measurement, ExchangeError>)>,
+        mut stats_log: Option<&mut StatsLog>,
     ) {
         let raw_now = self.clock.raw_now();
         while let Some((index, due)) = self.sync.next_poll() {
@@ -280,7 +281,7 @@ impl Upstreams {
             }
             self.sync.poll_sent(index, raw_now);
             let Some(upstream_index) = index.checked_sub(self.refclocks.len()) else {
-                self.poll_refclock(index, raw_now);
+                self.poll_refclock(index, raw_now, stats_log.as_deref_mut());
                 continue;
             };
             let poll = self.sync.associations().nth(index).map_or(0, |a| a.poll());
@@ -305,11 +306,12 @@ impl Upstreams {
     }
 
     /// Hands refclock `index` the readings since its last poll, as a
-    /// sample through the synchronizer.
-    fn poll_refclock(&mut self, index: usize, raw_now: NtpTimestamp) {
+    /// sample through the synchronizer; logs it as a peer sample.
+    fn poll_refclock(&mut self, index: usize, raw_now: NtpTimestamp, stats_log: Option<&mut StatsLog>) {
         let Some((sample, leap, precision)) = self.refclocks.sample(index) else { return };
         let snapshot = **self.clock.snapshot();
         let mut disciplined = snapshot.clock;
+        let correction_before = disciplined.correction_at(sample.time);
         let was_synchronized = self.sync.system().synchronization().is_some();
         let leap = ntp_proto::packet::LeapIndicator::from_bits(leap);
         let update = self.sync.on_refclock(index, &mut disciplined, raw_now, sample, leap, precision);
@@ -320,6 +322,15 @@ impl Upstreams {
             s.state = state;
         });
         log_if_unsynchronized(&was, &state);
+        if let (Some(log), Some(refclock)) = (stats_log, self.refclocks.refclocks.get(index)) {
+            let unix = SharedClock::system_now().to_unix_f64();
+            let source = refclock.config.source.to_string();
+            let row = peer_status(&self.sync, index, source.clone(), source.clone(), None, "config");
+            log.peer_sample(&PeerRecord::new(unix, &row, sample.offset - correction_before, sample.delay));
+            if let Some(update) = &update {
+                log.clock_update(&LoopRecord::new(unix, update, &source));
+            }
+        }
         if let Some(update) = update {
             log_update(&update, was_synchronized, index);
         }
@@ -533,11 +544,23 @@ fn is_own(listening: &[SocketAddr], address: &SocketAddr) -> bool {
     })
 }
 
-/// The upstreams, after this many refclocks among the associations.
+/// The associations: the refclocks, then the upstreams.
 #[derive(Clone, Copy)]
 struct Peers<'a> {
     upstreams: &'a [Upstream],
-    refclocks: usize,
+    refclocks: &'a Refclocks,
+}
+
+impl Peers<'_> {
+    /// The name of association `index`, for the logs.
+    fn name(&self, index: usize) -> String {
+        match index.checked_sub(self.refclocks.len()) {
+            Some(i) => self.upstreams.get(i).map_or_else(|| "-".to_string(), |u| u.name.clone()),
+            None => {
+                self.refclocks.refclocks.get(index).map_or_else(|| "-".to_string(), |r| r.config.source.to_string())
+            }
+        }
+    }
 }
 
 /// Takes what came of one exchange with upstream `upstream_index`.
@@ -550,7 +573,7 @@ fn handle(
     stats_log: Option<&mut StatsLog>,
 ) {
     let upstream = &peers.upstreams[upstream_index];
-    let index = upstream_index + peers.refclocks;
+    let index = upstream_index + peers.refclocks.len();
     let measurement = match result {
         Ok(measurement) => measurement,
         Err(ExchangeError::Rejected { reply, error }) => {
@@ -594,9 +617,7 @@ fn handle(
         let row = upstream_status(sync, upstream, index);
         log.peer_sample(&PeerRecord::new(unix, &row, offset, measurement.timestamps.delay()));
         if let Some(update) = update {
-            let peer = update.peer.checked_sub(peers.refclocks).and_then(|i| peers.upstreams.get(i));
-            let peer = peer.map_or("-", |u| u.name.as_str());
-            log.clock_update(&LoopRecord::new(unix, &update, peer));
+            log.clock_update(&LoopRecord::new(unix, &update, &peers.name(update.peer)));
         }
     }
     match outcome {
