@@ -73,6 +73,10 @@ pub enum DaemonError {
     /// The leap-seconds file could not be read at all.
     #[error("leap file {0}: {1}")]
     LeapFile(std::path::PathBuf, std::io::Error),
+    /// A SOCK reference clock's socket could not be bound (an SHM segment
+    /// that cannot be attached yet is retried instead: gpsd may make it).
+    #[error("refclock {0}: {1}")]
+    Refclock(String, std::io::Error),
 }
 
 /// The clock and state of a primary server: a raw clock of the system clock
@@ -136,6 +140,14 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Res
     size_receive_buffers(&sockets, config.receive_buffer);
     // Root's SHM units (0600) and /run's SOCK sockets, before root is gone.
     let refclocks = crate::refclock::Refclocks::open(&config.sync.refclocks);
+    for (refclock, opened) in config.sync.refclocks.iter().zip(&refclocks) {
+        if let (crate::config::refclock::RefclockSource::Sock(_), Err(e)) = (&refclock.source, opened) {
+            return Err(DaemonError::Refclock(
+                refclock.source.to_string(),
+                std::io::Error::new(e.kind(), e.to_string()),
+            ));
+        }
+    }
     if let Some(user) = &config.user {
         let (uid, gid) = privileges::drop_to(user)?;
         info!(user, uid, gid, "privileges dropped after binding");
