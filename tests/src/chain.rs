@@ -58,6 +58,42 @@ pub fn wait_synced(target: &str, expected: u64, bound: f64, timeout: Duration) -
     .unwrap_or_else(|| panic!("{target} not at stratum {expected} within {bound} s: {}", query(target, 1)))
 }
 
+/// One line of chronyd's measurements log: an exchange as chrony read it,
+/// at nanosecond resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChronyMeasurement {
+    /// The source's address.
+    pub source: String,
+    /// Offset of the source, seconds.
+    pub offset: f64,
+    /// Round-trip delay ("Peer del."), seconds.
+    pub delay: f64,
+    /// Whether the exchange was interleaved (`4I`, not `4B`).
+    pub interleaved: bool,
+    /// Where chrony's transmit and receive timestamps came from (`K K`:
+    /// both the kernel's).
+    pub timestamps: String,
+}
+
+impl ChronyMeasurement {
+    /// A data line (`2026-12-03 14:24:11 127.0.0.1 N 1 111 ... 4I K K`);
+    /// `None` for headers and rules.
+    pub fn parse(line: &str) -> Option<Self> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 19 || !fields[0].starts_with(|c: char| c.is_ascii_digit()) {
+            return None;
+        }
+        let mode = fields[fields.len() - 3];
+        Some(Self {
+            source: fields[2].to_string(),
+            offset: fields[11].parse().ok()?,
+            delay: fields[12].parse().ok()?,
+            interleaved: mode.ends_with('I'),
+            timestamps: format!("{} {}", fields[fields.len() - 2], fields[fields.len() - 1]),
+        })
+    }
+}
+
 /// A chronyd (`-x`: it never touches the clock) following one server as a
 /// long-running client, read with `chronyc tracking`; killed when dropped.
 #[derive(Debug)]
@@ -70,6 +106,13 @@ pub struct ChronyClient {
 impl ChronyClient {
     /// Starts chronyd polling `ip:port` every 1-4 s.
     pub fn follow(ip: &str, port: u16) -> Self {
+        Self::follow_with(ip, port, "iburst minpoll 0 maxpoll 2")
+    }
+
+    /// Starts chronyd polling `ip:port` with these `server` options
+    /// (`xleave minpoll -2 maxpoll -2`, say). Every exchange is logged to
+    /// its measurements log ([`ChronyClient::measurements`]).
+    pub fn follow_with(ip: &str, port: u16, options: &str) -> Self {
         let chronyd = require("chronyd");
         let dir = tempfile::tempdir().expect("temp dir");
         let conf = dir.path().join("chrony.conf");
@@ -82,10 +125,11 @@ impl ChronyClient {
         std::fs::write(
             &conf,
             format!(
-                "server {ip} port {port} iburst minpoll 0 maxpoll 2\nport 0\ncmdport 0\n\
-                 bindcmdaddress {socket}\npidfile {}\ndriftfile {}\n",
+                "server {ip} port {port} {options}\nport 0\ncmdport 0\n\
+                 bindcmdaddress {socket}\npidfile {}\ndriftfile {}\nlogdir {}\nlog measurements\n",
                 at("chronyd.pid"),
-                at("drift")
+                at("drift"),
+                dir.path().display()
             ),
         )
         .expect("write chrony.conf");
@@ -114,6 +158,12 @@ impl ChronyClient {
     /// What chronyd has logged so far.
     pub fn log(&self) -> String {
         self.daemon.output()
+    }
+
+    /// Every exchange chronyd has logged so far, oldest first.
+    pub fn measurements(&self) -> Vec<ChronyMeasurement> {
+        let text = std::fs::read_to_string(self._dir.path().join("measurements.log")).unwrap_or_default();
+        text.lines().filter_map(ChronyMeasurement::parse).collect()
     }
 
     fn chronyc(&self, args: &[&str]) -> String {

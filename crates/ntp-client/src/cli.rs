@@ -13,8 +13,8 @@ use tracing::Instrument;
 
 use crate::exchange::ExchangeOptions;
 use crate::nts::{key_exchange, tls_config};
-use crate::query::query_nts;
 use crate::query::{query, QueryOptions};
+use crate::query::{query_interleaved, query_nts};
 use crate::report::{table, Report, ServerReport};
 use crate::target::{Family, Host, Target, TargetError, NTP_PORT};
 use ntp_proto::nts::DEFAULT_KE_PORT;
@@ -77,6 +77,14 @@ pub struct Args {
           value_parser = clap::value_parser!(u8).range(3..=4))]
     pub ntp_version: u8,
 
+    /// Interleaved mode: ask each server, from the second request on, for
+    /// when its previous reply really left (the kernel's transmit
+    /// timestamp), as chronyd's `xleave` does; one request more than
+    /// --samples is sent, in sequence. A server that does not interleave
+    /// answers in basic mode, and those answers are used.
+    #[arg(short = 'x', long, conflicts_with = "nts")]
+    pub interleaved: bool,
+
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -135,6 +143,7 @@ pub async fn run(args: &Args) -> Report {
     let clock = SystemClock;
     let options = args.query_options(clock.precision());
     let family = args.family();
+    let interleaved = args.interleaved;
     let tls = match args.nts.then(|| tls_config(args.ca_file.as_deref())).transpose() {
         Ok(tls) => tls,
         Err(error) => {
@@ -154,7 +163,7 @@ pub async fn run(args: &Args) -> Report {
                     Err(error) => return vec![ServerReport::unresolved(&text, &error)],
                 };
                 match tls {
-                    None => query_server(target, family, clock, options).await,
+                    None => query_server(target, family, clock, options, interleaved).await,
                     Some(tls) => query_nts_server(target, tls, family, clock, options).await,
                 }
             })
@@ -207,7 +216,13 @@ async fn query_nts_server(
     vec![report]
 }
 
-async fn query_server(target: Target, family: Family, clock: SystemClock, options: QueryOptions) -> Vec<ServerReport> {
+async fn query_server(
+    target: Target,
+    family: Family,
+    clock: SystemClock,
+    options: QueryOptions,
+    interleaved: bool,
+) -> Vec<ServerReport> {
     let name = target.to_string();
     let addresses = match target.resolve(family).await {
         Ok(addresses) => addresses,
@@ -217,13 +232,24 @@ async fn query_server(target: Target, family: Family, clock: SystemClock, option
         .iter()
         .map(|&address| {
             let span = tracing::debug_span!("query", server = %name, %address);
-            (address, tokio::spawn(query(address, clock, options).instrument(span)))
+            let queried = async move {
+                if interleaved {
+                    query_interleaved(address, clock, options).await
+                } else {
+                    query(address, clock, options).await
+                }
+            };
+            (address, tokio::spawn(queried.instrument(span)))
         })
         .collect();
     let mut reports = Vec::new();
     for (address, handle) in queries {
         let result = handle.await.unwrap_or_else(|error| Err(std::io::Error::other(error.to_string()).into()));
-        reports.push(ServerReport::new(&name, address, &result));
+        let mut report = ServerReport::new(&name, address, &result);
+        if interleaved {
+            report.mode = result.ok().map(|e| if e.interleaved { "interleaved" } else { "basic" });
+        }
+        reports.push(report);
     }
     reports
 }

@@ -9,6 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use ntp_proto::clock::Clock;
+use ntp_proto::interleave::client::InterleaveError;
+use ntp_proto::interleave::ExchangeMode;
 use ntp_proto::nts::ntp::ReplyError as NtsReplyError;
 use ntp_proto::packet::{Header, KissCode, Mode, Version};
 use ntp_proto::request::{Refusal, SentRequest};
@@ -16,6 +18,7 @@ use ntp_proto::{DecodeError, NtpDuration, NtpTimestamp, Packet, ReplyError, Samp
 use thiserror::Error;
 use tokio::time::Instant;
 
+use crate::interleaved::InterleavedSession;
 use crate::nts::NtsSession;
 use ntp_udp::TimestampedSocket;
 
@@ -35,12 +38,19 @@ pub struct ExchangeOptions {
 pub struct Measurement {
     /// The server's reply, validated.
     pub reply: Header,
-    /// The transmit timestamp of our request (a random nonce), which the
-    /// reply's origin echoed: what a later check of the reply compares
-    /// the origin with.
+    /// The nonce of our request that the reply's origin echoed (its
+    /// transmit timestamp, or in interleaved mode its receive field): what
+    /// a later check of the reply compares the origin with.
     pub request_transmit: NtpTimestamp,
-    /// T1 and T4 on the local clock, T2 and T3 from the reply.
+    /// T1 and T4 on the local clock, T2 and T3 from the reply; in
+    /// interleaved mode those of the previous exchange, which this reply
+    /// completes.
     pub timestamps: Timestamps,
+    /// Basic, or interleaved.
+    pub mode: ExchangeMode,
+    /// How long before this reply arrived the measured exchange ended
+    /// (its T4): zero in basic mode, about a poll interval in interleaved.
+    pub age: NtpDuration,
     /// Offset, delay and dispersion of this exchange.
     pub sample: Sample,
     /// Whether T1 is the kernel's transmit timestamp (otherwise it was read
@@ -73,6 +83,10 @@ pub enum ExchangeError {
     /// NAK, which is unauthenticated too) before the timeout.
     #[error("NTS: {0}")]
     Nts(NtsReplyError),
+    /// An interleaved answer whose times do not fit the exchange it
+    /// completes: not used.
+    #[error("interleaved: {0}")]
+    Interleave(InterleaveError),
     /// The NTS session has no cookie left: NTS-KE must be run again.
     #[error("NTS: no cookie left, a new NTS-KE is needed")]
     NoCookies,
@@ -130,7 +144,7 @@ impl ExchangeError {
             Self::WrongSource { .. } => 2,
             Self::Decode(_) => 3,
             Self::Bogus(_) => 4,
-            Self::Nts(_) => 4,
+            Self::Nts(_) | Self::Interleave(_) => 4,
             Self::Rejected { .. } => 5,
         }
     }
@@ -160,7 +174,7 @@ pub async fn exchange(
     clock: &impl Clock,
     options: &ExchangeOptions,
 ) -> Result<Measurement, ExchangeError> {
-    exchange_with(socket, server, clock, options, None).await
+    exchange_with(socket, server, clock, options, None, None).await
 }
 
 /// [`exchange`] protected by NTS (RFC 8915 §5): the request carries a
@@ -175,7 +189,21 @@ pub async fn exchange_nts(
     options: &ExchangeOptions,
     session: &NtsSession,
 ) -> Result<Measurement, ExchangeError> {
-    exchange_with(socket, server, clock, options, Some(session)).await
+    exchange_with(socket, server, clock, options, Some(session), None).await
+}
+
+/// [`exchange`] in interleaved mode (see [`ntp_proto::interleave`]): asks
+/// for when the server's previous reply to us really left, and falls back
+/// by itself: a basic answer is an ordinary measurement. `session` holds
+/// what the exchanges with this server share; its first request is basic.
+pub async fn exchange_interleaved(
+    socket: &TimestampedSocket,
+    server: SocketAddr,
+    clock: &impl Clock,
+    options: &ExchangeOptions,
+    session: &InterleavedSession,
+) -> Result<Measurement, ExchangeError> {
+    exchange_with(socket, server, clock, options, None, Some(session)).await
 }
 
 async fn exchange_with(
@@ -184,15 +212,29 @@ async fn exchange_with(
     clock: &impl Clock,
     options: &ExchangeOptions,
     nts: Option<&NtsSession>,
+    interleave: Option<&InterleavedSession>,
 ) -> Result<Measurement, ExchangeError> {
-    let nonce = loop {
-        let candidate = NtpTimestamp::from_bits(rand::random());
-        if !candidate.is_zero() {
-            break candidate;
+    let (request, interleaved) = match interleave {
+        Some(session) => {
+            let sent = session.request(options.version);
+            (sent.header, Some(sent))
+        }
+        None => {
+            let nonce = loop {
+                let candidate = NtpTimestamp::from_bits(rand::random());
+                if !candidate.is_zero() {
+                    break candidate;
+                }
+            };
+            (Header { version: options.version, mode: Mode::Client, transmit: nonce, ..Header::default() }, None)
         }
     };
-    let request = Header { version: options.version, mode: Mode::Client, transmit: nonce, ..Header::default() };
-    let sent = SentRequest { server: endpoint(server), transmit: nonce };
+    let nonce = request.transmit;
+    let sent = SentRequest {
+        server: endpoint(server),
+        transmit: nonce,
+        interleaved: interleaved.and_then(|sent| sent.interleaved),
+    };
     let (bytes, pending) = match nts {
         None => (request.encode().to_vec(), None),
         Some(session) => {
@@ -241,7 +283,10 @@ async fn exchange_with(
             after_read >= NtpDuration::ZERO && after_read < NtpDuration::ONE_SECOND
         });
         let t1 = kernel_transmit.map_or(t1_read, |stamp| clock.at_system_time(stamp));
-        let timestamps = Timestamps { t1, t2: reply.receive, t3: reply.transmit, t4 };
+        let (mode, timestamps) = match (interleave, &interleaved) {
+            (Some(session), Some(sent)) => session.complete(sent, &reply, t1, t4).map_err(ExchangeError::Interleave)?,
+            _ => (ExchangeMode::Basic, Timestamps { t1, t2: reply.receive, t3: reply.transmit, t4 }),
+        };
         let sample = Sample::new(&timestamps, reply.precision, options.local_precision);
         tracing::trace!(
             %server,
@@ -249,12 +294,15 @@ async fn exchange_with(
             inbound = %(timestamps.t4 - timestamps.t3),
             kernel_transmit = kernel_transmit.is_some(),
             kernel_receive = datagram.kernel_receive.is_some(),
+            mode = mode.as_str(),
             "measured"
         );
         return Ok(Measurement {
             reply,
-            request_transmit: nonce,
+            request_transmit: reply.origin,
             timestamps,
+            mode,
+            age: t4 - timestamps.t4,
             sample,
             kernel_transmit: kernel_transmit.is_some(),
             kernel_receive: datagram.kernel_receive.is_some(),

@@ -7,6 +7,8 @@
 //!   `ntp_udp::TimestampedSocket`, read against a given clock,
 //!   validated, and turned into a [`Measurement`]. The daemon reuses it to
 //!   poll its upstreams.
+//! - [`interleaved`]: the memory of one server that interleaved exchanges
+//!   share (the previous exchange, the nonces in flight).
 //! - [`nts`]: NTS-KE over TLS 1.3 (RFC 8915 §4) and the session (keys,
 //!   cookies) that NTS-protected exchanges use.
 //! - [`query`]: a burst of exchanges with one address, reduced as the
@@ -21,10 +23,12 @@
 
 pub mod cli;
 pub mod exchange;
+pub mod interleaved;
 pub mod nts;
 pub mod query;
 pub mod report;
 pub mod target;
 
-pub use exchange::{exchange, ExchangeError, ExchangeOptions, Measurement};
-pub use query::{query, query_nts, Estimate, QueryOptions};
+pub use exchange::{exchange, exchange_interleaved, ExchangeError, ExchangeOptions, Measurement};
+pub use interleaved::InterleavedSession;
+pub use query::{query, query_interleaved, query_nts, Estimate, QueryOptions};

@@ -14,8 +14,10 @@ use ntp_proto::{NtpDuration, Sample, Timestamps};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::exchange::{exchange, exchange_nts, ExchangeError, ExchangeOptions, Measurement};
+use crate::exchange::{exchange, exchange_interleaved, exchange_nts, ExchangeError, ExchangeOptions, Measurement};
+use crate::interleaved::InterleavedSession;
 use crate::nts::NtsSession;
+use ntp_proto::interleave::ExchangeMode;
 use ntp_udp::TimestampedSocket;
 
 /// How to query one address.
@@ -48,6 +50,8 @@ pub struct Estimate {
     pub rate_limited: bool,
     /// Every sample was NTS-authenticated.
     pub authenticated: bool,
+    /// The samples reduced were interleaved ones (see [`query_interleaved`]).
+    pub interleaved: bool,
 }
 
 /// Reduces measurements to the estimate the clock filter would make:
@@ -72,7 +76,65 @@ pub fn best_of(measurements: &[Measurement], local_precision: i8) -> Option<Esti
         samples: measurements.len(),
         rate_limited: false,
         authenticated: measurements.iter().all(|m| m.authenticated),
+        interleaved: measurements.iter().all(|m| m.mode == ExchangeMode::Interleaved),
     })
+}
+
+/// Queries `server` in interleaved mode: `options.samples + 1` requests in
+/// sequence on one socket, each sent `interval` after the previous one was
+/// answered (or timed out). The first is basic (its reply is what the
+/// second asks about); from the second on, a server that interleaves
+/// answers with when its previous reply really left. If any answer came
+/// interleaved, only interleaved samples are reduced; otherwise (a server
+/// that answers basic only) the basic ones are, so it falls back by itself.
+/// A kiss-o'-death or an unsynchronized answer ends the sequence as
+/// [`query`] ends a burst.
+pub async fn query_interleaved<C>(
+    server: SocketAddr,
+    clock: C,
+    options: QueryOptions,
+) -> Result<Estimate, ExchangeError>
+where
+    C: Clock + Clone + Send + Sync + 'static,
+{
+    let socket = TimestampedSocket::bind_for(server).await?;
+    let session = InterleavedSession::new();
+    let mut measurements: Vec<Measurement> = Vec::new();
+    let mut worst: Option<ExchangeError> = None;
+    for i in 0..=options.samples.max(1) {
+        if i > 0 {
+            tokio::time::sleep(options.interval).await;
+        }
+        match exchange_interleaved(&socket, server, &clock, &options.exchange, &session).await {
+            Ok(measurement) => measurements.push(measurement),
+            Err(error) if error.is_answer() => {
+                let estimate = reduce_interleaved(&measurements, options.exchange.local_precision);
+                return match estimate {
+                    Some(estimate) if error.is_rate_kiss() => Ok(Estimate { rate_limited: true, ..estimate }),
+                    _ => Err(error),
+                };
+            }
+            Err(error) => {
+                tracing::debug!(%server, %error, "exchange failed");
+                if worst.as_ref().is_none_or(|w| error.rank() >= w.rank()) {
+                    worst = Some(error);
+                }
+            }
+        }
+    }
+    reduce_interleaved(&measurements, options.exchange.local_precision)
+        .ok_or_else(|| worst.unwrap_or(ExchangeError::Timeout(options.exchange.timeout)))
+}
+
+/// The interleaved samples if there are any, else the basic ones.
+fn reduce_interleaved(measurements: &[Measurement], local_precision: i8) -> Option<Estimate> {
+    let interleaved: Vec<Measurement> =
+        measurements.iter().filter(|m| m.mode == ExchangeMode::Interleaved).copied().collect();
+    if interleaved.is_empty() {
+        best_of(measurements, local_precision)
+    } else {
+        best_of(&interleaved, local_precision)
+    }
 }
 
 /// Queries `server` with `options.samples` requests, the i-th sent at
@@ -186,6 +248,8 @@ mod tests {
             reply: Header::default(),
             request_transmit: NtpTimestamp::ZERO,
             timestamps,
+            mode: ExchangeMode::Basic,
+            age: NtpDuration::ZERO,
             sample: Sample::new(&timestamps, -20, -20),
             kernel_transmit: true,
             kernel_receive: true,

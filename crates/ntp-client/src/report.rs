@@ -74,6 +74,11 @@ pub struct ServerReport {
     /// without `--nts`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authenticated: Option<bool>,
+    /// With `--interleaved`: `interleaved` if the samples reduced came in
+    /// interleaved mode, `basic` if the server answered in basic mode only
+    /// (absent without `--interleaved`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
     #[serde(skip)]
     candidate: Option<Candidate>,
 }

@@ -21,14 +21,13 @@
 //! - *measured*: raw time shifted by the leaps as an upstream that steps
 //!   sees them: what T1 and T4 of the exchanges with upstreams are read from.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
 use ntp_proto::clock::{Clock, DisciplinedClock};
 use ntp_proto::leap::LeapSchedule;
 use ntp_proto::responder::ServerState;
-use ntp_proto::{NtpDuration, NtpTimestamp};
+use ntp_proto::NtpTimestamp;
 use ntp_udp::SystemClock;
 
 /// What replies are built from: the virtual clock and what we advertise,
@@ -80,19 +79,13 @@ pub struct SharedClock {
     snapshot: ArcSwap<ClockSnapshot>,
     /// Serialises writers only; readers never touch it.
     writer: Mutex<()>,
-    /// How much later than T3 is read a reply leaves (see [`crate::latency`]).
-    transmit_latency: TransmitLatency,
 }
 
 impl SharedClock {
     /// A clock starting from `snapshot`.
     #[must_use]
     pub fn new(snapshot: ClockSnapshot) -> Self {
-        Self {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            writer: Mutex::new(()),
-            transmit_latency: TransmitLatency::default(),
-        }
+        Self { snapshot: ArcSwap::from_pointee(snapshot), writer: Mutex::new(()) }
     }
 
     /// The current clock and state; cheap, lock-free, and consistent.
@@ -104,12 +97,6 @@ impl SharedClock {
     #[must_use]
     pub fn system_now() -> NtpTimestamp {
         SystemClock.now()
-    }
-
-    /// The send latency the serving threads add to T3.
-    #[must_use]
-    pub fn transmit_latency(&self) -> &TransmitLatency {
-        &self.transmit_latency
     }
 
     /// The server's time now (what it serves).
@@ -170,29 +157,11 @@ impl Clock for SharedClock {
     }
 }
 
-/// How much later than T3 is read a reply leaves: the send latency that
-/// [`crate::latency`] measures and the serving threads add to T3, shared
-/// lock-free.
-#[derive(Debug, Default)]
-pub struct TransmitLatency(AtomicI64);
-
-impl TransmitLatency {
-    /// The estimate: how much later than T3 is read the reply leaves.
-    #[must_use]
-    pub fn get(&self) -> NtpDuration {
-        NtpDuration::from_bits(self.0.load(Ordering::Relaxed))
-    }
-
-    /// Replaces the estimate.
-    pub fn set(&self, latency: NtpDuration) {
-        self.0.store(latency.to_bits(), Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ntp_proto::packet::{ReferenceId, Stratum};
+    use ntp_proto::NtpDuration;
 
     fn snapshot(offset: f64) -> ClockSnapshot {
         ClockSnapshot {

@@ -23,7 +23,6 @@ use ntp_udp::privileges::{self, PrivilegeError};
 use crate::clock::{ClockSnapshot, SharedClock};
 use crate::config::{Listen, ServeConfig};
 use crate::control;
-use crate::latency;
 use crate::leap::LeapSource;
 use crate::nts::{self, NtsConfig, NtsKeys};
 use crate::observe::http;
@@ -202,7 +201,6 @@ async fn run_with(
         None => None,
     };
     let (stop, stopped) = watch::channel(false);
-    let calibration = tokio::spawn(latency::calibrate(Arc::clone(&clock), stopped.clone()));
     let observe = status.subscribe();
     let mut leaps = match &config.leap_file {
         Some(path) => LeapSource::load(path, clock.now()).map_err(|e| DaemonError::LeapFile(path.clone(), e))?,
@@ -266,7 +264,6 @@ async fn run_with(
     let stats = tokio::task::spawn_blocking(move || server.stop()).await;
     let _ = stop.send(true);
     let _ = background.await;
-    let _ = calibration.await;
     if let Some(task) = http_task {
         let _ = task.await;
     }

@@ -13,11 +13,12 @@
 //!   built from, swapped lock-free; the interface a discipline drives.
 //! - [`leap`]: where leap seconds are learned (`--leap-file`, else the
 //!   upstreams' majority) and handed to the clock's leap schedule.
-//! - [`latency`]: measures the send latency that the serving threads add
-//!   to T3, so the transmit timestamp is when the reply really leaves.
 //! - [`policy`]: access lists and per-client rate limiting, pure logic.
 //! - [`serve`]: the serving threads; [`serve::run`] serves on sockets the
 //!   caller bound (tests bind `127.0.0.1:0`) until a shutdown future ends.
+//! - [`sent`]: a serving thread's replies matched with the kernel's
+//!   transmit timestamps: the interleaved table and the send latency that
+//!   basic replies' T3 is moved on by.
 //! - [`stats`]: lock-free counters of what was received, answered, dropped.
 //! - [`nts`]: NTS (RFC 8915) on the server: rotating cookie keys and the
 //!   NTS-KE listener (TLS 1.3); NTS requests are answered by the serving threads.
@@ -50,12 +51,12 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
-pub mod latency;
 pub mod leap;
 pub mod nts;
 pub mod observe;
 pub mod policy;
 pub mod refclock;
+pub mod sent;
 pub mod serve;
 pub mod sources;
 pub mod stats;

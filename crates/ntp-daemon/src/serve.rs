@@ -1,6 +1,9 @@
 //! The serving loop: one thread per socket receives a batch with kernel
 //! timestamps, asks the policy and the responder about each datagram,
-//! stamps the transmit time into the replies and sends them in one batch.
+//! stamps the transmit time into the basic replies and sends them in one
+//! batch, then reads the kernel's transmit timestamps of what it sent
+//! ([`crate::sent`]): interleaved replies carry them, and basic ones are
+//! stamped ahead by the send latency they measure.
 
 use std::future::Future;
 use std::io;
@@ -12,18 +15,21 @@ use std::time::{Duration, Instant};
 
 use ntp_proto::nts::respond::{respond_nts, NtsReplyKind, NtsRequest, NtsResponse};
 use ntp_proto::packet::{write_transmit, HEADER_LEN};
-use ntp_proto::responder::{respond, Response};
+use ntp_proto::responder::{respond_interleaved, ReplyKind, Response};
 use thiserror::Error;
 use tracing::{debug, warn};
 
 use crate::clock::SharedClock;
 use crate::nts::{fill_random, NtsKeys};
 use crate::policy::{AccessConfig, Policy, RateLimitConfig};
+use crate::sent::SentReplies;
 use crate::stats::{Counts, Stats};
 use ntp_udp::{RecvBatch, SendBatch};
 
 /// Datagrams handled per system call.
 pub const BATCH: usize = 64;
+/// Replies each serving thread remembers for interleaved mode.
+pub const INTERLEAVED_TABLE: usize = ntp_proto::interleave::table::DEFAULT_CAPACITY;
 
 /// Who is served and how often: what each serving thread's [`Policy`] is
 /// built from.
@@ -90,7 +96,9 @@ impl Server {
             let address = socket.local_addr().ok();
             ntp_udp::prepare(&socket).map_err(|source| ServeError::Socket { address, source })?;
             addresses.extend(address);
+            let sent = SentReplies::new(&socket, INTERLEAVED_TABLE);
             let worker = Worker {
+                sent,
                 socket,
                 clock: Arc::clone(&clock),
                 policy: Policy::new(policy.access.clone(), &policy.rate_limit, Instant::now()),
@@ -154,6 +162,7 @@ pub async fn run(
 /// One socket's serving thread.
 struct Worker {
     socket: UdpSocket,
+    sent: SentReplies,
     clock: Arc<SharedClock>,
     policy: Policy,
     stats: Arc<Stats>,
@@ -182,11 +191,14 @@ impl Worker {
     }
 
     /// Decides about every datagram of the batch, then stamps and sends the
-    /// replies. The transmit timestamp (T3) is read once, right before the
-    /// send, and moved on by the measured send latency (see
-    /// [`crate::latency`]); kiss-o'-death replies keep the client's timestamps.
+    /// replies. A basic reply's transmit timestamp (T3) is read once, right
+    /// before the send, and moved on by the least send latency measured on
+    /// this socket ([`SentReplies::transmit_latency`]); an interleaved one
+    /// carries when the previous reply to its client left; kiss-o'-death
+    /// replies keep the client's timestamps.
     fn answer(&mut self, received: &RecvBatch, replies: &mut SendBatch) -> Counts {
         let snapshot = self.clock.snapshot();
+        self.sent.collect(&self.socket, &snapshot);
         let state = snapshot.advertised_at(SharedClock::system_now());
         let arrival = Instant::now();
         let mut fallback_system_time = None;
@@ -204,7 +216,7 @@ impl Worker {
                 None => *fallback_system_time.get_or_insert_with(SharedClock::system_now),
             };
             let decision = self.policy.admit(source.ip(), arrival);
-            let receive = snapshot.served_at(system_receive);
+            let receive = self.sent.unique_receive(snapshot.served_at(system_receive));
             // NTS requests are longer than a header; plain ones never leave the fast path.
             let nts_request = match &self.nts {
                 Some(_) if datagram.payload.len() > HEADER_LEN => {
@@ -214,13 +226,14 @@ impl Worker {
             };
             if let (Some(keys), Some(request)) = (&self.nts, nts_request) {
                 // T3 is authenticated, so it is read before sealing, not stamped at the send.
-                let transmit = snapshot.served_at(SharedClock::system_now() + self.clock.transmit_latency().get());
+                let transmit = snapshot.served_at(SharedClock::system_now() + self.sent.transmit_latency());
                 let masters = masters.get_or_insert_with(|| keys.current());
                 let admission = decision.admission();
                 match respond_nts(&request, receive, transmit, &state, admission, masters, &mut fill_random) {
                     NtsResponse::Ignore(reason) => counts.ignored(reason, decision),
                     NtsResponse::Reply { bytes, kind } => {
                         if replies.push_final(source, datagram.local, &bytes) {
+                            self.sent.queued(None);
                             match kind {
                                 // An NTS NAK is a kiss-o'-death (NTSN): counted with the refusals.
                                 NtsReplyKind::Nak => counts.kissed_deny += 1,
@@ -231,18 +244,22 @@ impl Worker {
                 }
                 continue;
             }
-            match respond(datagram.payload, receive, &state, decision.admission()) {
+            let sent = &self.sent;
+            let transmit_of = |origin| sent.transmit_of(origin, source.ip());
+            match respond_interleaved(datagram.payload, receive, &state, decision.admission(), transmit_of) {
                 Response::Ignore(reason) => counts.ignored(reason, decision),
-                Response::Reply { bytes, kiss } => {
-                    // Never full: a batch's replies fit in a batch. A kiss
-                    // keeps the client's timestamps: it is not stamped.
-                    let queued = if kiss {
-                        replies.push_final(source, datagram.local, &bytes)
-                    } else {
+                Response::Reply { bytes, kind } => {
+                    // Never full: a batch's replies fit in a batch. Only a
+                    // basic reply is stamped at the send.
+                    let queued = if kind.to_stamp() {
                         replies.push(source, datagram.local, &bytes)
+                    } else {
+                        replies.push_final(source, datagram.local, &bytes)
                     };
                     if queued {
                         counts.replied(decision);
+                        counts.answered_interleaved += u64::from(kind == ReplyKind::Interleaved);
+                        self.sent.queued((kind != ReplyKind::Kiss).then_some((receive, source.ip())));
                     }
                 }
             }
@@ -251,18 +268,24 @@ impl Worker {
             return counts;
         }
         let queued = replies.len() as u64;
-        // T3: read now, plus the measured latency to the kernel's send.
-        let transmit = snapshot.served_at(SharedClock::system_now() + self.clock.transmit_latency().get());
+        // T3: read now, plus the least latency to the kernel's send.
+        let read = SharedClock::system_now();
+        let transmit = snapshot.served_at(read + self.sent.transmit_latency());
         for payload in replies.to_stamp_mut() {
             write_transmit(payload, transmit);
         }
-        match replies.send(&self.socket) {
-            Ok(sent) => counts.send_errors += queued - sent as u64,
+        let sent = match replies.send(&self.socket) {
+            Ok(sent) => {
+                counts.send_errors += queued - sent as u64;
+                Some(sent)
+            }
             Err(e) => {
                 counts.send_errors += queued;
                 debug!(error = %e, "send failed");
+                None
             }
-        }
+        };
+        self.sent.sent(&self.socket, sent, read, &snapshot);
         counts
     }
 }

@@ -16,6 +16,8 @@ pub struct Stats {
     pub received: AtomicU64,
     /// Requests answered with time.
     pub answered: AtomicU64,
+    /// Of those, answered in interleaved mode.
+    pub answered_interleaved: AtomicU64,
     /// RATE kiss-o'-death replies sent.
     pub kissed_rate: AtomicU64,
     /// DENY kiss-o'-death replies sent.
@@ -42,6 +44,9 @@ pub struct Counts {
     pub received: u64,
     /// See [`Stats::answered`].
     pub answered: u64,
+    /// See [`Stats::answered_interleaved`].
+    #[serde(default)]
+    pub answered_interleaved: u64,
     /// See [`Stats::kissed_rate`].
     pub kissed_rate: u64,
     /// See [`Stats::kissed_deny`].
@@ -88,6 +93,7 @@ impl Stats {
         let pairs = [
             (&self.received, counts.received),
             (&self.answered, counts.answered),
+            (&self.answered_interleaved, counts.answered_interleaved),
             (&self.kissed_rate, counts.kissed_rate),
             (&self.kissed_deny, counts.kissed_deny),
             (&self.dropped_malformed, counts.dropped_malformed),
@@ -111,6 +117,7 @@ impl Stats {
         Counts {
             received: load(&self.received),
             answered: load(&self.answered),
+            answered_interleaved: load(&self.answered_interleaved),
             kissed_rate: load(&self.kissed_rate),
             kissed_deny: load(&self.kissed_deny),
             dropped_malformed: load(&self.dropped_malformed),

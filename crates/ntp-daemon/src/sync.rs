@@ -17,10 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ntp_client::target::{Family, Target, TargetError};
-use ntp_client::{exchange, ExchangeError, ExchangeOptions, Measurement};
+use ntp_client::{exchange, exchange_interleaved, ExchangeError, ExchangeOptions, InterleavedSession, Measurement};
 use ntp_proto::association::PollConfig;
 use ntp_proto::discipline::{Adjustment, DisciplineConfig};
 use ntp_proto::exchange::log2_seconds;
+use ntp_proto::interleave::ExchangeMode;
 use ntp_proto::packet::{ReferenceId, Version};
 use ntp_proto::responder::ServerState;
 use ntp_proto::synchronizer::{ReplyOutcome, Synchronizer};
@@ -67,6 +68,10 @@ pub struct Upstream {
     origin: Origin,
     socket: Arc<TimestampedSocket>,
     nts: Option<Arc<NtsUpstream>>,
+    /// With `xleave`: what the interleaved exchanges with it share.
+    interleaved: Option<Arc<InterleavedSession>>,
+    /// The mode its last answer came in.
+    last_mode: Option<ExchangeMode>,
     polls: u32,
     in_flight: bool,
 }
@@ -166,8 +171,16 @@ pub async fn run(
     let mut set = SourceSet::new(config.max_sources);
     let specs =
         (config.upstreams.iter().map(|n| (n, Kind::Server))).chain(config.pools.iter().map(|n| (n, Kind::Pool)));
-    for (name, kind) in specs {
-        if let Err(error) = set.add(Spec { name: name.clone(), kind }, Origin::Config, Duration::ZERO) {
+    for (text, kind) in specs {
+        // Checked when the config was read.
+        let spec = match Spec::parse(text, kind) {
+            Ok(spec) => spec,
+            Err(error) => {
+                warn!(%error, "source not used");
+                continue;
+            }
+        };
+        if let Err(error) = set.add(spec, Origin::Config, Duration::ZERO) {
             warn!(%error, "source given twice: once is enough");
         }
     }
@@ -224,6 +237,9 @@ pub async fn run(
             Some((member, result)) = replies.recv() => {
                 if let Some(index) = up.index_of(member) {
                     up.upstreams[index].in_flight = false;
+                    if let Ok(measurement) = &result {
+                        up.upstreams[index].last_mode = Some(measurement.mode);
+                    }
                     let peers = Peers { upstreams: &up.upstreams, refclocks: &up.refclocks };
                     handle(&clock, &mut up.sync, peers, index, result, stats_log.as_mut());
                     leaps.refresh(&clock, Some(clock.snapshot().state.leap));
@@ -293,12 +309,14 @@ impl Upstreams {
             upstream.in_flight = true;
             let (socket, address, clock, results) =
                 (Arc::clone(&upstream.socket), upstream.address, Arc::clone(&self.clock), results.clone());
-            let (nts, member) = (upstream.nts.clone(), upstream.id);
+            let (nts, interleaved, member) = (upstream.nts.clone(), upstream.interleaved.clone(), upstream.id);
             let options = ExchangeOptions { timeout: options.timeout.min(poll_interval(poll)), ..*options };
             tokio::spawn(async move {
-                let result = match nts {
-                    None => exchange(&socket, address, &MeasuringClock(&clock), &options).await,
-                    Some(nts) => nts.exchange(&socket, address, &MeasuringClock(&clock), &options).await,
+                let clock = MeasuringClock(&clock);
+                let result = match (nts, interleaved) {
+                    (Some(nts), _) => nts.exchange(&socket, address, &clock, &options).await,
+                    (None, Some(session)) => exchange_interleaved(&socket, address, &clock, &options, &session).await,
+                    (None, None) => exchange(&socket, address, &clock, &options).await,
                 };
                 let _ = results.send((member, result)).await;
             });
@@ -450,6 +468,8 @@ impl Upstreams {
             origin,
             socket,
             nts,
+            interleaved: spec.xleave.then(|| Arc::new(InterleavedSession::new())),
+            last_mode: None,
             polls: 0,
             in_flight: false,
         });
@@ -461,8 +481,7 @@ impl Upstreams {
             Request::List => Ok("sources".to_string()),
             Request::Add { name, pool } => {
                 let kind = if pool { Kind::Pool } else { Kind::Server };
-                check_name(&name, kind).and_then(|()| {
-                    let spec = Spec { name: name.clone(), kind };
+                check_name(&name, kind).and_then(|()| Spec::parse(&name, kind)).and_then(|spec| {
                     self.set.add(spec, Origin::Runtime, self.now()).map_err(|e| e.to_string())?;
                     self.sync.set_unassociated(self.set.unresolved());
                     info!(source = %name, kind = kind.as_str(), "source added over the control socket");
@@ -603,7 +622,11 @@ fn handle(
     let reply = measurement.reply;
     let correction_before = disciplined.correction_at(raw_now);
     let sent = measurement.request_transmit;
-    let outcome = sync.on_reply(index, &mut disciplined, raw_now, &reply, sent, &measurement.timestamps);
+    // An interleaved answer completes the previous exchange: its sample
+    // is as old as that exchange.
+    let measured_at = raw_now - measurement.age;
+    let timestamps = &measurement.timestamps;
+    let outcome = sync.on_reply_measured_at(index, &mut disciplined, raw_now, measured_at, &reply, sent, timestamps);
     let state = sync.server_state(raw_now);
     let was = clock.snapshot().state;
     clock.update(|s| {
@@ -671,7 +694,8 @@ fn log_update(update: &Synchronization, was_synchronized: bool, index: usize) {
 /// How upstream `upstream`, association `index`, stands in `sync`.
 fn upstream_status(sync: &Synchronizer, upstream: &Upstream, index: usize) -> UpstreamStatus {
     let (name, address, pool) = (upstream.name.clone(), upstream.address.to_string(), upstream.pool.clone());
-    peer_status(sync, index, name, address, pool, upstream.origin.as_str())
+    let mode = upstream.interleaved.as_ref().map(|_| upstream.last_mode.map_or("asking", ExchangeMode::as_str));
+    UpstreamStatus { mode, ..peer_status(sync, index, name, address, pool, upstream.origin.as_str()) }
 }
 
 /// How association `index` (an upstream or a refclock) stands in `sync`.
@@ -695,6 +719,7 @@ fn peer_status(
         output: association.and_then(|a| a.output()),
         selection: sync.selection(index),
         stopped: association.and_then(|a| a.stopped()),
+        mode: None,
     }
 }
 

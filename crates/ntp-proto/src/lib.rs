@@ -32,7 +32,9 @@
 //!   reply (source, decode, NTS hook, origin, usable time), for the query
 //!   tool, the daemon and the simulator alike.
 //! - [`responder`]: the server's decision for one datagram (ignore, or
-//!   reply with these bytes).
+//!   reply with these bytes), in basic or interleaved mode.
+//! - [`interleave`]: interleaved mode: the server's memory of the replies
+//!   it sent and when they left, and the client's of its last exchange.
 //! - [`refclock`]: reference clocks: the NTP shared-memory segment and
 //!   chrony's SOCK datagram decoded, readings reduced to samples, PPS locking.
 //! - [`leap`]: leap seconds: the `leap-seconds.list` file, the announcement
@@ -47,6 +49,7 @@ pub mod clock;
 pub mod discipline;
 pub mod exchange;
 pub mod filter;
+pub mod interleave;
 pub mod leap;
 pub mod nts;
 pub mod packet;

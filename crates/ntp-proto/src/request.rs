@@ -23,6 +23,10 @@ pub struct SentRequest<A> {
     /// Its transmit timestamp, which an answer's origin echoes (a random
     /// nonce, so the request reveals nothing of the local clock).
     pub transmit: NtpTimestamp,
+    /// For an interleaved request, its receive field (another nonce),
+    /// which an interleaved answer's origin echoes instead
+    /// ([`crate::interleave`]).
+    pub interleaved: Option<NtpTimestamp>,
 }
 
 /// Why a datagram is not the usable answer to a [`SentRequest`].
@@ -85,7 +89,11 @@ impl<A: PartialEq> SentRequest<A> {
             let packet = Packet::decode(bytes).map_err(Refusal::Decode)?;
             verify(bytes, &packet).map_err(Refusal::Unauthenticated)?;
         }
-        match validate_reply(&reply, self.transmit) {
+        let echoed = match self.interleaved {
+            Some(nonce) if reply.origin == nonce => nonce,
+            _ => self.transmit,
+        };
+        match validate_reply(&reply, echoed) {
             Ok(()) => Ok(reply),
             Err(error @ (ReplyError::OriginMismatch | ReplyError::WrongMode(_))) => Err(Refusal::Bogus(error)),
             Err(error) => Err(Refusal::Unusable { reply: Box::new(reply), error }),
@@ -99,7 +107,7 @@ mod tests {
     use crate::packet::{KissCode, Mode, ReferenceId, Stratum};
 
     const NONCE: NtpTimestamp = NtpTimestamp::from_bits(0x1234_5678_9abc_def0);
-    const SENT: SentRequest<u8> = SentRequest { server: 1, transmit: NONCE };
+    const SENT: SentRequest<u8> = SentRequest { server: 1, transmit: NONCE, interleaved: None };
 
     fn answer() -> Header {
         Header {

@@ -1,7 +1,9 @@
 //! The server's decision for one datagram: ignore it, or reply with these
-//! 48 bytes (RFC 5905 §9.2, "fast_xmit"). Pure: the caller hands in the
-//! receive time and its own synchronisation state, and stamps the transmit
-//! time into the reply as late as it can (see [`crate::packet::write_transmit`]).
+//! 48 bytes (RFC 5905 §9.2, "fast_xmit"), in basic mode or, to a client
+//! that asks, in interleaved mode ([`crate::interleave`]). Pure: the caller
+//! hands in the receive time, its own synchronisation state and its memory
+//! of replies sent, and stamps the transmit time into a basic reply as late
+//! as it can (see [`crate::packet::write_transmit`]).
 
 use crate::exchange::PHI;
 use crate::packet::{DecodeError, Header, KissCode, LeapIndicator, Mode, ReferenceId, Stratum, HEADER_LEN};
@@ -77,25 +79,61 @@ pub enum IgnoreReason {
     Denied,
 }
 
+/// What a reply is, which says how it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// Time in basic mode: the transmit timestamp is still to be stamped,
+    /// right before the send.
+    Basic,
+    /// Time in interleaved mode: the transmit field holds when the previous
+    /// reply to this client left. Sent as it is.
+    Interleaved,
+    /// A kiss-o'-death, which keeps the client's timestamps. Sent as it is.
+    Kiss,
+}
+
+impl ReplyKind {
+    /// Whether the transmit timestamp is still to be written.
+    #[must_use]
+    pub fn to_stamp(self) -> bool {
+        self == Self::Basic
+    }
+}
+
 /// The decision for one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum Response {
     /// Send nothing.
     Ignore(IgnoreReason),
-    /// Send these bytes after stamping the transmit time; never longer than
-    /// the request (a request is at least 48 bytes).
+    /// Send these bytes (after stamping the transmit time, for a basic
+    /// reply); never longer than the request (a request is at least 48
+    /// bytes).
     Reply {
-        /// The encoded reply, transmit timestamp still to be written.
+        /// The encoded reply.
         bytes: [u8; HEADER_LEN],
-        /// True for a kiss-o'-death, whose timestamps must not be overwritten.
-        kiss: bool,
+        /// Basic, interleaved or a kiss.
+        kind: ReplyKind,
     },
 }
 
 /// Decides what to send back for `request`, received at `receive_time` by
-/// the server's clock.
+/// the server's clock, in basic mode.
 pub fn respond(request: &[u8], receive_time: NtpTimestamp, state: &ServerState, admission: Admission) -> Response {
+    respond_interleaved(request, receive_time, state, admission, |_| None)
+}
+
+/// [`respond`], answering an interleaved request in interleaved mode when
+/// `transmit_of` knows when the reply it names (by the receive timestamp
+/// that reply carried, the request's origin) left; in basic mode otherwise.
+/// `transmit_of` is asked only for an interleaved request that is served.
+pub fn respond_interleaved(
+    request: &[u8],
+    receive_time: NtpTimestamp,
+    state: &ServerState,
+    admission: Admission,
+    transmit_of: impl FnOnce(NtpTimestamp) -> Option<NtpTimestamp>,
+) -> Response {
     let header = match crate::packet::Packet::decode(request) {
         Ok(packet) => packet.header,
         Err(err) => return Response::Ignore(IgnoreReason::Malformed(err)),
@@ -103,12 +141,25 @@ pub fn respond(request: &[u8], receive_time: NtpTimestamp, state: &ServerState, 
     if let Some(reason) = not_a_request(&header) {
         return Response::Ignore(reason);
     }
-    let reply = match admission {
+    let (reply, kind) = match admission {
         Admission::Drop => return Response::Ignore(IgnoreReason::Denied),
-        Admission::Kiss(code) => kiss_reply(&header, code),
-        Admission::Serve => time_reply(&header, receive_time, state),
+        Admission::Kiss(code) => (kiss_reply(&header, code), ReplyKind::Kiss),
+        Admission::Serve => {
+            let reply = time_reply(&header, receive_time, state);
+            match asks_interleaved(&header).then(|| transmit_of(header.origin)).flatten() {
+                Some(transmit) => (Header { origin: header.receive, transmit, ..reply }, ReplyKind::Interleaved),
+                None => (reply, ReplyKind::Basic),
+            }
+        }
     };
-    Response::Reply { bytes: reply.encode(), kiss: matches!(admission, Admission::Kiss(_)) }
+    Response::Reply { bytes: reply.encode(), kind }
+}
+
+/// An interleaved request names the reply it completes by its origin and
+/// carries two different nonces in its receive and transmit fields (a
+/// basic client leaves origin or receive zero, or the two fields equal).
+fn asks_interleaved(request: &Header) -> bool {
+    !request.origin.is_zero() && !request.receive.is_zero() && request.receive != request.transmit
 }
 
 /// Why a decoded packet is no request to answer, if it is not: not a
@@ -243,6 +294,43 @@ mod tests {
         assert_eq!(reply.reference_id, ReferenceId(*b"RATE"));
         assert_eq!(reply.receive, reply.origin);
         assert_eq!(reply.transmit, reply.origin);
+    }
+
+    #[test]
+    fn an_interleaved_request_gets_the_previous_transmit_time_if_known() {
+        let t2 = NtpTimestamp::from_unix(1_800_000_100, 0);
+        let earlier = NtpTimestamp::from_unix(1_800_000_036, 5);
+        let mut bytes = request(4, 3);
+        bytes[24..32].copy_from_slice(&0x1111u64.to_be_bytes()); // origin: the T2 it got
+        bytes[32..40].copy_from_slice(&0x2222u64.to_be_bytes()); // receive: its interleaved nonce
+        let mut asked = None;
+        let known = |origin| {
+            asked = Some(origin);
+            Some(earlier)
+        };
+        let response = respond_interleaved(&bytes, t2, &state(), Admission::Serve, known);
+        assert_eq!(asked, Some(NtpTimestamp::from_bits(0x1111)));
+        assert!(matches!(response, Response::Reply { kind: ReplyKind::Interleaved, .. }));
+        let reply = decode_reply(response);
+        assert_eq!(reply.origin, NtpTimestamp::from_bits(0x2222), "echoes the interleaved nonce");
+        assert_eq!((reply.receive, reply.transmit), (t2, earlier));
+
+        // Unknown: a basic reply, echoing the transmit nonce.
+        let response = respond_interleaved(&bytes, t2, &state(), Admission::Serve, |_| None);
+        assert!(matches!(response, Response::Reply { kind: ReplyKind::Basic, .. }));
+        assert_eq!(decode_reply(response).origin, NtpTimestamp::from_bits(0x66c6_4ffa_543b_a39f));
+
+        // Basic requests (receive zero, or receive equal to transmit) are
+        // never looked up, and a kiss stays a kiss.
+        for receive in [0, 0x66c6_4ffa_543b_a39f_u64] {
+            bytes[32..40].copy_from_slice(&receive.to_be_bytes());
+            let response = respond_interleaved(&bytes, t2, &state(), Admission::Serve, |_| panic!("looked up"));
+            assert!(matches!(response, Response::Reply { kind: ReplyKind::Basic, .. }));
+        }
+        bytes[32..40].copy_from_slice(&0x2222u64.to_be_bytes());
+        let kiss = Admission::Kiss(KissCode::Rate);
+        let response = respond_interleaved(&bytes, t2, &state(), kiss, |_| panic!("looked up"));
+        assert!(matches!(response, Response::Reply { kind: ReplyKind::Kiss, .. }));
     }
 
     #[test]

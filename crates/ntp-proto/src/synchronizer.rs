@@ -160,6 +160,24 @@ impl Synchronizer {
         request_transmit: NtpTimestamp,
         timestamps: &Timestamps,
     ) -> ReplyOutcome {
+        self.on_reply_measured_at(index, clock, raw_now, raw_now, reply, request_transmit, timestamps)
+    }
+
+    /// [`Synchronizer::on_reply`] for a sample measured earlier than the
+    /// reply arrived, at raw time `measured_at`: an interleaved answer's
+    /// timestamps are those of the exchange before (a poll interval ago),
+    /// and the filter and the frequency fit must place it there.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_reply_measured_at(
+        &mut self,
+        index: usize,
+        clock: &mut DisciplinedClock,
+        raw_now: NtpTimestamp,
+        measured_at: NtpTimestamp,
+        reply: &Header,
+        request_transmit: NtpTimestamp,
+        timestamps: &Timestamps,
+    ) -> ReplyOutcome {
         let warming_up = self.system.warming_up();
         let Some((_, association)) = self.associations.get_mut(index) else {
             return ReplyOutcome::Accepted(None);
@@ -168,7 +186,7 @@ impl Synchronizer {
             association.on_reply_error(reply, error);
             return ReplyOutcome::Rejected(error);
         }
-        let sample = Sample { time: raw_now, ..Sample::new(timestamps, reply.precision, self.precision) };
+        let sample = Sample { time: measured_at, ..Sample::new(timestamps, reply.precision, self.precision) };
         // Server minus raw time moves at the raw clock's frequency error,
         // which the correction's frequency estimates.
         let drift = clock.correction.frequency_ppm() * 1e-6;

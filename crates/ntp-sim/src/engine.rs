@@ -293,7 +293,7 @@ impl<'a> Simulation<'a> {
         let server = node.plan.upstreams[association];
         let t1 = raw_now + node.schedule.measured_offset(continuous);
         let near_leap = node.schedule.near_leap(continuous, NtpDuration::ONE_SECOND);
-        let request = SentRequest { server, transmit: nonce };
+        let request = SentRequest { server, transmit: nonce, interleaved: None };
         node.pending[association] = Some(Pending { request, t1, near_leap });
         let request = Header { version: Version::V4, mode: Mode::Client, poll, transmit: nonce, ..Header::default() };
         let link = self.link(i, server);
@@ -312,10 +312,10 @@ impl<'a> Simulation<'a> {
         let server = &self.nodes[s];
         let t2 = server.schedule.served(server.clock.time_at(receive_true)) + server.lie;
         let state = self.server_state(s, receive_true);
-        let Response::Reply { bytes: mut reply, kiss } = respond(&bytes, t2, &state, Admission::Serve) else { return };
+        let Response::Reply { bytes: mut reply, kind } = respond(&bytes, t2, &state, Admission::Serve) else { return };
         let server = &self.nodes[s];
         let send_true = receive_true + NtpDuration::from_seconds_f64(PROCESSING);
-        if !kiss {
+        if kind.to_stamp() {
             write_transmit(&mut reply, server.schedule.served(server.clock.time_at(send_true)) + server.lie);
         }
         let epoch = self.nodes[client].restarts;

@@ -11,6 +11,11 @@ use ntp_proto::NtpTimestamp;
 /// a destination address), aligned for `cmsghdr`.
 pub(crate) type Control = [u64; 16];
 
+/// Room for what comes with a transmit timestamp on the error queue (the
+/// timestamps, in two forms, and the extended error that carries the
+/// datagram's id), aligned for `cmsghdr`.
+pub(crate) type ErrorControl = [u64; 32];
+
 /// What the kernel attached to one received message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Ancillary {
@@ -20,26 +25,36 @@ pub(crate) struct Ancillary {
     pub transmit: Option<NtpTimestamp>,
     /// The local address it was sent to (IP_PKTINFO / IPV6_PKTINFO).
     pub local: Option<IpAddr>,
+    /// Which datagram a transmit timestamp is of: the socket's count of
+    /// datagrams sent before it (SOF_TIMESTAMPING_OPT_ID, in the extended
+    /// error beside the timestamp).
+    pub transmit_id: Option<u32>,
 }
 
 /// Walks the control messages of a message that `recvmsg` or `recvmmsg`
-/// filled in. A message whose control data was cut short (MSG_CTRUNC) is
-/// trusted for nothing.
+/// filled in. Where the control data was cut short (MSG_CTRUNC), the
+/// messages that arrived whole are still read: the kernel copies what fits,
+/// and a message whose `cmsg_len` runs past what was copied is skipped.
 pub(crate) fn read(header: &libc::msghdr) -> Ancillary {
     let mut found = Ancillary::default();
-    if header.msg_flags & libc::MSG_CTRUNC != 0 {
-        return found;
-    }
+    // msg_controllen is a size_t on glibc, a socklen_t on musl.
+    #[allow(clippy::unnecessary_cast)]
+    let end = header.msg_control as usize + header.msg_controllen as usize;
     // SAFETY: `header` was filled by a successful recvmsg/recvmmsg, so its
     // control pointer and length describe the control messages the kernel
     // wrote; CMSG_FIRSTHDR and CMSG_NXTHDR never step past msg_controllen
     // and return null at the end. Each header is read in place (the buffer
     // is aligned for cmsghdr); a payload is read, unaligned, only if the
-    // message's cmsg_len says it holds the whole value.
+    // message's cmsg_len says it holds the whole value and that length ends
+    // within what the kernel copied (a truncated last message claims its
+    // full length).
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(header);
         while !cmsg.is_null() {
             let c = &*cmsg;
+            if cmsg as usize + c.cmsg_len as usize > end {
+                break;
+            }
             let payload = (c.cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
             let data = libc::CMSG_DATA(cmsg);
             match (c.cmsg_level, c.cmsg_type) {
@@ -61,6 +76,16 @@ pub(crate) fn read(header: &libc::msghdr) -> Ancillary {
                 (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if payload >= size_of::<libc::in6_pktinfo>() => {
                     let info: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
                     found.local = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                // A transmit timestamp's extended error: ENOMSG from the
+                // timestamping origin, the datagram's id in ee_data.
+                (libc::IPPROTO_IP, libc::IP_RECVERR) | (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+                    if payload >= size_of::<libc::sock_extended_err>() =>
+                {
+                    let error: libc::sock_extended_err = std::ptr::read_unaligned(data.cast());
+                    if error.ee_errno == libc::ENOMSG as u32 && error.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING {
+                        found.transmit_id = Some(error.ee_data);
+                    }
                 }
                 _ => {}
             }

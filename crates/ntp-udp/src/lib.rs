@@ -17,6 +17,8 @@
 //!   and writing the source address of a reply.
 //! - [`recv`] and [`send`]: a batch of datagrams in one `recvmmsg` or
 //!   `sendmmsg` call, for the serving threads and the load generator.
+//! - [`errqueue`]: a serving socket's transmit timestamps, numbered by
+//!   datagram, read in batches from the error queue.
 //! - [`bind`]: binding listening addresses and readying a serving socket.
 //! - [`timestamped`]: a tokio socket whose datagrams carry kernel receive
 //!   timestamps and whose sends report kernel transmit timestamps, for one
@@ -36,6 +38,7 @@ mod control;
 mod sockaddr;
 
 pub mod bind;
+pub mod errqueue;
 pub mod privileges;
 pub mod recv;
 pub mod send;
@@ -46,6 +49,7 @@ pub mod system_clock;
 pub mod timestamped;
 
 pub use bind::{bind_all, bind_every_address, prepare, READ_TIMEOUT, RECEIVE_BUFFER};
+pub use errqueue::{enable_numbered_transmit_timestamps, TransmitQueue, TransmitStamp};
 pub use recv::{Datagram, RecvBatch};
 pub use send::SendBatch;
 pub use socket::{

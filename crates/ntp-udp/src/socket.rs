@@ -65,7 +65,7 @@ fn get_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Resul
     }
 }
 
-fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+pub(crate) fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: `value` is a live c_int and the length passed is its size; the
     // kernel only reads that many bytes. A bad fd or option is an error return.
     let rc = unsafe {

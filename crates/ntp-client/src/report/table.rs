@@ -34,6 +34,15 @@ pub fn render(report: &Report) -> String {
         if server.authenticated == Some(true) {
             notes.push(format!("{}: NTS authenticated ({} samples)", label(server), server.samples));
         }
+        match (server.mode, &server.error) {
+            (Some("interleaved"), None) => {
+                notes.push(format!("{}: interleaved mode ({} samples)", label(server), server.samples));
+            }
+            (Some(mode), None) => {
+                notes.push(format!("{}: the server answered in {mode} mode only", label(server)));
+            }
+            _ => {}
+        }
         if let Some(error) = &server.error {
             errors.push(format!("{}: {error}", label(server)));
         } else if let Some(kiss) = &server.kiss {

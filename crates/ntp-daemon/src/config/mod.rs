@@ -21,7 +21,7 @@ use thiserror::Error;
 use crate::nts::NtsConfig;
 use crate::policy::{AccessConfig, RateLimitConfig};
 use crate::serve::PolicyConfig;
-use crate::sources::Kind;
+use crate::sources::{Kind, Spec};
 use refclock::{RefclockConfig, RefclockSection};
 
 /// The NTP port.
@@ -154,9 +154,11 @@ impl<'a> UpstreamKind<'a> {
     }
 }
 
-/// Is `name` something a source can be? (A bad name is refused at once
-/// rather than retried for ever.)
-pub fn check_name(name: &str, kind: Kind) -> Result<(), String> {
+/// Is `text` something a source can be: a name, then options ([`Spec::parse`])?
+/// (A bad name is refused at once rather than retried for ever.)
+pub fn check_name(text: &str, kind: Kind) -> Result<(), String> {
+    let spec = Spec::parse(text, kind)?;
+    let name = spec.name.as_str();
     match (UpstreamKind::of(name), kind) {
         (UpstreamKind::Nts(key_exchange), Kind::Server) => {
             ntp_client::target::Target::parse_with_default_port(key_exchange, ntp_proto::nts::DEFAULT_KE_PORT).map(drop)

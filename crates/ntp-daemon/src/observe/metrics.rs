@@ -64,6 +64,8 @@ impl Collector for DaemonCollector {
         let c = report.counters;
         counter(&mut encoder, "requests_received", "Datagrams received on the NTP sockets", &[(vec![], c.received)])?;
         counter(&mut encoder, "requests_answered", "Requests answered with time", &[(vec![], c.answered)])?;
+        let interleaved = &[(vec![], c.answered_interleaved)];
+        counter(&mut encoder, "requests_answered_interleaved", "Of those, answered in interleaved mode", interleaved)?;
         let reason = |r: &str| vec![("reason", r.to_string())];
         counter(
             &mut encoder,

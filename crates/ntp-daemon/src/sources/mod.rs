@@ -61,11 +61,50 @@ impl Origin {
 }
 
 /// A source as configured: its name (`HOST[:PORT]`, or `nts://HOST[:PORT]`
-/// for an NTS server) and whether it is a pool.
+/// for an NTS server), whether it is a pool, and its options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
-    /// As configured.
+    /// As configured, without the options.
     pub name: String,
     /// Server or pool.
     pub kind: Kind,
+    /// `xleave`: polled in interleaved mode (falling back to basic mode
+    /// by itself where the server does not interleave).
+    pub xleave: bool,
+}
+
+impl Spec {
+    /// A source as written in the config or on the command line: the name,
+    /// then options separated by spaces (`ntp.example:123 xleave`).
+    pub fn parse(text: &str, kind: Kind) -> Result<Self, String> {
+        let mut words = text.split_whitespace();
+        let name = words.next().ok_or_else(|| format!("`{text}` is not HOST[:PORT]"))?;
+        let mut spec = Self { name: name.to_string(), kind, xleave: false };
+        for option in words {
+            match option {
+                "xleave" if name.starts_with(crate::config::UpstreamKind::NTS_SCHEME) => {
+                    return Err(format!("`{name}`: xleave is for plain NTP sources, not NTS"));
+                }
+                "xleave" => spec.xleave = true,
+                other => return Err(format!("`{name}`: unknown option `{other}` (known: xleave)")),
+            }
+        }
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_follow_the_name() {
+        let spec = Spec::parse("127.0.0.1:123 xleave", Kind::Server).unwrap();
+        assert_eq!((spec.name.as_str(), spec.xleave), ("127.0.0.1:123", true));
+        assert!(!Spec::parse("pool.example", Kind::Pool).unwrap().xleave);
+        let error = Spec::parse("a:1 xleeve", Kind::Server).unwrap_err();
+        assert!(error.contains("unknown option `xleeve`"), "{error}");
+        assert!(Spec::parse("nts://a xleave", Kind::Server).unwrap_err().contains("not NTS"));
+        assert!(Spec::parse("  ", Kind::Server).is_err());
+    }
 }

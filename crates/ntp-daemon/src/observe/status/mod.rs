@@ -92,6 +92,9 @@ pub struct UpstreamStatus {
     pub selection: Option<SelectionState>,
     /// The kiss code that stopped polling it, if any.
     pub stopped: Option<KissCode>,
+    /// With `xleave`: the mode of its last answer (`interleaved`, `basic`),
+    /// or `asking` before the first.
+    pub mode: Option<&'static str>,
 }
 
 /// The whole report (the JSON of `/status`).
@@ -202,6 +205,10 @@ pub struct UpstreamReport {
     pub jitter: Option<f64>,
     /// Where selection left it.
     pub state: Selection,
+    /// With `xleave`: the mode of its last answer (`interleaved`, `basic`),
+    /// or `asking` before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// An upstream's selection state, for people and machines.
@@ -339,6 +346,7 @@ pub fn report(sync: &SyncStatus, snapshot: &ClockSnapshot, system_now: NtpTimest
                 delay: output.map(|o| o.delay.to_seconds_f64()),
                 jitter: output.map(|o| o.jitter.to_seconds_f64()),
                 state: Selection::of(u.selection, u.reach, u.stopped.is_some()),
+                mode: u.mode.map(str::to_string),
             }
         })
         .collect();

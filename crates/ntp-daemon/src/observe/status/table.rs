@@ -72,7 +72,10 @@ pub fn render(report: &StatusReport) -> String {
             seconds(u.offset),
             seconds(u.delay),
             seconds(u.jitter),
-            describe(u.state),
+            match &u.mode {
+                Some(mode) => format!("{}, xleave: {mode}", describe(u.state)),
+                None => describe(u.state).to_string(),
+            },
         );
     }
     let _ = writeln!(
@@ -202,6 +205,7 @@ mod tests {
             state,
             pool: None,
             origin: "config".into(),
+            mode: None,
         }
     }
 
@@ -232,7 +236,10 @@ mod tests {
                 precision: -24,
                 system_peer: Some("a:1".into()),
             },
-            upstreams: vec![upstream("a:1", Selection::SystemPeer), upstream("b:1", Selection::Falseticker)],
+            upstreams: vec![
+                upstream("a:1", Selection::SystemPeer),
+                UpstreamReport { mode: Some("interleaved".into()), ..upstream("b:1", Selection::Falseticker) },
+            ],
             counters: Counts { received: 7, answered: 5, dropped_malformed: 2, ..Counts::default() },
             sources: Vec::new(),
             replacements: Vec::new(),
@@ -246,7 +253,7 @@ mod tests {
         assert!(text.contains("7 received, 5 answered, 0 kiss-o'-death, 2 dropped"), "{text}");
         let rows: Vec<&str> = text.lines().filter(|l| l.contains(":1 ")).collect();
         assert!(rows[0].starts_with("* a:1") && rows[0].contains(" 377 ") && rows[0].ends_with("system peer"));
-        assert!(rows[1].starts_with("x b:1") && rows[1].ends_with("falseticker"), "{rows:?}");
+        assert!(rows[1].starts_with("x b:1") && rows[1].ends_with("falseticker, xleave: interleaved"), "{rows:?}");
     }
 
     fn source(name: &str, kind: &str, addresses: &[&str], error: Option<&str>) -> SourceReport {

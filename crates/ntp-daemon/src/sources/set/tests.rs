@@ -17,11 +17,11 @@ fn s(seconds: u64) -> Duration {
 }
 
 fn pool(name: &str) -> Spec {
-    Spec { name: name.into(), kind: Kind::Pool }
+    Spec { name: name.into(), kind: Kind::Pool, xleave: false }
 }
 
 fn server(name: &str) -> Spec {
-    Spec { name: name.into(), kind: Kind::Server }
+    Spec { name: name.into(), kind: Kind::Server, xleave: false }
 }
 
 fn not_own(_: &SocketAddr) -> bool {

@@ -1,0 +1,193 @@
+//! A serving thread's record of the replies it sent: each reply numbered
+//! as the kernel numbers the socket's datagrams, matched with the kernel's
+//! transmit timestamp when it comes back on the error queue, and kept in
+//! the interleaved table (receive time and client to transmit time). The
+//! same timestamps measure, on the serving socket itself, how long a reply
+//! takes from the clock read for T3 to leaving: what a basic reply's T3 is
+//! moved on by.
+//!
+//! Only the serving thread touches it: no locks. The error queue is read
+//! in one batch after each send (loopback queues a timestamp within the
+//! send call; a network card soon after), and before a batch is answered
+//! if timestamps are still outstanding.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, UdpSocket};
+
+use ntp_proto::interleave::TransmitTable;
+use ntp_proto::{NtpDuration, NtpTimestamp};
+use ntp_udp::{enable_numbered_transmit_timestamps, TransmitQueue, TransmitStamp};
+use tracing::debug;
+
+use crate::clock::ClockSnapshot;
+
+/// Replies remembered while their timestamps are awaited: more than a
+/// few batches' worth, so a slow timestamp is not lost behind later ones.
+const IN_FLIGHT: usize = 1024;
+/// Send latencies kept; the estimate is the least of them.
+const LATENCY_WINDOW: usize = 64;
+/// A latency beyond this is a measurement gone wrong (the thread was
+/// preempted between the clock read and the send), not kept.
+const MAX_LATENCY: NtpDuration = NtpDuration::from_bits(1 << 22); // ~1 ms
+
+/// What is known of one datagram sent, by its number.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    id: u32,
+    /// The receive time and client of a time reply; `None` for a kiss or
+    /// an NTS reply, which interleaved mode does not cover.
+    reply: Option<(NtpTimestamp, IpAddr)>,
+    /// For the first datagram of a batch: the system time read for T3.
+    read_for_transmit: Option<NtpTimestamp>,
+}
+
+/// One serving socket's replies and their transmit times.
+#[derive(Debug)]
+pub struct SentReplies {
+    /// False where the kernel gives no numbered transmit timestamps: then
+    /// every reply is basic and T3 is not moved on.
+    numbered: bool,
+    next_id: u32,
+    in_flight: Vec<Option<InFlight>>,
+    outstanding: usize,
+    queue: TransmitQueue,
+    stamps: Vec<TransmitStamp>,
+    table: TransmitTable,
+    latencies: VecDeque<NtpDuration>,
+    /// The batch being answered: one entry per datagram queued, in order.
+    batch: Vec<Option<(NtpTimestamp, IpAddr)>>,
+}
+
+impl SentReplies {
+    /// Turns on numbered transmit timestamps on `socket`.
+    pub fn new(socket: &UdpSocket, capacity: usize) -> Self {
+        let numbered = match enable_numbered_transmit_timestamps(socket) {
+            Ok(()) => true,
+            Err(error) => {
+                debug!(%error, "no transmit timestamps on the serving socket: basic mode only, T3 read before the send");
+                false
+            }
+        };
+        Self {
+            numbered,
+            next_id: 0,
+            in_flight: vec![None; IN_FLIGHT],
+            outstanding: 0,
+            queue: TransmitQueue::new(64),
+            stamps: Vec::with_capacity(64),
+            table: TransmitTable::new(capacity),
+            latencies: VecDeque::with_capacity(LATENCY_WINDOW),
+            batch: Vec::with_capacity(64),
+        }
+    }
+
+    /// `receive` made unique among the replies remembered, to be a reply's T2.
+    #[must_use]
+    pub fn unique_receive(&self, receive: NtpTimestamp) -> NtpTimestamp {
+        if self.numbered {
+            self.table.unique_receive(receive)
+        } else {
+            receive
+        }
+    }
+
+    /// When the reply that carried `receive` to `client` left, if known.
+    #[must_use]
+    pub fn transmit_of(&self, receive: NtpTimestamp, client: IpAddr) -> Option<NtpTimestamp> {
+        self.table.transmit_of(receive, client)
+    }
+
+    /// What a basic reply's T3 is moved on by: the least send latency
+    /// measured lately on this socket (zero until one is), so T3 is never
+    /// later than the reply really leaves and no delay reads shorter than
+    /// the wire's.
+    #[must_use]
+    pub fn transmit_latency(&self) -> NtpDuration {
+        self.latencies.iter().copied().min().unwrap_or(NtpDuration::ZERO)
+    }
+
+    /// Notes the next datagram queued for the send: a time reply carrying
+    /// `receive` to `client`, or (`None`) a datagram interleaved mode does
+    /// not cover.
+    pub fn queued(&mut self, reply: Option<(NtpTimestamp, IpAddr)>) {
+        self.batch.push(reply);
+    }
+
+    /// Takes the timestamps that came back, if any are awaited.
+    pub fn collect(&mut self, socket: &UdpSocket, snapshot: &ClockSnapshot) {
+        if self.outstanding == 0 {
+            return;
+        }
+        self.stamps.clear();
+        if let Err(error) = self.queue.drain(socket, &mut self.stamps) {
+            debug!(%error, "reading transmit timestamps failed");
+            return;
+        }
+        for stamp in &self.stamps {
+            let slot = &mut self.in_flight[stamp.id as usize % IN_FLIGHT];
+            let Some(sent) = slot.take_if(|sent| sent.id == stamp.id) else { continue };
+            self.outstanding -= 1;
+            if let Some((receive, client)) = sent.reply {
+                self.table.insert(receive, client, snapshot.served_at(stamp.sent));
+            }
+            if let Some(read) = sent.read_for_transmit {
+                let latency = stamp.sent - read;
+                if latency >= NtpDuration::ZERO && latency < MAX_LATENCY {
+                    if self.latencies.len() == LATENCY_WINDOW {
+                        self.latencies.pop_front();
+                    }
+                    self.latencies.push_back(latency);
+                }
+            }
+        }
+    }
+
+    /// Records the send of the batch noted with [`SentReplies::queued`]:
+    /// `sent` of them taken by the kernel (`None`: the send failed), T3
+    /// read at `read_for_transmit`, then takes their timestamps. After a
+    /// failed or partial send the kernel's count may include a datagram
+    /// that never left, so the numbering is started again.
+    pub fn sent(
+        &mut self,
+        socket: &UdpSocket,
+        sent: Option<usize>,
+        read_for_transmit: NtpTimestamp,
+        snapshot: &ClockSnapshot,
+    ) {
+        let queued = std::mem::take(&mut self.batch);
+        if !self.numbered {
+            self.batch = queued;
+            self.batch.clear();
+            return;
+        }
+        let count = sent.unwrap_or(0);
+        for (n, reply) in queued.iter().take(count).enumerate() {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1);
+            let slot = &mut self.in_flight[id as usize % IN_FLIGHT];
+            if slot.is_some() {
+                self.outstanding -= 1; // its timestamp never came
+            }
+            *slot = Some(InFlight { id, reply: *reply, read_for_transmit: (n == 0).then_some(read_for_transmit) });
+            self.outstanding += 1;
+        }
+        self.collect(socket, snapshot);
+        if count < queued.len() {
+            self.restart_numbering(socket);
+        }
+        self.batch = queued;
+        self.batch.clear();
+    }
+
+    fn restart_numbering(&mut self, socket: &UdpSocket) {
+        self.stamps.clear();
+        let _ = self.queue.drain(socket, &mut self.stamps);
+        self.in_flight.iter_mut().for_each(|slot| *slot = None);
+        self.outstanding = 0;
+        self.next_id = 0;
+        if let Err(error) = enable_numbered_transmit_timestamps(socket) {
+            debug!(%error, "transmit timestamps could not be restarted: basic mode only");
+            self.numbered = false;
+        }
+    }
+}
