@@ -142,7 +142,7 @@ pub enum UpstreamKind<'a> {
 
 impl<'a> UpstreamKind<'a> {
     /// The scheme that marks an NTS upstream.
-    pub const NTS_SCHEME: &'static str = "nts://";
+    pub const NTS_SCHEME: &'static str = crate::sources::NTS_SCHEME;
 
     /// The kind of upstream `spec` names.
     #[must_use]

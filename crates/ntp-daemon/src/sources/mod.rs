@@ -73,6 +73,11 @@ pub struct Spec {
     pub xleave: bool,
 }
 
+/// The scheme that marks an NTS source (`nts://HOST[:PORT]`). Defined
+/// here, where sources are parsed, so this module does not import the
+/// config (which imports it).
+pub const NTS_SCHEME: &str = "nts://";
+
 impl Spec {
     /// A source as written in the config or on the command line: the name,
     /// then options separated by spaces (`ntp.example:123 xleave`).
@@ -82,7 +87,7 @@ impl Spec {
         let mut spec = Self { name: name.to_string(), kind, xleave: false };
         for option in words {
             match option {
-                "xleave" if name.starts_with(crate::config::UpstreamKind::NTS_SCHEME) => {
+                "xleave" if name.starts_with(NTS_SCHEME) => {
                     return Err(format!("`{name}`: xleave is for plain NTP sources, not NTS"));
                 }
                 "xleave" => spec.xleave = true,
