@@ -140,9 +140,11 @@ fn shm_from_gpsd_makes_a_stratum_one_measured_beside_chronyd() {
     );
     // NMEA over TCP reaches gpsd well within a millisecond here; a real
     // receiver's serial NMEA is tens of ms late (the `offset` setting).
-    assert!(served.abs() < 2e-3, "served {served} s off the host's clock\n{}", gpsd.process.output());
-    assert!(queried.abs() < 3e-3, "a client sees {queried} s");
-    assert!((served - chrony_clock).abs() < 2e-3, "ntpd-sim's clock {served}, chronyd's {chrony_clock}");
+    // Generous bounds: on a loaded machine gpsd stamps NMEA later and
+    // noisier, for both daemons alike (docs/performance.md has figures).
+    assert!(served.abs() < 5e-3, "served {served} s off the host's clock\n{}", gpsd.process.output());
+    assert!(queried.abs() < 6e-3, "a client sees {queried} s");
+    assert!((served - chrony_clock).abs() < 5e-3, "ntpd-sim's clock {served}, chronyd's {chrony_clock}");
     assert!(root_dispersion > 0.0 && root_dispersion < 0.01, "root dispersion {root_dispersion}");
 }
 
@@ -164,9 +166,9 @@ fn the_offset_setting_corrects_late_nmea() {
     wait_for_stratum_one(&http, "GPS", &daemon, Duration::from_secs(60));
     let settled = wait_for(Duration::from_secs(30), || {
         let served = status(&http)["system"]["host_offset"].as_f64()?;
-        (served.abs() < 1e-3).then_some(served)
+        (served.abs() < 2e-3).then_some(served)
     });
-    assert!(settled.is_some(), "never within 1 ms: {}", status(&http));
+    assert!(settled.is_some(), "never within 2 ms: {}", status(&http));
     assert!(daemon.output().contains("privileges dropped"), "{}", daemon.output());
     let peerstats = std::fs::read_to_string(stats.path().join("peerstats")).unwrap_or_default();
     assert!(peerstats.contains("shm:0"), "peerstats: {peerstats}");
