@@ -232,7 +232,7 @@ pub async fn run(
                 up.poll_due(&options, &results, stats_log.as_mut());
             }
             Some((index, reading)) = readings.recv() => {
-                up.refclocks.take(index, reading, &clock.snapshot().clock);
+                up.refclocks.take(index, reading, &clock.snapshot().clock, SharedClock::system_now());
             }
             Some((member, result)) = replies.recv() => {
                 if let Some(index) = up.index_of(member) {

@@ -13,7 +13,7 @@ use ntp_proto::association::AssociationKind;
 use ntp_proto::clock::DisciplinedClock;
 use ntp_proto::exchange::Sample;
 use ntp_proto::refclock::{lock_pulse, Reading, ReadingFilter, RefclockQuality};
-use ntp_proto::NtpDuration;
+use ntp_proto::{NtpDuration, NtpTimestamp};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error};
@@ -23,6 +23,9 @@ use drivers::{Device, DriverReading};
 
 /// How recent the locked refclock's reading must be for a pulse, seconds.
 const LOCK_AGE: f64 = 2.0;
+/// A reading taken further than this from now (seconds, either way) is
+/// stale: an SHM segment left valid by a writer that stopped long ago.
+const MAX_READING_AGE: f64 = 4.0;
 
 /// One reference clock.
 #[derive(Debug)]
@@ -122,9 +125,14 @@ impl Refclocks {
     }
 
     /// Takes a driver's reading of refclock `index`, brought into the raw
-    /// frame of `clock` (reference minus raw time).
-    pub fn take(&mut self, index: usize, reading: DriverReading, clock: &DisciplinedClock) {
+    /// frame of `clock` (reference minus raw time); one taken more than
+    /// [`MAX_READING_AGE`] from `system_now` is dropped.
+    pub fn take(&mut self, index: usize, reading: DriverReading, clock: &DisciplinedClock, system_now: NtpTimestamp) {
         let Some(refclock) = self.refclocks.get(index) else { return };
+        if (system_now - reading.system).to_seconds_f64().abs() > MAX_READING_AGE {
+            debug!(refclock = %refclock.config.source, "stale reading not used");
+            return;
+        }
         let local = clock.raw_at(reading.system);
         let configured = NtpDuration::from_seconds_f64(refclock.config.offset);
         let mut offset = reading.system + reading.offset - local + configured;
@@ -170,5 +178,50 @@ impl Drop for Refclocks {
         for path in &self.sockets {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::refclock::RefclockSection;
+
+    fn configs(dir: &std::path::Path, flags: &[&str]) -> Vec<RefclockConfig> {
+        let sections: Vec<RefclockSection> =
+            flags.iter().map(|f| f.replace("DIR", &dir.display().to_string()).parse().unwrap()).collect();
+        crate::config::refclock::merge(&[], &sections).unwrap()
+    }
+
+    fn reading(system: NtpTimestamp, offset: f64, pulse: bool) -> DriverReading {
+        DriverReading { system, offset: NtpDuration::from_seconds_f64(offset), pulse, leap: 0 }
+    }
+
+    /// Offsets applied, pulses locked to the NMEA seconds or dropped,
+    /// stale readings dropped; the clock's raw frame is the system's here.
+    #[tokio::test]
+    async fn readings_are_corrected_locked_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let flags =
+            ["sock:DIR/nmea,refid=NMEA,offset=0.1", "sock:DIR/pps,refid=PPS,lock=NMEA", "sock:DIR/alone,refid=PPS2"];
+        let (mut refclocks, _readings) = Refclocks::start(&configs(dir.path(), &flags), Vec::new());
+        let now = NtpTimestamp::from_unix(1_800_000_000, 0);
+        let clock = DisciplinedClock::new(now, NtpDuration::ZERO, 0.0);
+        let quality = |r: &mut Refclocks, i: usize| r.sample(i).map(|(s, _, _)| s.offset.to_seconds_f64());
+
+        refclocks.take(1, reading(now, 3.0002, true), &clock, now);
+        assert_eq!(quality(&mut refclocks, 1), None, "no NMEA yet: the pulse is not used");
+        refclocks.take(0, reading(now, 1.9, false), &clock, now);
+        refclocks.take(1, reading(now, 3.0002, true), &clock, now);
+        let nmea = quality(&mut refclocks, 0).unwrap();
+        assert!((nmea - 2.0).abs() < 1e-9, "offset applied: {nmea}");
+        let pps = quality(&mut refclocks, 1).unwrap();
+        assert!((pps - 2.0002).abs() < 1e-9, "the pulse's fraction, the NMEA's seconds: {pps}");
+        refclocks.take(2, reading(now, 0.0002, true), &clock, now);
+        assert_eq!(quality(&mut refclocks, 2), None, "a PPS without a lock is never used");
+        assert_eq!(refclocks.refclocks[2].unlocked, 1);
+
+        let old = NtpTimestamp::from_unix(1_799_999_990, 0);
+        refclocks.take(0, reading(old, 0.0, false), &clock, now);
+        assert_eq!(quality(&mut refclocks, 0), None, "a reading 10 s old is stale");
     }
 }
