@@ -36,14 +36,21 @@ pub struct RefclockQuality {
     pub precision: f64,
 }
 
-/// The readings taken since the last poll, reduced to one sample at each.
+/// The readings taken since the last poll, reduced to one sample at each:
+/// their median, over at least the last [`MEDIAN_WINDOW`] readings (those
+/// of earlier polls too, when a poll has fewer), so that one late reading
+/// (gpsd descheduled) is not a sample even at a poll of a second.
 #[derive(Debug, Clone, Default)]
 pub struct ReadingFilter {
     readings: Vec<Reading>,
+    /// Readings since the last poll.
+    fresh: usize,
 }
 
 /// Readings kept between two polls at most (a poll of 2^6 s at 1 Hz).
 pub const MAX_READINGS: usize = 64;
+/// The fewest readings a median is taken over, when there are as many.
+pub const MEDIAN_WINDOW: usize = 5;
 
 impl ReadingFilter {
     /// An empty filter.
@@ -58,18 +65,19 @@ impl ReadingFilter {
             self.readings.remove(0);
         }
         self.readings.push(reading);
+        self.fresh = (self.fresh + 1).min(MAX_READINGS);
     }
 
-    /// How many readings wait.
+    /// How many readings came since the last poll.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.readings.len()
+        self.fresh
     }
 
-    /// True when no reading waits.
+    /// True when no reading came since the last poll.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.readings.is_empty()
+        self.fresh == 0
     }
 
     /// The newest reading, if any.
@@ -78,15 +86,17 @@ impl ReadingFilter {
         self.readings.last().copied()
     }
 
-    /// The sample of the readings since the last call, and the leap the
-    /// median one announced; `None` without any. The median reading's
-    /// offset and time; its dispersion the precision plus the readings'
-    /// standard deviation about the median. The filter is emptied.
+    /// The sample at a poll, and the leap its reading announced; `None`
+    /// when no reading came since the last poll. The median reading's
+    /// offset and time (over the readings since the last poll, at least
+    /// the last [`MEDIAN_WINDOW`]); its dispersion the precision plus the
+    /// readings' standard deviation about the median.
     pub fn take(&mut self, quality: RefclockQuality) -> Option<(Sample, u8)> {
-        if self.readings.is_empty() {
+        if self.fresh == 0 {
             return None;
         }
-        let mut sorted = std::mem::take(&mut self.readings);
+        let window = self.fresh.max(MEDIAN_WINDOW).min(self.readings.len());
+        let mut sorted = self.readings[self.readings.len() - window..].to_vec();
         sorted.sort_by_key(|r| r.offset);
         let median = sorted[sorted.len() / 2];
         let spread = if sorted.len() > 1 {
@@ -95,6 +105,9 @@ impl ReadingFilter {
         } else {
             0.0
         };
+        let keep = self.readings.len().saturating_sub(MEDIAN_WINDOW - 1);
+        self.readings.drain(..keep);
+        self.fresh = 0;
         let sample = Sample {
             offset: median.offset,
             delay: quality.delay,
@@ -136,6 +149,19 @@ mod tests {
     }
 
     const QUALITY: RefclockQuality = RefclockQuality { delay: NtpDuration::ZERO, precision: 1e-3 };
+
+    #[test]
+    fn one_late_reading_at_a_poll_of_one_second_is_outvoted_by_the_last_ones() {
+        let mut filter = ReadingFilter::new();
+        for at in 0..4 {
+            filter.push(reading(at, 0.0005));
+            assert!(filter.take(QUALITY).is_some());
+        }
+        filter.push(reading(4, 0.015));
+        let (sample, _) = filter.take(QUALITY).unwrap();
+        assert!((sample.offset.to_seconds_f64() - 0.0005).abs() < 1e-9, "{sample:?}");
+        assert!(filter.take(QUALITY).is_none(), "nothing new: no sample");
+    }
 
     #[test]
     fn the_median_reading_is_the_sample_and_the_filter_empties() {
