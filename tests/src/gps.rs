@@ -128,6 +128,8 @@ impl Gpsd {
     /// second's to unit 1. Its control socket is in a temporary directory,
     /// its clients' port a free one on loopback.
     pub fn start(receivers: &[&Receiver]) -> Self {
+        // As root gpsd writes units 0 and 1, which the tests read.
+        crate::process::require_root();
         let gpsd = require("gpsd");
         let dir = tempfile::tempdir().expect("temp dir");
         let control = dir.path().join("gpsd.sock");
