@@ -24,8 +24,12 @@ use crate::clock::ClockSnapshot;
 /// Replies remembered while their timestamps are awaited: more than a
 /// few batches' worth, so a slow timestamp is not lost behind later ones.
 const IN_FLIGHT: usize = 1024;
-/// Send latencies kept; the estimate is the least of them.
-const LATENCY_WINDOW: usize = 64;
+/// Send latencies the estimate is the least of: the last this many.
+const LATENCY_WINDOW: u64 = 1024;
+/// Measurements before the estimate is used: the first sends on a socket
+/// are the slowest (cold caches), and T3 moved on by one of those would be
+/// later than a warm reply leaves.
+const LATENCY_WARM_UP: u32 = 8;
 /// A latency beyond this is a measurement gone wrong (the thread was
 /// preempted between the clock read and the send), not kept.
 const MAX_LATENCY: NtpDuration = NtpDuration::from_bits(1 << 22); // ~1 ms
@@ -53,7 +57,7 @@ pub struct SentReplies {
     queue: TransmitQueue,
     stamps: Vec<TransmitStamp>,
     table: TransmitTable,
-    latencies: VecDeque<NtpDuration>,
+    latency: LeastLatency,
     /// The batch being answered: one entry per datagram queued, in order.
     batch: Vec<Option<(NtpTimestamp, IpAddr)>>,
 }
@@ -76,7 +80,7 @@ impl SentReplies {
             queue: TransmitQueue::new(64),
             stamps: Vec::with_capacity(64),
             table: TransmitTable::new(capacity),
-            latencies: VecDeque::with_capacity(LATENCY_WINDOW),
+            latency: LeastLatency::default(),
             batch: Vec::with_capacity(64),
         }
     }
@@ -97,13 +101,13 @@ impl SentReplies {
         self.table.transmit_of(receive, client)
     }
 
-    /// What a basic reply's T3 is moved on by: the least send latency
-    /// measured lately on this socket (zero until one is), so T3 is never
+    /// What a basic reply's T3 is moved on by: about the least send
+    /// latency measured on this socket (zero until one is), so T3 is not
     /// later than the reply really leaves and no delay reads shorter than
-    /// the wire's.
+    /// the wire's (see [`LeastLatency`]).
     #[must_use]
     pub fn transmit_latency(&self) -> NtpDuration {
-        self.latencies.iter().copied().min().unwrap_or(NtpDuration::ZERO)
+        self.latency.estimate()
     }
 
     /// Notes the next datagram queued for the send: a time reply carrying
@@ -133,10 +137,7 @@ impl SentReplies {
             if let Some(read) = sent.read_for_transmit {
                 let latency = stamp.sent - read;
                 if latency >= NtpDuration::ZERO && latency < MAX_LATENCY {
-                    if self.latencies.len() == LATENCY_WINDOW {
-                        self.latencies.pop_front();
-                    }
-                    self.latencies.push_back(latency);
+                    self.latency.add(latency);
                 }
             }
         }
@@ -189,5 +190,73 @@ impl SentReplies {
             debug!(%error, "transmit timestamps could not be restarted: basic mode only");
             self.numbered = false;
         }
+    }
+}
+
+/// The least of the last [`LATENCY_WINDOW`] send latencies measured, kept
+/// as a sliding-window minimum (each sample enters and leaves the queue
+/// once). A median would put T3 after the real send for every faster reply
+/// (and a client that keeps its lowest-delay sample picks exactly those);
+/// the least keeps T3 before it, so the error goes into a longer delay and
+/// a few hundred nanoseconds of offset, never a shorter delay. A host that
+/// became slower is followed once the faster samples have left the window;
+/// a faster send pulls it down at once. Zero until [`LATENCY_WARM_UP`]
+/// samples.
+#[derive(Debug, Default)]
+pub struct LeastLatency {
+    /// Increasing values, each with the number of the sample it came from.
+    window: VecDeque<(u64, NtpDuration)>,
+    samples: u64,
+}
+
+impl LeastLatency {
+    /// Takes one measured latency.
+    pub fn add(&mut self, latency: NtpDuration) {
+        while self.window.back().is_some_and(|&(_, kept)| kept >= latency) {
+            self.window.pop_back();
+        }
+        self.window.push_back((self.samples, latency));
+        self.samples += 1;
+        while self.window.front().is_some_and(|&(n, _)| n + LATENCY_WINDOW < self.samples) {
+            self.window.pop_front();
+        }
+    }
+
+    /// The estimate.
+    #[must_use]
+    pub fn estimate(&self) -> NtpDuration {
+        match self.window.front() {
+            Some(&(_, least)) if self.samples >= u64::from(LATENCY_WARM_UP) => least,
+            _ => NtpDuration::ZERO,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_is_the_least_of_the_window_after_the_warm_up() {
+        let us = |n: i64| NtpDuration::from_nanos(n * 1000);
+        let mut least = LeastLatency::default();
+        // The first sends are the slowest: not used until eight came.
+        for latency in [30, 12, 9, 10, 11, 10, 9] {
+            least.add(us(latency));
+            assert_eq!(least.estimate(), NtpDuration::ZERO);
+        }
+        least.add(us(10));
+        assert_eq!(least.estimate(), us(9));
+        // A faster send pulls it down at once.
+        least.add(us(4));
+        assert_eq!(least.estimate(), us(4));
+        // Slower ones raise it only once the fast one has left the window.
+        for _ in 0..LATENCY_WINDOW - 1 {
+            least.add(us(7));
+        }
+        assert_eq!(least.estimate(), us(4));
+        least.add(us(7));
+        assert_eq!(least.estimate(), us(7));
+        assert!(least.window.len() <= 2, "one entry per distinct step: {}", least.window.len());
     }
 }

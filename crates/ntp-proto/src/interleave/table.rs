@@ -1,10 +1,12 @@
 //! The server's memory of the replies it sent: for each, the receive
 //! timestamp it carried (T2, unique, which the client's next interleaved
 //! request names as its origin), the client it went to, and when the
-//! kernel says it left. Bounded: a fixed number of entries, two-way set
-//! associative (an entry competes with one other for its slot pair, and the
-//! older of the two goes), so memory and time per request are constant and
-//! a flood of clients only costs the others their interleaved mode.
+//! kernel says it left. Bounded: at most a fixed number of entries, two-way
+//! set associative (an entry competes with one other for its slot pair, and
+//! the older of the two goes), so memory and time per request are bounded
+//! and a flood of clients only costs the others their interleaved mode. It
+//! starts small and doubles while three quarters of it are in use, up to
+//! its bound, so a server with few clients keeps a few kilobytes.
 //!
 //! Unlike chrony, which keys by the receive timestamp alone, an entry is
 //! only given to the address it was sent to: a request naming another
@@ -14,9 +16,11 @@ use std::net::IpAddr;
 
 use crate::time::NtpTimestamp;
 
-/// Entries kept by default: chrony's largest `clientloglimit` table holds
-/// as many; a few hundred kilobytes.
+/// Entries kept at most by default, as chrony's timestamp map at most
+/// holds; about 640 KiB when full.
 pub const DEFAULT_CAPACITY: usize = 16384;
+/// Entries a table starts with.
+const INITIAL_CAPACITY: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
@@ -30,6 +34,10 @@ struct Entry {
 pub struct TransmitTable {
     /// Pairs of slots; in each pair the first is the newer.
     slots: Vec<[Option<Entry>; 2]>,
+    /// Slots in use.
+    used: usize,
+    /// Pairs it may grow to.
+    max_pairs: usize,
 }
 
 impl Default for TransmitTable {
@@ -39,18 +47,35 @@ impl Default for TransmitTable {
 }
 
 impl TransmitTable {
-    /// A table of about `capacity` entries (rounded up to an even power of
-    /// two, at least two).
+    /// A table of at most about `capacity` entries (rounded up to an even
+    /// power of two, at least two).
     #[must_use]
     pub fn new(capacity: usize) -> Self {
-        let pairs = (capacity.max(2) / 2).next_power_of_two();
-        Self { slots: vec![[None; 2]; pairs] }
+        let max_pairs = (capacity.max(2) / 2).next_power_of_two();
+        let pairs = max_pairs.min(INITIAL_CAPACITY / 2);
+        Self { slots: vec![[None; 2]; pairs], used: 0, max_pairs }
     }
 
-    /// Entries the table can hold.
+    /// Entries the table can hold now.
     #[must_use]
     pub fn capacity(&self) -> usize {
         self.slots.len() * 2
+    }
+
+    /// Entries the table may grow to.
+    #[must_use]
+    pub fn max_capacity(&self) -> usize {
+        self.max_pairs * 2
+    }
+
+    fn grow(&mut self) {
+        let grown = vec![[None; 2]; self.slots.len() * 2];
+        let old = std::mem::replace(&mut self.slots, grown);
+        self.used = 0;
+        // Older entries first, so each pair keeps its newer one first.
+        for entry in old.iter().flat_map(|pair| [pair[1], pair[0]]).flatten() {
+            self.insert(entry.receive, entry.client, entry.transmit);
+        }
     }
 
     fn pair(&self, receive: NtpTimestamp) -> usize {
@@ -75,13 +100,19 @@ impl TransmitTable {
     /// Remembers that the reply carrying `receive` went to `client` and
     /// left at `transmit` (on the served clock).
     pub fn insert(&mut self, receive: NtpTimestamp, client: IpAddr, transmit: NtpTimestamp) {
+        if self.slots.len() < self.max_pairs && self.used * 4 >= self.capacity() * 3 {
+            self.grow();
+        }
         let index = self.pair(receive);
         let pair = &mut self.slots[index];
         let entry = Some(Entry { receive, client, transmit });
         match pair {
             [Some(newer), _] if newer.receive == receive => pair[0] = entry,
             // The older entry goes (or the same receive time, if it is that one).
-            _ => *pair = [entry, pair[0]],
+            _ => {
+                self.used += usize::from(pair[1].is_none());
+                *pair = [entry, pair[0]];
+            }
         }
     }
 
@@ -131,6 +162,22 @@ mod tests {
         // Re-inserting the same receive time replaces, never duplicates.
         table.insert(t(1000), A, t(2002));
         assert_eq!(table.transmit_of(t(1000), A), Some(t(2002)));
+    }
+
+    #[test]
+    fn it_grows_to_its_bound_keeping_what_it_holds() {
+        let mut table = TransmitTable::new(DEFAULT_CAPACITY);
+        assert_eq!((table.capacity(), table.max_capacity()), (INITIAL_CAPACITY, DEFAULT_CAPACITY));
+        let step = 0x1_0000_0000u64 / 1_000_000; // a microsecond
+        for n in 0..100_000u64 {
+            table.insert(t((1 << 40) + n * step), A, t(n));
+            if n == 99 {
+                assert_eq!(table.capacity(), INITIAL_CAPACITY, "a hundred replies fit as it is");
+            }
+        }
+        assert_eq!(table.capacity(), DEFAULT_CAPACITY);
+        let newest = (99_900..100_000u64).filter(|n| table.transmit_of(t((1 << 40) + n * step), A).is_some()).count();
+        assert!(newest >= 95, "the newest are kept through the growth: {newest}");
     }
 
     #[test]
