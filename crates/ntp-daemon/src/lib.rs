@@ -29,6 +29,8 @@
 //!   `ntpd-sim sources` uses to list, add and remove sources.
 //! - [`sync`]: the upstream side: polls upstreams through `ntp-client`,
 //!   drives `ntp_proto::synchronizer`, publishes the disciplined clock.
+//! - [`refclock`]: reference clocks (gpsd's SHM segment, chrony SOCK
+//!   sockets): driver tasks, readings kept until their poll, PPS locking.
 //! - [`upstream_nts`]: an `nts://` upstream: NTS-KE, then NTS-protected polls.
 //! - [`observe`]: the operations side: `/status`, `/metrics`, the HTTP
 //!   server, statistics logs and `ntpd-sim plot`.
@@ -53,6 +55,7 @@ pub mod leap;
 pub mod nts;
 pub mod observe;
 pub mod policy;
+pub mod refclock;
 pub mod sent;
 pub mod serve;
 pub mod sources;

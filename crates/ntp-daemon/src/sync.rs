@@ -38,6 +38,7 @@ use crate::control::{Call, Request, Response};
 use crate::leap::LeapSource;
 use crate::observe::statslog::{LoopRecord, PeerRecord, StatsLog};
 use crate::observe::status::{ReplacementReport, SourceReport, SyncStatus, UpstreamStatus};
+use crate::refclock::Refclocks;
 use crate::sources::policy::Health;
 use crate::sources::set::{Change, MemberId, ResolveLog, SourceId, SourceSet};
 use crate::sources::{Kind, Origin, Spec};
@@ -122,6 +123,9 @@ struct Upstreams {
     nts_ca_file: Option<std::path::PathBuf>,
     /// NTS sessions from resolutions, until their address is polled.
     nts_found: Vec<(SourceId, Arc<NtsUpstream>)>,
+    /// The reference clocks: the synchronizer's first associations, so
+    /// upstream `i` is association `refclocks.len() + i`.
+    refclocks: Refclocks,
 }
 
 /// Where the upstream side reports what it does: the status its observers
@@ -134,7 +138,19 @@ pub struct Reports {
     pub stats_log: Option<StatsLog>,
 }
 
-/// Polls the sources of `config` (and those added over `control`) and
+/// What the upstream task is handed besides its config: the refclocks'
+/// devices, opened while the daemon had its privileges, and the control
+/// socket's requests.
+#[derive(Debug, Default)]
+pub struct Handles {
+    /// [`Refclocks::open`] of the config's refclocks (empty: opened by the task).
+    pub refclocks: Vec<std::io::Result<crate::refclock::drivers::Device>>,
+    /// The control socket's calls, if it has one.
+    pub control: Option<mpsc::Receiver<Call>>,
+}
+
+/// Polls the sources of `config` (and those added over the control
+/// socket), reads its reference clocks, and
 /// disciplines `clock` until `shutdown` completes. `listening` are the
 /// addresses this server serves on, for loop detection; `leaps` says
 /// whether a leap file decides leaps instead of the upstreams.
@@ -144,10 +160,11 @@ pub async fn run(
     listening: Vec<SocketAddr>,
     mut leaps: LeapSource,
     reports: Reports,
-    mut control: Option<mpsc::Receiver<Call>>,
+    handles: Handles,
     shutdown: impl Future<Output = ()>,
 ) {
     let Reports { status, mut stats_log } = reports;
+    let Handles { refclocks: devices, mut control } = handles;
     let precision = clock.snapshot().state.precision;
     let (system, poll) = system_config(&config, precision);
     let raw_now = clock.raw_now();
@@ -167,6 +184,7 @@ pub async fn run(
             warn!(%error, "source given twice: once is enough");
         }
     }
+    let (refclocks, mut readings) = Refclocks::start(&config.refclocks, devices);
     let mut up = Upstreams {
         clock: Arc::clone(&clock),
         sync: Synchronizer::new(system, poll, &[], raw_now),
@@ -176,7 +194,13 @@ pub async fn run(
         started: Instant::now(),
         nts_ca_file: config.nts_ca_file.clone(),
         nts_found: Vec::new(),
+        refclocks,
     };
+    for refclock in &config.refclocks {
+        let kind = Refclocks::kind(refclock);
+        let index = up.sync.add_refclock(refclock.refid, refclock.poll, kind, raw_now);
+        info!(refclock = %refclock.source, refid = %refclock.refid.display(ntp_proto::packet::Stratum(1)), association = index, "reading a reference clock");
+    }
     up.sync.set_unassociated(up.set.unresolved());
     up.publish(&status);
 
@@ -205,7 +229,10 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(poll_wait.min(resolve_wait)) => {
-                up.poll_due(&options, &results);
+                up.poll_due(&options, &results, stats_log.as_mut());
+            }
+            Some((index, reading)) = readings.recv() => {
+                up.refclocks.take(index, reading, &clock.snapshot().clock, SharedClock::system_now());
             }
             Some((member, result)) = replies.recv() => {
                 if let Some(index) = up.index_of(member) {
@@ -213,7 +240,8 @@ pub async fn run(
                     if let Ok(measurement) = &result {
                         up.upstreams[index].last_mode = Some(measurement.mode);
                     }
-                    handle(&clock, &mut up.sync, &up.upstreams, index, result, stats_log.as_mut());
+                    let peers = Peers { upstreams: &up.upstreams, refclocks: &up.refclocks };
+                    handle(&clock, &mut up.sync, peers, index, result, stats_log.as_mut());
                     leaps.refresh(&clock, Some(clock.snapshot().state.leap));
                     up.judge();
                     up.publish(&status);
@@ -260,6 +288,7 @@ impl Upstreams {
         &mut self,
         options: &ExchangeOptions,
         results: &mpsc::Sender<(MemberId, Result<Measurement, ExchangeError>)>,
+        mut stats_log: Option<&mut StatsLog>,
     ) {
         let raw_now = self.clock.raw_now();
         while let Some((index, due)) = self.sync.next_poll() {
@@ -267,8 +296,12 @@ impl Upstreams {
                 break;
             }
             self.sync.poll_sent(index, raw_now);
+            let Some(upstream_index) = index.checked_sub(self.refclocks.len()) else {
+                self.poll_refclock(index, raw_now, stats_log.as_deref_mut());
+                continue;
+            };
             let poll = self.sync.associations().nth(index).map_or(0, |a| a.poll());
-            let upstream = &mut self.upstreams[index];
+            let upstream = &mut self.upstreams[upstream_index];
             upstream.polls = upstream.polls.saturating_add(1);
             if upstream.in_flight {
                 continue;
@@ -287,6 +320,37 @@ impl Upstreams {
                 };
                 let _ = results.send((member, result)).await;
             });
+        }
+    }
+
+    /// Hands refclock `index` the readings since its last poll, as a
+    /// sample through the synchronizer; logs it as a peer sample.
+    fn poll_refclock(&mut self, index: usize, raw_now: NtpTimestamp, stats_log: Option<&mut StatsLog>) {
+        let Some((sample, leap, precision)) = self.refclocks.sample(index) else { return };
+        let snapshot = **self.clock.snapshot();
+        let mut disciplined = snapshot.clock;
+        let correction_before = disciplined.correction_at(sample.time);
+        let was_synchronized = self.sync.system().synchronization().is_some();
+        let leap = ntp_proto::packet::LeapIndicator::from_bits(leap);
+        let update = self.sync.on_refclock(index, &mut disciplined, raw_now, sample, leap, precision);
+        let state = self.sync.server_state(raw_now);
+        let was = self.clock.snapshot().state;
+        self.clock.update(|s| {
+            s.clock.correction = disciplined.correction;
+            s.state = state;
+        });
+        log_if_unsynchronized(&was, &state);
+        if let (Some(log), Some(refclock)) = (stats_log, self.refclocks.refclocks.get(index)) {
+            let unix = SharedClock::system_now().to_unix_f64();
+            let source = refclock.config.source.to_string();
+            let row = peer_status(&self.sync, index, source.clone(), source.clone(), None, "config");
+            log.peer_sample(&PeerRecord::new(unix, &row, sample.offset - correction_before, sample.delay));
+            if let Some(update) = &update {
+                log.clock_update(&LoopRecord::new(unix, update, &source));
+            }
+        }
+        if let Some(update) = update {
+            log_update(&update, was_synchronized, index);
         }
     }
 
@@ -324,12 +388,12 @@ impl Upstreams {
     fn judge(&mut self) {
         let health = |member: MemberId| {
             let index = self.upstreams.iter().position(|u| u.id == member)?;
-            let association = self.sync.associations().nth(index)?;
+            let association = self.sync.associations().nth(index + self.refclocks.len())?;
             Some(Health {
                 reach: association.reach(),
                 polls: self.upstreams[index].polls,
                 poll: association.poll(),
-                selection: self.sync.selection(index),
+                selection: self.sync.selection(index + self.refclocks.len()),
                 stopped: association.stopped(),
             })
         };
@@ -347,7 +411,7 @@ impl Upstreams {
                 Change::Remove { member, reason } => {
                     if let Some(index) = self.index_of(member) {
                         let upstream = self.upstreams.remove(index);
-                        let _ = self.sync.remove(index);
+                        let _ = self.sync.remove(index + self.refclocks.len());
                         let (name, address) = (&upstream.name, upstream.address);
                         match (&upstream.pool, reason) {
                             (Some(pool), Some(reason)) => {
@@ -459,7 +523,13 @@ impl Upstreams {
     }
 
     fn publish(&self, status: &watch::Sender<SyncStatus>) {
-        let rows = self.upstreams.iter().enumerate().map(|(i, u)| upstream_status(&self.sync, u, i)).collect();
+        let refclocks = self.refclocks.refclocks.iter().enumerate().map(|(i, r)| {
+            let source = r.config.source.to_string();
+            peer_status(&self.sync, i, source.clone(), source, None, "config")
+        });
+        let offset = self.refclocks.len();
+        let upstreams = self.upstreams.iter().enumerate().map(|(i, u)| upstream_status(&self.sync, u, i + offset));
+        let rows = refclocks.chain(upstreams).collect();
         let (now, unix_now) = (self.now(), SharedClock::system_now().to_unix_f64());
         let replacements = (self.set.replacements())
             .map(|r| ReplacementReport {
@@ -493,16 +563,36 @@ fn is_own(listening: &[SocketAddr], address: &SocketAddr) -> bool {
     })
 }
 
-/// Takes what came of one exchange.
+/// The associations: the refclocks, then the upstreams.
+#[derive(Clone, Copy)]
+struct Peers<'a> {
+    upstreams: &'a [Upstream],
+    refclocks: &'a Refclocks,
+}
+
+impl Peers<'_> {
+    /// The name of association `index`, for the logs.
+    fn name(&self, index: usize) -> String {
+        match index.checked_sub(self.refclocks.len()) {
+            Some(i) => self.upstreams.get(i).map_or_else(|| "-".to_string(), |u| u.name.clone()),
+            None => {
+                self.refclocks.refclocks.get(index).map_or_else(|| "-".to_string(), |r| r.config.source.to_string())
+            }
+        }
+    }
+}
+
+/// Takes what came of one exchange with upstream `upstream_index`.
 fn handle(
     clock: &SharedClock,
     sync: &mut Synchronizer,
-    upstreams: &[Upstream],
-    index: usize,
+    peers: Peers<'_>,
+    upstream_index: usize,
     result: Result<Measurement, ExchangeError>,
     stats_log: Option<&mut StatsLog>,
 ) {
-    let upstream = &upstreams[index];
+    let upstream = &peers.upstreams[upstream_index];
+    let index = upstream_index + peers.refclocks.len();
     let measurement = match result {
         Ok(measurement) => measurement,
         Err(ExchangeError::Rejected { reply, error }) => {
@@ -550,8 +640,7 @@ fn handle(
         let row = upstream_status(sync, upstream, index);
         log.peer_sample(&PeerRecord::new(unix, &row, offset, measurement.timestamps.delay()));
         if let Some(update) = update {
-            let peer = upstreams.get(update.peer).map_or("-", |u| u.name.as_str());
-            log.clock_update(&LoopRecord::new(unix, &update, peer));
+            log.clock_update(&LoopRecord::new(unix, &update, &peers.name(update.peer)));
         }
     }
     match outcome {
@@ -602,21 +691,35 @@ fn log_update(update: &Synchronization, was_synchronized: bool, index: usize) {
     }
 }
 
-/// How upstream `index` (`upstream`) stands in `sync`.
+/// How upstream `upstream`, association `index`, stands in `sync`.
 fn upstream_status(sync: &Synchronizer, upstream: &Upstream, index: usize) -> UpstreamStatus {
+    let (name, address, pool) = (upstream.name.clone(), upstream.address.to_string(), upstream.pool.clone());
+    let mode = upstream.interleaved.as_ref().map(|_| upstream.last_mode.map_or("asking", ExchangeMode::as_str));
+    UpstreamStatus { mode, ..peer_status(sync, index, name, address, pool, upstream.origin.as_str()) }
+}
+
+/// How association `index` (an upstream or a refclock) stands in `sync`.
+fn peer_status(
+    sync: &Synchronizer,
+    index: usize,
+    name: String,
+    address: String,
+    pool: Option<String>,
+    origin: &'static str,
+) -> UpstreamStatus {
     let association = sync.associations().nth(index);
     UpstreamStatus {
-        name: upstream.name.clone(),
-        address: upstream.address,
-        pool: upstream.pool.clone(),
-        origin: upstream.origin.as_str(),
+        name,
+        address,
+        pool,
+        origin,
         reach: association.map_or(0, |a| a.reach()),
         poll: association.map_or(0, |a| a.poll()),
         info: association.and_then(|a| a.info()),
         output: association.and_then(|a| a.output()),
         selection: sync.selection(index),
         stopped: association.and_then(|a| a.stopped()),
-        mode: upstream.interleaved.as_ref().map(|_| upstream.last_mode.map_or("asking", ExchangeMode::as_str)),
+        mode: None,
     }
 }
 

@@ -25,6 +25,8 @@
 //!   exchange at a time (the query tool, the daemon's upstreams).
 //! - [`system_clock`]: [`SystemClock`], CLOCK_REALTIME as an
 //!   `ntp_proto::clock::Clock`, and the one measurement of its precision.
+//! - [`shm`]: the SysV shared-memory segment of an NTP SHM reference
+//!   clock (gpsd's), attached and read with volatile loads.
 //! - [`privileges`]: becoming an unprivileged user after binding.
 //! - [`signal`]: the future that ends at SIGINT or SIGTERM.
 
@@ -40,6 +42,7 @@ pub mod errqueue;
 pub mod privileges;
 pub mod recv;
 pub mod send;
+pub mod shm;
 pub mod signal;
 pub mod socket;
 pub mod system_clock;

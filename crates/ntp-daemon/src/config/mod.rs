@@ -6,6 +6,7 @@
 //! sections; nothing here knows the CLI. [`validate`] reports every problem
 //! of a file at once.
 
+pub mod refclock;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use crate::nts::NtsConfig;
 use crate::policy::{AccessConfig, RateLimitConfig};
 use crate::serve::PolicyConfig;
 use crate::sources::{Kind, Spec};
+use refclock::{RefclockConfig, RefclockSection};
 
 /// The NTP port.
 pub const DEFAULT_PORT: u16 = 123;
@@ -59,6 +61,8 @@ pub struct FileConfig {
     pub sync: SyncSection,
     /// `[control]`.
     pub control: ControlSection,
+    /// `[[refclock]]`: reference clocks.
+    pub refclock: Vec<RefclockSection>,
 }
 
 /// What the command line sets: keys of the file's `[server]` and `[sync]`,
@@ -71,6 +75,8 @@ pub struct Overrides {
     pub sync: SyncSection,
     /// `[control]` keys.
     pub control: ControlSection,
+    /// `--refclock`: replace the file's `[[refclock]]` tables when given.
+    pub refclocks: Vec<RefclockSection>,
 }
 
 /// `[control]`: the control socket `ntpd-sim sources` talks to.
@@ -184,6 +190,8 @@ pub struct SyncConfig {
     /// CA certificates (PEM) trusted for `nts://` upstreams (default: the
     /// built-in Mozilla roots).
     pub nts_ca_file: Option<PathBuf>,
+    /// Reference clocks (gpsd's SHM segment or SOCK socket).
+    pub refclocks: Vec<RefclockConfig>,
 }
 
 impl Default for SyncConfig {
@@ -199,6 +207,7 @@ impl Default for SyncConfig {
             step_threshold: system.discipline.step_threshold.to_seconds_f64(),
             holdover: system.holdover.to_seconds_f64(),
             nts_ca_file: None,
+            refclocks: Vec::new(),
         }
     }
 }
@@ -236,13 +245,24 @@ impl SyncConfig {
             format!("{max_sources} is not 1-{MAX_MAX_SOURCES}")
         })?;
         let nts_ca_file = args.nts_ca_file.clone().or(file.nts_ca_file);
-        Ok(Self { upstreams, pools, max_sources, min_poll, max_poll, step_threshold, holdover, nts_ca_file })
+        Ok(Self {
+            upstreams,
+            pools,
+            max_sources,
+            min_poll,
+            max_poll,
+            step_threshold,
+            holdover,
+            nts_ca_file,
+            refclocks: Vec::new(),
+        })
     }
 
-    /// True when there is nothing to synchronize to: a primary server.
+    /// True when there is nothing to synchronize to: a primary server on
+    /// its host's clock (a reference clock is something to synchronize to).
     #[must_use]
     pub fn is_primary(&self) -> bool {
-        self.upstreams.is_empty() && self.pools.is_empty()
+        self.upstreams.is_empty() && self.pools.is_empty() && self.refclocks.is_empty()
     }
 }
 
@@ -425,7 +445,8 @@ impl ServeConfig {
         let nts = nts(args, &server)?;
         check_rate_limit(&file.rate_limit)?;
         let leap_file = args.leap_file.clone().or(server.leap_file);
-        let sync = SyncConfig::merge(file.sync, &overrides.sync)?;
+        let mut sync = SyncConfig::merge(file.sync, &overrides.sync)?;
+        sync.refclocks = refclock::merge(&file.refclock, &overrides.refclocks)?;
         let leap_mode = leap_mode(args.leap_smear.or(server.leap_smear), leap_file.is_some(), !sync.is_primary())?;
         Ok(Self {
             listen,
