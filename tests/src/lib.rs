@@ -8,6 +8,7 @@
 //! a silent skip: `.ci/run` installs them (see `shared/PEERS.md`).
 
 pub mod chain;
+pub mod gps;
 pub mod leap;
 pub mod netns;
 pub mod nts;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::refclock::RefclockSection;
 use crate::config::{
     ClockChoice, ClockSection, ControlSection, Overrides, ServerSection, SyncSection, DEFAULT_CONTROL_SOCKET,
     DEFAULT_HTTP_ADDRESS,
@@ -203,6 +204,14 @@ pub struct ServeArgs {
     /// is replaced by another; repeatable.
     #[arg(long = "pool", value_name = "NAME[:PORT]")]
     pub pools: Vec<String>,
+    /// Reference clock to synchronize to: shm:UNIT (the NTP shared-memory
+    /// segment gpsd writes) or sock:PATH (a chrony SOCK socket this daemon
+    /// binds, gpsd sends to /run/chrony.DEVICE.sock), with options after
+    /// commas: refid=GPS, offset=SECONDS, delay=SECONDS, precision=SECONDS,
+    /// poll=LOG2S, prefer, noselect, trust, lock=REFID (a PPS); repeatable.
+    /// It makes this server stratum 1. See docs/refclock.md.
+    #[arg(long = "refclock", value_name = "shm:UNIT|sock:PATH[,OPTION...]")]
+    pub refclocks: Vec<RefclockSection>,
     /// Upstreams each pool contributes at most (1-16, default 4).
     #[arg(long, value_name = "N")]
     pub max_sources: Option<usize>,
@@ -331,6 +340,7 @@ impl ServeArgs {
                 force: self.force.then_some(true),
                 allow_host: self.allow_host_clock.then_some(true),
             },
+            refclocks: self.refclocks.clone(),
         }
     }
 }

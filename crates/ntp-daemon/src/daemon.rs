@@ -77,6 +77,10 @@ pub enum DaemonError {
     /// The leap-seconds file could not be read at all.
     #[error("leap file {0}: {1}")]
     LeapFile(std::path::PathBuf, std::io::Error),
+    /// A SOCK reference clock's socket could not be bound (an SHM segment
+    /// that cannot be attached yet is retried instead: gpsd may make it).
+    #[error("refclock {0}: {1}")]
+    Refclock(String, std::io::Error),
 }
 
 /// The clock and state of a primary server: a raw clock of the system clock
@@ -144,6 +148,16 @@ pub async fn run(mut config: ServeConfig, shutdown: impl Future<Output = ()>) ->
     config.sync.frequency_known_ppm = kernel.as_ref().and_then(SystemClock::frequency_known_ppm);
     let sockets = bind(&config.listen)?;
     size_receive_buffers(&sockets, config.receive_buffer);
+    // Root's SHM units (0600) and /run's SOCK sockets, before root is gone.
+    let refclocks = crate::refclock::Refclocks::open(&config.sync.refclocks);
+    for (refclock, opened) in config.sync.refclocks.iter().zip(&refclocks) {
+        if let (crate::config::refclock::RefclockSource::Sock(_), Err(e)) = (&refclock.source, opened) {
+            return Err(DaemonError::Refclock(
+                refclock.source.to_string(),
+                std::io::Error::new(e.kind(), e.to_string()),
+            ));
+        }
+    }
     if let Some(user) = &config.user {
         let keep = if kernel.is_some() { privileges::Keep::SysTime } else { privileges::Keep::Nothing };
         let (uid, gid) = privileges::drop_to(user, keep)?;
@@ -151,7 +165,7 @@ pub async fn run(mut config: ServeConfig, shutdown: impl Future<Output = ()>) ->
     }
     let clock = Arc::new(SharedClock::new(initial_snapshot(&config, measure_precision())));
     let (status, _) = watch::channel(SyncStatus::default());
-    run_with(sockets, config, clock, status, kernel, shutdown).await
+    run_with(sockets, config, clock, status, kernel, refclocks, shutdown).await
 }
 
 /// Runs the daemon on sockets the caller bound, with a clock the caller
@@ -163,16 +177,18 @@ pub async fn run_on(
     status: watch::Sender<SyncStatus>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Counts, DaemonError> {
-    run_with(sockets, config, clock, status, None, shutdown).await
+    run_with(sockets, config, clock, status, None, Vec::new(), shutdown).await
 }
 
-/// [`run_on`], with the system clock to discipline when `--clock system`.
+/// [`run_on`], with the system clock to discipline when `--clock system`
+/// and the reference clocks' devices opened already.
 async fn run_with(
     sockets: Vec<UdpSocket>,
     config: ServeConfig,
     clock: Arc<SharedClock>,
     status: watch::Sender<SyncStatus>,
     kernel: Option<SystemClock>,
+    refclocks: Vec<std::io::Result<crate::refclock::drivers::Device>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Counts, DaemonError> {
     let local: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
@@ -184,6 +200,7 @@ async fn run_with(
         refid = %state.reference_id.display(state.stratum),
         upstreams = %config.sync.upstreams.join(" "),
         pools = %config.sync.pools.join(" "),
+        refclocks = %config.sync.refclocks.iter().map(|r| r.source.to_string()).collect::<Vec<_>>().join(" "),
         precision = state.precision,
         clock_offset = config.clock_offset,
         clock_drift_ppm = config.clock_drift_ppm,
@@ -237,7 +254,8 @@ async fn run_with(
         let until_stopped = wait_for_stop(stopped.clone());
         let (clock, sync_config) = (Arc::clone(&clock), config.sync.clone());
         let reports = sync::Reports { status, stats_log };
-        tokio::spawn(sync::run(clock, sync_config, local.clone(), leaps, reports, calls, kernel, until_stopped))
+        let handles = sync::Handles { refclocks, control: calls, kernel };
+        tokio::spawn(sync::run(clock, sync_config, local.clone(), leaps, reports, handles, until_stopped))
     };
     let started = config
         .nts

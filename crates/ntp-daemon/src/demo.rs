@@ -81,6 +81,7 @@ pub async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
             // Three daemons in one process: none takes the control socket.
             control: ControlSection { enabled: Some(false), ..ControlSection::default() },
             clock: ClockSection::default(),
+            refclocks: Vec::new(),
         };
         let config = ServeConfig::load(None, &serve)?;
         let clock = Arc::new(SharedClock::new(initial_snapshot(&config, precision)));

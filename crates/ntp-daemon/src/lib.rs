@@ -33,6 +33,8 @@
 //!   flags, the drift file), and the checks before it is taken.
 //! - [`sync`]: the upstream side: polls upstreams through `ntp-client`,
 //!   drives `ntp_proto::synchronizer`, publishes the disciplined clock.
+//! - [`refclock`]: reference clocks (gpsd's SHM segment, chrony SOCK
+//!   sockets): driver tasks, readings kept until their poll, PPS locking.
 //! - [`upstream_nts`]: an `nts://` upstream: NTS-KE, then NTS-protected polls.
 //! - [`observe`]: the operations side: `/status`, `/metrics`, the HTTP
 //!   server, statistics logs and `ntpd-sim plot`.
@@ -57,6 +59,7 @@ pub mod leap;
 pub mod nts;
 pub mod observe;
 pub mod policy;
+pub mod refclock;
 pub mod sent;
 pub mod serve;
 pub mod sources;

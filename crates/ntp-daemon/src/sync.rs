@@ -38,6 +38,7 @@ use crate::control::{Call, Request, Response};
 use crate::leap::LeapSource;
 use crate::observe::statslog::{LoopRecord, PeerRecord, StatsLog};
 use crate::observe::status::{ReplacementReport, SourceReport, SyncStatus, UpstreamStatus};
+use crate::refclock::Refclocks;
 use crate::sources::policy::Health;
 use crate::sources::set::{Change, MemberId, ResolveLog, SourceId, SourceSet};
 use crate::sources::{Kind, Origin, Spec};
@@ -124,6 +125,11 @@ struct Upstreams {
     nts_ca_file: Option<std::path::PathBuf>,
     /// NTS sessions from resolutions, until their address is polled.
     nts_found: Vec<(SourceId, Arc<NtsUpstream>)>,
+    /// The reference clocks: the synchronizer's first associations, so
+    /// upstream `i` is association `refclocks.len() + i`.
+    refclocks: Refclocks,
+    /// The kernel clock, with `--clock system`.
+    kernel: Option<SystemClock>,
 }
 
 /// Where the upstream side reports what it does: the status its observers
@@ -136,7 +142,21 @@ pub struct Reports {
     pub stats_log: Option<StatsLog>,
 }
 
-/// Polls the sources of `config` (and those added over `control`) and
+/// What the upstream task is handed besides its config: the refclocks'
+/// devices, opened while the daemon had its privileges, and the control
+/// socket's requests.
+#[derive(Debug, Default)]
+pub struct Handles {
+    /// [`Refclocks::open`] of the config's refclocks (empty: opened by the task).
+    pub refclocks: Vec<std::io::Result<crate::refclock::drivers::Device>>,
+    /// The control socket's calls, if it has one.
+    pub control: Option<mpsc::Receiver<Call>>,
+    /// The kernel clock, with `--clock system`: it follows the discipline.
+    pub kernel: Option<SystemClock>,
+}
+
+/// Polls the sources of `config` (and those added over the control
+/// socket), reads its reference clocks, and
 /// disciplines `clock` until `shutdown` completes. `listening` are the
 /// addresses this server serves on, for loop detection; `leaps` says
 /// whether a leap file decides leaps instead of the upstreams. With
@@ -148,11 +168,11 @@ pub async fn run(
     listening: Vec<SocketAddr>,
     mut leaps: LeapSource,
     reports: Reports,
-    mut control: Option<mpsc::Receiver<Call>>,
-    mut kernel: Option<SystemClock>,
+    handles: Handles,
     shutdown: impl Future<Output = ()>,
 ) {
     let Reports { status, mut stats_log } = reports;
+    let Handles { refclocks: devices, mut control, kernel } = handles;
     let precision = clock.snapshot().state.precision;
     let (system, poll) = system_config(&config, precision);
     let raw_now = clock.raw_now();
@@ -172,6 +192,7 @@ pub async fn run(
             warn!(%error, "source given twice: once is enough");
         }
     }
+    let (refclocks, mut readings) = Refclocks::start(&config.refclocks, devices);
     let mut up = Upstreams {
         clock: Arc::clone(&clock),
         sync: Synchronizer::new(system, poll, &[], raw_now),
@@ -181,7 +202,14 @@ pub async fn run(
         started: Instant::now(),
         nts_ca_file: config.nts_ca_file.clone(),
         nts_found: Vec::new(),
+        refclocks,
+        kernel,
     };
+    for refclock in &config.refclocks {
+        let kind = Refclocks::kind(refclock);
+        let index = up.sync.add_refclock(refclock.refid, refclock.poll, kind, raw_now);
+        info!(refclock = %refclock.source, refid = %refclock.refid.display(ntp_proto::packet::Stratum(1)), association = index, "reading a reference clock");
+    }
     up.sync.set_unassociated(up.set.unresolved());
     up.publish(&status);
 
@@ -201,7 +229,7 @@ pub async fn run(
         let raw_now = clock.raw_now();
         // The kernel's frequency follows the correction: a slew that ended
         // since the last turn of the loop is taken out here.
-        let slew_wait = match kernel.as_mut() {
+        let slew_wait = match up.kernel.as_mut() {
             Some(kernel) => follow_slew(kernel, &clock, raw_now),
             None => Duration::from_secs(3600),
         };
@@ -215,9 +243,12 @@ pub async fn run(
         };
         tokio::select! {
             () = &mut shutdown => break,
-            () = tokio::time::sleep(slew_wait), if kernel.is_some() => {}
+            () = tokio::time::sleep(slew_wait), if up.kernel.is_some() => {}
             () = tokio::time::sleep(poll_wait.min(resolve_wait)) => {
-                up.poll_due(&options, &results);
+                up.poll_due(&options, &results, stats_log.as_mut());
+            }
+            Some((index, reading)) = readings.recv() => {
+                up.refclocks.take(index, reading, &clock.snapshot().clock, SharedClock::system_now());
             }
             Some((member, result)) = replies.recv() => {
                 if let Some(index) = up.index_of(member) {
@@ -225,7 +256,8 @@ pub async fn run(
                     if let Ok(measurement) = &result {
                         up.upstreams[index].last_mode = Some(measurement.mode);
                     }
-                    handle(&clock, &mut up.sync, &up.upstreams, index, result, stats_log.as_mut(), kernel.as_mut());
+                    let peers = Peers { upstreams: &up.upstreams, refclocks: &up.refclocks };
+                    handle(&clock, &mut up.sync, peers, index, result, stats_log.as_mut(), up.kernel.as_mut());
                     leaps.refresh(&clock, Some(clock.snapshot().state.leap));
                     up.judge();
                     up.publish(&status);
@@ -249,7 +281,7 @@ pub async fn run(
                 let was = clock.snapshot().state;
                 clock.update(|s| s.state = state);
                 leaps.refresh(&clock, Some(state.leap));
-                if let Some(kernel) = &kernel {
+                if let Some(kernel) = &up.kernel {
                     let jitter = up.sync.system().synchronization().map_or(NtpDuration::ZERO, |s| s.update.jitter);
                     let leap = kernel_leap(&clock.snapshot().leap, SharedClock::system_now());
                     if let Err(error) = kernel.report(&state, jitter, leap) {
@@ -262,9 +294,28 @@ pub async fn run(
             }
         }
     }
-    if let Some(kernel) = kernel.as_mut() {
+    if let Some(kernel) = up.kernel.as_mut() {
         kernel.finish(&clock.snapshot().clock.correction);
     }
+}
+
+/// Makes the kernel clock follow a clock update (`update`, if the
+/// discipline made one): the step it took, the frequency and slew of
+/// `correction`; and keeps the drift file.
+fn follow_update(
+    kernel: &mut SystemClock,
+    correction: &ntp_proto::clock::VirtualClock,
+    raw_now: NtpTimestamp,
+    update: Option<&Synchronization>,
+) {
+    let step = update.and_then(|u| match u.update.adjustment {
+        Adjustment::Stepped(by) => Some(by),
+        _ => None,
+    });
+    if let Err(error) = kernel.follow(correction, raw_now, step) {
+        error!(%error, "cannot adjust the system clock");
+    }
+    kernel.save_drift(correction, false);
 }
 
 /// Sets the kernel's frequency to the correction's rate now (a no-op
@@ -294,6 +345,7 @@ impl Upstreams {
         &mut self,
         options: &ExchangeOptions,
         results: &mpsc::Sender<(MemberId, Result<Measurement, ExchangeError>)>,
+        mut stats_log: Option<&mut StatsLog>,
     ) {
         let raw_now = self.clock.raw_now();
         while let Some((index, due)) = self.sync.next_poll() {
@@ -301,8 +353,12 @@ impl Upstreams {
                 break;
             }
             self.sync.poll_sent(index, raw_now);
+            let Some(upstream_index) = index.checked_sub(self.refclocks.len()) else {
+                self.poll_refclock(index, raw_now, stats_log.as_deref_mut());
+                continue;
+            };
             let poll = self.sync.associations().nth(index).map_or(0, |a| a.poll());
-            let upstream = &mut self.upstreams[index];
+            let upstream = &mut self.upstreams[upstream_index];
             upstream.polls = upstream.polls.saturating_add(1);
             if upstream.in_flight {
                 continue;
@@ -321,6 +377,40 @@ impl Upstreams {
                 };
                 let _ = results.send((member, result)).await;
             });
+        }
+    }
+
+    /// Hands refclock `index` the readings since its last poll, as a
+    /// sample through the synchronizer; logs it as a peer sample.
+    fn poll_refclock(&mut self, index: usize, raw_now: NtpTimestamp, stats_log: Option<&mut StatsLog>) {
+        let Some((sample, leap, precision)) = self.refclocks.sample(index) else { return };
+        let snapshot = **self.clock.snapshot();
+        let mut disciplined = snapshot.clock;
+        let correction_before = disciplined.correction_at(sample.time);
+        let was_synchronized = self.sync.system().synchronization().is_some();
+        let leap = ntp_proto::packet::LeapIndicator::from_bits(leap);
+        let update = self.sync.on_refclock(index, &mut disciplined, raw_now, sample, leap, precision);
+        let state = self.sync.server_state(raw_now);
+        let was = self.clock.snapshot().state;
+        if let Some(kernel) = self.kernel.as_mut() {
+            follow_update(kernel, &disciplined.correction, raw_now, update.as_ref());
+        }
+        self.clock.update(|s| {
+            s.clock.correction = disciplined.correction;
+            s.state = state;
+        });
+        log_if_unsynchronized(&was, &state);
+        if let (Some(log), Some(refclock)) = (stats_log, self.refclocks.refclocks.get(index)) {
+            let unix = SharedClock::system_now().to_unix_f64();
+            let source = refclock.config.source.to_string();
+            let row = peer_status(&self.sync, index, source.clone(), source.clone(), None, "config");
+            log.peer_sample(&PeerRecord::new(unix, &row, sample.offset - correction_before, sample.delay));
+            if let Some(update) = &update {
+                log.clock_update(&LoopRecord::new(unix, update, &source));
+            }
+        }
+        if let Some(update) = update {
+            log_update(&update, was_synchronized, index);
         }
     }
 
@@ -358,12 +448,12 @@ impl Upstreams {
     fn judge(&mut self) {
         let health = |member: MemberId| {
             let index = self.upstreams.iter().position(|u| u.id == member)?;
-            let association = self.sync.associations().nth(index)?;
+            let association = self.sync.associations().nth(index + self.refclocks.len())?;
             Some(Health {
                 reach: association.reach(),
                 polls: self.upstreams[index].polls,
                 poll: association.poll(),
-                selection: self.sync.selection(index),
+                selection: self.sync.selection(index + self.refclocks.len()),
                 stopped: association.stopped(),
             })
         };
@@ -381,7 +471,7 @@ impl Upstreams {
                 Change::Remove { member, reason } => {
                     if let Some(index) = self.index_of(member) {
                         let upstream = self.upstreams.remove(index);
-                        let _ = self.sync.remove(index);
+                        let _ = self.sync.remove(index + self.refclocks.len());
                         let (name, address) = (&upstream.name, upstream.address);
                         match (&upstream.pool, reason) {
                             (Some(pool), Some(reason)) => {
@@ -493,7 +583,13 @@ impl Upstreams {
     }
 
     fn publish(&self, status: &watch::Sender<SyncStatus>) {
-        let rows = self.upstreams.iter().enumerate().map(|(i, u)| upstream_status(&self.sync, u, i)).collect();
+        let refclocks = self.refclocks.refclocks.iter().enumerate().map(|(i, r)| {
+            let source = r.config.source.to_string();
+            peer_status(&self.sync, i, source.clone(), source, None, "config")
+        });
+        let offset = self.refclocks.len();
+        let upstreams = self.upstreams.iter().enumerate().map(|(i, u)| upstream_status(&self.sync, u, i + offset));
+        let rows = refclocks.chain(upstreams).collect();
         let (now, unix_now) = (self.now(), SharedClock::system_now().to_unix_f64());
         let replacements = (self.set.replacements())
             .map(|r| ReplacementReport {
@@ -527,17 +623,37 @@ fn is_own(listening: &[SocketAddr], address: &SocketAddr) -> bool {
     })
 }
 
-/// Takes what came of one exchange.
+/// The associations: the refclocks, then the upstreams.
+#[derive(Clone, Copy)]
+struct Peers<'a> {
+    upstreams: &'a [Upstream],
+    refclocks: &'a Refclocks,
+}
+
+impl Peers<'_> {
+    /// The name of association `index`, for the logs.
+    fn name(&self, index: usize) -> String {
+        match index.checked_sub(self.refclocks.len()) {
+            Some(i) => self.upstreams.get(i).map_or_else(|| "-".to_string(), |u| u.name.clone()),
+            None => {
+                self.refclocks.refclocks.get(index).map_or_else(|| "-".to_string(), |r| r.config.source.to_string())
+            }
+        }
+    }
+}
+
+/// Takes what came of one exchange with upstream `upstream_index`.
 fn handle(
     clock: &SharedClock,
     sync: &mut Synchronizer,
-    upstreams: &[Upstream],
-    index: usize,
+    peers: Peers<'_>,
+    upstream_index: usize,
     result: Result<Measurement, ExchangeError>,
     stats_log: Option<&mut StatsLog>,
     kernel: Option<&mut SystemClock>,
 ) {
-    let upstream = &upstreams[index];
+    let upstream = &peers.upstreams[upstream_index];
+    let index = upstream_index + peers.refclocks.len();
     let measurement = match result {
         Ok(measurement) => measurement,
         Err(ExchangeError::Rejected { reply, error }) => {
@@ -575,17 +691,11 @@ fn handle(
     let state = sync.server_state(raw_now);
     let was = clock.snapshot().state;
     if let Some(kernel) = kernel {
-        let step = match outcome {
-            ReplyOutcome::Accepted(Some(Synchronization { update, .. })) => match update.adjustment {
-                Adjustment::Stepped(by) => Some(by),
-                _ => None,
-            },
-            _ => None,
+        let update = match &outcome {
+            ReplyOutcome::Accepted(update) => update.as_ref(),
+            ReplyOutcome::Rejected(_) => None,
         };
-        if let Err(error) = kernel.follow(&disciplined.correction, raw_now, step) {
-            error!(%error, "cannot adjust the system clock");
-        }
-        kernel.save_drift(&disciplined.correction, false);
+        follow_update(kernel, &disciplined.correction, raw_now, update);
     }
     clock.update(|s| {
         s.clock.correction = disciplined.correction;
@@ -598,8 +708,7 @@ fn handle(
         let row = upstream_status(sync, upstream, index);
         log.peer_sample(&PeerRecord::new(unix, &row, offset, measurement.timestamps.delay()));
         if let Some(update) = update {
-            let peer = upstreams.get(update.peer).map_or("-", |u| u.name.as_str());
-            log.clock_update(&LoopRecord::new(unix, &update, peer));
+            log.clock_update(&LoopRecord::new(unix, &update, &peers.name(update.peer)));
         }
     }
     match outcome {
@@ -650,21 +759,35 @@ fn log_update(update: &Synchronization, was_synchronized: bool, index: usize) {
     }
 }
 
-/// How upstream `index` (`upstream`) stands in `sync`.
+/// How upstream `upstream`, association `index`, stands in `sync`.
 fn upstream_status(sync: &Synchronizer, upstream: &Upstream, index: usize) -> UpstreamStatus {
+    let (name, address, pool) = (upstream.name.clone(), upstream.address.to_string(), upstream.pool.clone());
+    let mode = upstream.interleaved.as_ref().map(|_| upstream.last_mode.map_or("asking", ExchangeMode::as_str));
+    UpstreamStatus { mode, ..peer_status(sync, index, name, address, pool, upstream.origin.as_str()) }
+}
+
+/// How association `index` (an upstream or a refclock) stands in `sync`.
+fn peer_status(
+    sync: &Synchronizer,
+    index: usize,
+    name: String,
+    address: String,
+    pool: Option<String>,
+    origin: &'static str,
+) -> UpstreamStatus {
     let association = sync.associations().nth(index);
     UpstreamStatus {
-        name: upstream.name.clone(),
-        address: upstream.address,
-        pool: upstream.pool.clone(),
-        origin: upstream.origin.as_str(),
+        name,
+        address,
+        pool,
+        origin,
         reach: association.map_or(0, |a| a.reach()),
         poll: association.map_or(0, |a| a.poll()),
         info: association.and_then(|a| a.info()),
         output: association.and_then(|a| a.output()),
         selection: sync.selection(index),
         stopped: association.and_then(|a| a.stopped()),
-        mode: upstream.interleaved.as_ref().map(|_| upstream.last_mode.map_or("asking", ExchangeMode::as_str)),
+        mode: None,
     }
 }
 

@@ -73,6 +73,25 @@ pub struct Association {
     info: Option<ServerInfo>,
     stopped: Option<KissCode>,
     last_error: Option<ReplyError>,
+    kind: AssociationKind,
+}
+
+/// A network server, or a reference clock with its selection options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AssociationKind {
+    /// An NTP server, polled over the network.
+    #[default]
+    Server,
+    /// A reference clock (stratum 0): its samples come from a driver.
+    Refclock {
+        /// Chosen as system peer whenever it survives selection.
+        prefer: bool,
+        /// Shown, never selected.
+        noselect: bool,
+        /// Always true (chrony's `trust`): voted out only by other trusted
+        /// sources, and the others must agree with the trusted ones.
+        trust: bool,
+    },
 }
 
 impl Association {
@@ -92,7 +111,21 @@ impl Association {
             info: None,
             stopped: None,
             last_error: None,
+            kind: AssociationKind::Server,
         }
+    }
+
+    /// A reference clock's association: it "polls" (takes what its driver
+    /// read) every 2^`poll` s, the first due at `now`, without a burst.
+    #[must_use]
+    pub fn refclock(poll: i8, now: NtpTimestamp, kind: AssociationKind) -> Self {
+        Self { kind, ..Self::new(PollConfig { min_poll: poll, max_poll: poll, iburst: false }, now) }
+    }
+
+    /// A server or a reference clock.
+    #[must_use]
+    pub fn kind(&self) -> AssociationKind {
+        self.kind
     }
 
     /// When the next request is due, or `None` if the server told us to
@@ -182,9 +215,22 @@ impl Association {
         warming_up: bool,
         drift: f64,
     ) -> Option<FilterOutput> {
+        self.on_sample(now, ServerInfo::from_header(header), sample, warming_up, drift)
+    }
+
+    /// Takes a sample whose source describes itself as `info` (a reference
+    /// clock's, made up by its driver); see [`Association::on_reply`].
+    pub fn on_sample(
+        &mut self,
+        now: NtpTimestamp,
+        info: ServerInfo,
+        sample: Sample,
+        warming_up: bool,
+        drift: f64,
+    ) -> Option<FilterOutput> {
         self.reach |= 1;
         self.last_error = None;
-        self.info = Some(ServerInfo::from_header(header));
+        self.info = Some(info);
         self.filter.add(sample, now, warming_up, drift)
     }
 

@@ -35,6 +35,8 @@
 //!   reply with these bytes), in basic or interleaved mode.
 //! - [`interleave`]: interleaved mode: the server's memory of the replies
 //!   it sent and when they left, and the client's of its last exchange.
+//! - [`refclock`]: reference clocks: the NTP shared-memory segment and
+//!   chrony's SOCK datagram decoded, readings reduced to samples, PPS locking.
 //! - [`leap`]: leap seconds: the `leap-seconds.list` file, the announcement
 //!   window, the upstream vote, and stepped or smeared served time.
 
@@ -51,6 +53,7 @@ pub mod interleave;
 pub mod leap;
 pub mod nts;
 pub mod packet;
+pub mod refclock;
 pub mod request;
 pub mod responder;
 pub mod selection;

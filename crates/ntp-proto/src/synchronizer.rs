@@ -6,13 +6,13 @@
 //! (when to poll whom). All times it is given and gives back are *raw*
 //! clock times (see [`crate::clock::DisciplinedClock`]).
 
-use crate::association::{Association, PollConfig};
+use crate::association::{Association, AssociationKind, PollConfig, ServerInfo};
 use crate::clock::DisciplinedClock;
 use crate::exchange::{validate_reply, ReplyError, Sample, Timestamps};
-use crate::packet::{Header, ReferenceId};
+use crate::packet::{Header, LeapIndicator, ReferenceId, Stratum};
 use crate::responder::ServerState;
 use crate::system::{PeerView, SelectionState, Synchronization, System, SystemConfig};
-use crate::time::{NtpDuration, NtpTimestamp};
+use crate::time::{NtpDuration, NtpShort, NtpTimestamp};
 
 /// What became of a reply.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,6 +58,14 @@ impl Synchronizer {
         let mut association = Association::new(self.poll, raw_now);
         association.set_poll(self.system.poll());
         self.associations.push((id, association));
+        self.associations.len() - 1
+    }
+
+    /// Adds a reference clock named `id` (what we advertise while it is our
+    /// system peer: `GPS`, `PPS`), which takes its driver's readings every
+    /// 2^`poll` s, first at `raw_now`; returns its index, the last.
+    pub fn add_refclock(&mut self, id: ReferenceId, poll: i8, kind: AssociationKind, raw_now: NtpTimestamp) -> usize {
+        self.associations.push((id, Association::refclock(poll, raw_now, kind)));
         self.associations.len() - 1
     }
 
@@ -183,6 +191,40 @@ impl Synchronizer {
         // which the correction's frequency estimates.
         let drift = clock.correction.frequency_ppm() * 1e-6;
         let _ = association.on_reply(raw_now, reply, sample, warming_up, drift);
+        ReplyOutcome::Accepted(self.update_system(raw_now, clock))
+    }
+
+    /// Takes a reference clock's sample (offset reference minus raw time,
+    /// taken at raw time `sample.time`), with the leap it announces and its
+    /// precision exponent, at raw time `raw_now`: through the same filter,
+    /// selection and discipline as a server's reply. The reference is
+    /// stratum 0 with no root delay or dispersion of its own: its
+    /// precision and the sample's dispersion are what it adds.
+    pub fn on_refclock(
+        &mut self,
+        index: usize,
+        clock: &mut DisciplinedClock,
+        raw_now: NtpTimestamp,
+        sample: Sample,
+        leap: LeapIndicator,
+        precision: i8,
+    ) -> Option<Synchronization> {
+        let warming_up = self.system.warming_up();
+        let (id, association) = self.associations.get_mut(index)?;
+        let info = ServerInfo {
+            leap,
+            stratum: Stratum::UNSPECIFIED,
+            precision,
+            root_delay: NtpShort::ZERO,
+            root_dispersion: NtpShort::ZERO,
+            reference_id: *id,
+        };
+        let drift = clock.correction.frequency_ppm() * 1e-6;
+        let _ = association.on_sample(raw_now, info, sample, warming_up, drift);
+        self.update_system(raw_now, clock)
+    }
+
+    fn update_system(&mut self, raw_now: NtpTimestamp, clock: &mut DisciplinedClock) -> Option<Synchronization> {
         let views: Vec<PeerView<'_>> =
             self.associations.iter().map(|(id, a)| PeerView { reference_id: *id, association: a }).collect();
         let sync = self.system.update(raw_now, &views, &mut clock.correction);
@@ -190,7 +232,7 @@ impl Synchronizer {
         for (_, association) in &mut self.associations {
             association.set_poll(poll);
         }
-        ReplyOutcome::Accepted(sync)
+        sync
     }
 
     /// What to advertise at raw time `raw_now`.
@@ -275,5 +317,68 @@ mod tests {
         assert!(sync.remove(0));
         assert!(!sync.remove(5));
         assert_eq!(sync.next_poll(), Some((0, t(2.0))), "b moved down to 0");
+    }
+
+    /// Refclocks with these errors (s) and kinds, each sampled every
+    /// second for a minute, feeding a clock 0.3 s fast.
+    fn run_refclocks(refclocks: &[(f64, AssociationKind)]) -> (Synchronizer, DisciplinedClock) {
+        let config = SystemConfig {
+            discipline: DisciplineConfig { min_poll: 0, max_poll: 0, ..DisciplineConfig::default() },
+            ..SystemConfig::default()
+        };
+        let poll = PollConfig { min_poll: 0, max_poll: 0, iburst: true };
+        let mut clock = DisciplinedClock::new(t(0.0), NtpDuration::from_seconds_f64(0.3), 0.0);
+        let mut sync = Synchronizer::new(config, poll, &[], clock.raw_at(t(0.0)));
+        for (i, (_, kind)) in refclocks.iter().enumerate() {
+            let id = if i == 0 { ReferenceId::from_code("GPS") } else { ReferenceId::from_code(&format!("R{i}")) };
+            sync.add_refclock(id.unwrap(), 0, *kind, clock.raw_at(t(0.0)));
+        }
+        for second in 0..60 {
+            let now = t(f64::from(second));
+            let raw_now = clock.raw_at(now);
+            for (i, (error, _)) in refclocks.iter().enumerate() {
+                sync.poll_sent(i, raw_now);
+                let sample = Sample {
+                    offset: now - raw_now + NtpDuration::from_seconds_f64(*error),
+                    delay: NtpDuration::from_seconds_f64(1e-6),
+                    dispersion: NtpDuration::from_seconds_f64(1e-4),
+                    time: raw_now,
+                };
+                let _ = sync.on_refclock(i, &mut clock, raw_now, sample, LeapIndicator::NoWarning, -20);
+            }
+        }
+        (sync, clock)
+    }
+
+    const PLAIN: AssociationKind = AssociationKind::Refclock { prefer: false, noselect: false, trust: false };
+
+    /// Reference clocks make a stratum 1 with the refclock's refid; one
+    /// of three that is 2 s wrong is voted out, a `noselect` one is never
+    /// used.
+    #[test]
+    fn refclocks_make_a_stratum_one_and_a_wrong_one_is_a_falseticker() {
+        let noselect = AssociationKind::Refclock { prefer: false, noselect: true, trust: false };
+        let (sync, clock) = run_refclocks(&[(0.0, PLAIN), (0.00002, PLAIN), (2.0, PLAIN), (0.0, noselect)]);
+        let now = t(60.0);
+        let error = (clock.time_at(now) - now).to_seconds_f64();
+        assert!(error.abs() < 1e-3, "error {error}");
+        let state = sync.server_state(clock.raw_at(now));
+        assert_eq!(state.stratum, Stratum(1));
+        assert_eq!(state.reference_id, ReferenceId::from_code("GPS").unwrap());
+        assert_eq!(sync.selection(2), Some(SelectionState::Falseticker));
+        assert_eq!(sync.selection(3), Some(SelectionState::Unfit(crate::system::Unfit::NoSelect)));
+    }
+
+    /// A trusted refclock is not outvoted by two that agree otherwise: they
+    /// are the falsetickers (chrony's `trust`).
+    #[test]
+    fn a_trusted_refclock_outvotes_a_majority() {
+        let trusted = AssociationKind::Refclock { prefer: false, noselect: false, trust: true };
+        let (sync, clock) = run_refclocks(&[(0.5, trusted), (0.0, PLAIN), (0.00002, PLAIN)]);
+        let now = t(60.0);
+        let error = (clock.time_at(now) - now).to_seconds_f64();
+        assert!((error - 0.5).abs() < 1e-3, "follows the trusted one: error {error}");
+        assert_eq!(sync.selection(0), Some(SelectionState::SystemPeer));
+        assert_eq!(sync.selection(1), Some(SelectionState::Falseticker));
     }
 }

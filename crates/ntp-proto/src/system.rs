@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::association::Association;
+use crate::association::{Association, AssociationKind};
 use crate::clock::VirtualClock;
 use crate::discipline::{Adjustment, Discipline, DisciplineConfig, Update};
 use crate::exchange::{Sample, PHI};
@@ -72,6 +72,8 @@ pub enum Unfit {
     TooFar,
     /// It is synchronized to us: selecting it would make a loop.
     Loop,
+    /// A reference clock configured `noselect`.
+    NoSelect,
 }
 
 /// One association as the system sees it: the reference ID we would
@@ -244,7 +246,11 @@ impl System {
         }
         let candidates: Vec<Candidate> =
             fit.iter().map(|s| Candidate { offset: s.offset, root_distance: s.root_distance }).collect();
-        let Some(Intersection { truechimers, .. }) = intersect(&candidates) else {
+        let trusted: Vec<usize> = (fit.iter().enumerate())
+            .filter(|(_, s)| matches!(peers[s.index].association.kind(), AssociationKind::Refclock { trust: true, .. }))
+            .map(|(k, _)| k)
+            .collect();
+        let Some(Intersection { truechimers, .. }) = intersect_trusting(&candidates, &trusted) else {
             // No majority agrees: there is no telling which server is right,
             // so we are no longer synchronized (as chrony does).
             for survivor in &fit {
@@ -264,6 +270,12 @@ impl System {
         // survivor has a lower stratum (RFC 5905 §11.2.3 keeps it likewise).
         let best_stratum = survivors.first()?.stratum;
         if let Some(k) = survivors.iter().position(|s| Some(s.index) == self.system_peer && s.stratum == best_stratum) {
+            survivors.swap(0, k);
+        }
+        // A preferred reference clock that survived is the system peer.
+        let preferred =
+            |s: &Survivor| matches!(peers[s.index].association.kind(), AssociationKind::Refclock { prefer: true, .. });
+        if let Some(k) = survivors.iter().position(preferred) {
             survivors.swap(0, k);
         }
         let peer = *survivors.first()?;
@@ -328,7 +340,13 @@ impl System {
         let (Some(output), Some(info)) = (association.output(), association.info()) else {
             return Err(Unfit::NoSample);
         };
-        if info.leap == LeapIndicator::Unsynchronized || !info.stratum.is_synchronized() || info.stratum.0 >= 15 {
+        let refclock = matches!(association.kind(), AssociationKind::Refclock { .. });
+        if let AssociationKind::Refclock { noselect: true, .. } = association.kind() {
+            return Err(Unfit::NoSelect);
+        }
+        // A reference clock is stratum 0; a server says 0 only when it is not synchronized.
+        let stratum_ok = info.stratum.is_synchronized() || (refclock && info.stratum.0 == 0);
+        if info.leap == LeapIndicator::Unsynchronized || !stratum_ok || info.stratum.0 >= 15 {
             return Err(Unfit::Unsynchronized);
         }
         if self.own_reference_ids.contains(&info.reference_id) {
@@ -369,6 +387,25 @@ impl System {
             _ => unsynchronized(self.config.precision, self.sync.map_or(NtpTimestamp::ZERO, |s| s.reference_time)),
         }
     }
+}
+
+/// The intersection of `candidates`, or, when some are `trusted` (indices
+/// into them), chrony's `trust`: the trusted ones are intersected among
+/// themselves, and the others are truechimers when their offset lies in
+/// the interval the trusted ones agree on.
+fn intersect_trusting(candidates: &[Candidate], trusted: &[usize]) -> Option<Intersection> {
+    if trusted.is_empty() {
+        return intersect(candidates);
+    }
+    let among: Vec<Candidate> = trusted.iter().map(|&k| candidates[k]).collect();
+    let agreed = intersect(&among)?;
+    let truechimers = (0..candidates.len())
+        .filter(|&k| match trusted.iter().position(|&t| t == k) {
+            Some(j) => agreed.truechimers.contains(&j),
+            None => (agreed.low..=agreed.high).contains(&candidates[k].offset),
+        })
+        .collect();
+    Some(Intersection { truechimers, ..agreed })
 }
 
 /// The phase error left after an update: what is being slewed away, or

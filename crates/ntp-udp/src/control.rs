@@ -7,9 +7,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ntp_proto::NtpTimestamp;
 
-/// Room for the control messages a batch asks for (a receive timestamp and
-/// a destination address), aligned for `cmsghdr`.
-pub(crate) type Control = [u64; 16];
+/// Room for the control messages a received datagram carries, aligned for
+/// `cmsghdr`: its receive timestamp twice (SCM_TIMESTAMPNS, 32 bytes, and,
+/// on a socket that also takes transmit timestamps, SCM_TIMESTAMPING, 64)
+/// and its destination address (IPV6_PKTINFO, 40): 136 bytes, which a
+/// 128-byte buffer cut short, dropping the address a reply must leave from.
+pub(crate) type Control = [u64; CONTROL_WORDS];
+/// The size of [`Control`], in `u64`s.
+pub(crate) const CONTROL_WORDS: usize = 32;
 
 /// Room for what comes with a transmit timestamp on the error queue (the
 /// timestamps, in two forms, and the extended error that carries the
@@ -110,8 +115,8 @@ fn ntp_time(stamp: libc::timespec) -> Option<NtpTimestamp> {
 /// Writes an IP_PKTINFO (IPv4) or IPV6_PKTINFO control message asking the
 /// kernel to send from `source`; returns its length.
 pub(crate) fn write_source(source: IpAddr, control: &mut Control) -> usize {
-    *control = [0; 16];
-    // SAFETY: a msghdr whose control buffer is `control` (128 bytes, aligned
+    *control = [0; CONTROL_WORDS];
+    // SAFETY: a msghdr whose control buffer is `control` (256 bytes, aligned
     // for cmsghdr) lets CMSG_FIRSTHDR find the first header at its start;
     // CMSG_SPACE of either pktinfo (32 or 40 bytes) fits, so the header and
     // its data written below (unaligned) stay inside the buffer.

@@ -28,6 +28,8 @@
 //! - [`kernel_clock`]: the kernel's clock discipline (`clock_adjtime`):
 //!   read by anyone, written (frequency, step, status, leap flags) only
 //!   through a handle a process with CAP_SYS_TIME can open.
+//! - [`shm`]: the SysV shared-memory segment of an NTP SHM reference
+//!   clock (gpsd's), attached and read with volatile loads.
 //! - [`privileges`]: becoming an unprivileged user after binding.
 //! - [`signal`]: the future that ends at SIGINT or SIGTERM.
 
@@ -44,6 +46,7 @@ pub mod kernel_clock;
 pub mod privileges;
 pub mod recv;
 pub mod send;
+pub mod shm;
 pub mod signal;
 pub mod socket;
 pub mod system_clock;

@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 
 use ntp_proto::NtpTimestamp;
 
-use crate::control::{self, Control};
+use crate::control::{self, Control, CONTROL_WORDS};
 use crate::sockaddr::from_sockaddr;
 use crate::socket::MAX_DATAGRAM;
 
@@ -46,7 +46,7 @@ impl RecvBatch {
             data: vec![[0; MAX_DATAGRAM]; capacity],
             // SAFETY: all-zero bytes are a valid value of these plain C structs.
             names: vec![unsafe { MaybeUninit::zeroed().assume_init() }; capacity],
-            controls: vec![[0; 16]; capacity],
+            controls: vec![[0; CONTROL_WORDS]; capacity],
             // SAFETY: as above; the pointers are set before every use.
             iovecs: vec![unsafe { MaybeUninit::zeroed().assume_init() }; capacity],
             // SAFETY: as above.

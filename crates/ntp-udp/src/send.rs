@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
-use crate::control::{write_source, Control};
+use crate::control::{write_source, Control, CONTROL_WORDS};
 use crate::sockaddr::to_sockaddr;
 use crate::socket::MAX_DATAGRAM;
 
@@ -37,7 +37,7 @@ impl SendBatch {
             // SAFETY: all-zero bytes are a valid value of these plain C structs.
             names: vec![unsafe { MaybeUninit::zeroed().assume_init() }; capacity],
             name_lens: vec![0; capacity],
-            controls: vec![[0; 16]; capacity],
+            controls: vec![[0; CONTROL_WORDS]; capacity],
             control_lens: vec![0; capacity],
             to_stamp: vec![false; capacity],
             // SAFETY: as above; the pointers are set before every use.

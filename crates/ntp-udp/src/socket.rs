@@ -148,6 +148,25 @@ mod tests {
     }
 
     #[test]
+    fn a_serving_socket_with_every_timestamp_still_learns_the_address_asked() {
+        // Receive timestamps in two forms (SO_TIMESTAMPNS, and
+        // SO_TIMESTAMPING reporting software stamps) and an IPv6 pktinfo:
+        // more than 128 bytes of control data.
+        let Ok(server) = UdpSocket::bind("[::]:0") else { return }; // no IPv6 on this host
+        server.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        enable_receive_timestamps(&server).unwrap();
+        enable_destination_info(&server, true).unwrap();
+        crate::enable_numbered_transmit_timestamps(&server).unwrap();
+        let Ok(client) = UdpSocket::bind("[::1]:0") else { return };
+        client.send_to(&[1; 48], ("::1", server.local_addr().unwrap().port())).unwrap();
+        let mut batch = RecvBatch::new(4);
+        batch.recv(&server, true).unwrap();
+        let datagram = batch.iter().next().unwrap();
+        assert_eq!(datagram.local, Some("::1".parse().unwrap()), "pktinfo kept");
+        assert!(datagram.kernel_receive.is_some(), "receive timestamp kept");
+    }
+
+    #[test]
     fn a_wildcard_socket_answers_from_the_address_asked() {
         let server = UdpSocket::bind("0.0.0.0:0").unwrap();
         server.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

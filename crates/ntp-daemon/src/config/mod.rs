@@ -7,6 +7,7 @@
 //! of a file at once.
 
 pub mod clock;
+pub mod refclock;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use crate::nts::NtsConfig;
 use crate::policy::{AccessConfig, RateLimitConfig};
 use crate::serve::PolicyConfig;
 use crate::sources::{Kind, Spec};
+use refclock::{RefclockConfig, RefclockSection};
 
 /// The NTP port.
 pub const DEFAULT_PORT: u16 = 123;
@@ -63,6 +65,8 @@ pub struct FileConfig {
     pub control: ControlSection,
     /// `[clock]`.
     pub clock: ClockSection,
+    /// `[[refclock]]`: reference clocks.
+    pub refclock: Vec<RefclockSection>,
 }
 
 /// What the command line sets: keys of the file's `[server]` and `[sync]`,
@@ -77,6 +81,8 @@ pub struct Overrides {
     pub control: ControlSection,
     /// `[clock]` keys.
     pub clock: ClockSection,
+    /// `--refclock`: replace the file's `[[refclock]]` tables when given.
+    pub refclocks: Vec<RefclockSection>,
 }
 
 /// `[control]`: the control socket `ntpd-sim sources` talks to.
@@ -193,6 +199,8 @@ pub struct SyncConfig {
     /// How well the starting frequency is known (ppm), when a drift file
     /// gave it; set by the daemon, not by the file.
     pub frequency_known_ppm: Option<f64>,
+    /// Reference clocks (gpsd's SHM segment or SOCK socket).
+    pub refclocks: Vec<RefclockConfig>,
 }
 
 impl Default for SyncConfig {
@@ -209,6 +217,7 @@ impl Default for SyncConfig {
             holdover: system.holdover.to_seconds_f64(),
             nts_ca_file: None,
             frequency_known_ppm: None,
+            refclocks: Vec::new(),
         }
     }
 }
@@ -256,13 +265,15 @@ impl SyncConfig {
             holdover,
             nts_ca_file,
             frequency_known_ppm: None,
+            refclocks: Vec::new(),
         })
     }
 
-    /// True when there is nothing to synchronize to: a primary server.
+    /// True when there is nothing to synchronize to: a primary server on
+    /// its host's clock (a reference clock is something to synchronize to).
     #[must_use]
     pub fn is_primary(&self) -> bool {
-        self.upstreams.is_empty() && self.pools.is_empty()
+        self.upstreams.is_empty() && self.pools.is_empty() && self.refclocks.is_empty()
     }
 }
 
@@ -447,7 +458,8 @@ impl ServeConfig {
         let nts = nts(args, &server)?;
         check_rate_limit(&file.rate_limit)?;
         let leap_file = args.leap_file.clone().or(server.leap_file);
-        let sync = SyncConfig::merge(file.sync, &overrides.sync)?;
+        let mut sync = SyncConfig::merge(file.sync, &overrides.sync)?;
+        sync.refclocks = refclock::merge(&file.refclock, &overrides.refclocks)?;
         let leap_mode = leap_mode(args.leap_smear.or(server.leap_smear), leap_file.is_some(), !sync.is_primary())?;
         let simulated_error = clock_offset != 0.0 || clock_drift_ppm != 0.0;
         let smeared = matches!(leap_mode, LeapMode::Smear(_));

@@ -67,8 +67,10 @@ pub fn validate(text: &str) -> Vec<Problem> {
     let mut good = toml::Table::new();
     for (section, value) in &table {
         let toml::Value::Table(keys) = value else {
-            if let Err(message) = try_file(section, value.clone()) {
-                problems.push(Problem { line: locate(section, None), key: section.clone(), message });
+            // An array of tables (`[[refclock]]`) is checked whole.
+            match try_file(section, value.clone()) {
+                Ok(()) => drop(good.insert(section.clone(), value.clone())),
+                Err(message) => problems.push(Problem { line: locate(section, None), key: section.clone(), message }),
             }
             continue;
         };
@@ -171,6 +173,15 @@ mod tests {
             "{problems:#?}"
         );
         assert!(problems[0].message.contains("unknown field `stratun`"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn refclock_tables_are_checked_as_serve_checks_them() {
+        assert_eq!(validate("[[refclock]]\ndriver = \"shm\"\nunit = 0\n"), []);
+        let problems = validate("[[refclock]]\ndriver = \"sock\"\nunit = 0\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "refclock");
+        assert!(problems[0].message.contains("path"), "{}", problems[0]);
     }
 
     #[test]

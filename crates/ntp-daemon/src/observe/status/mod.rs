@@ -5,8 +5,6 @@
 
 mod table;
 
-use std::net::SocketAddr;
-
 use ntp_proto::association::ServerInfo;
 use ntp_proto::filter::FilterOutput;
 use ntp_proto::leap::LeapMode;
@@ -76,8 +74,8 @@ pub struct ReplacementReport {
 pub struct UpstreamStatus {
     /// As configured (`host:port`); a pool member's address.
     pub name: String,
-    /// The address polled.
-    pub address: SocketAddr,
+    /// The address polled; a reference clock's driver (`shm:0`, `sock:PATH`).
+    pub address: String,
     /// The pool it came from, if it did.
     pub pool: Option<String>,
     /// `config` or `runtime` (added over the control socket).
@@ -237,6 +235,8 @@ pub enum Selection {
     TooFar,
     /// Synchronized to us.
     Loop,
+    /// A reference clock configured `noselect`.
+    NoSelect,
     /// Not judged yet (no selection has run).
     Pending,
 }
@@ -256,6 +256,7 @@ impl Selection {
             Some(SelectionState::Unfit(Unfit::Unsynchronized)) => Self::Unsynchronized,
             Some(SelectionState::Unfit(Unfit::TooFar)) => Self::TooFar,
             Some(SelectionState::Unfit(Unfit::Loop)) => Self::Loop,
+            Some(SelectionState::Unfit(Unfit::NoSelect)) => Self::NoSelect,
             None if stopped => Self::Stopped,
             None if reach == 0 => Self::Unreachable,
             None => Self::Pending,
@@ -276,6 +277,7 @@ impl Selection {
             Self::Unsynchronized => "unsynchronized",
             Self::TooFar => "too-far",
             Self::Loop => "loop",
+            Self::NoSelect => "no-select",
             Self::Pending => "pending",
         }
     }
@@ -331,7 +333,7 @@ pub fn report(sync: &SyncStatus, snapshot: &ClockSnapshot, system_now: NtpTimest
             let output = u.output;
             UpstreamReport {
                 name: u.name.clone(),
-                address: u.address.to_string(),
+                address: u.address.clone(),
                 pool: u.pool.clone(),
                 origin: u.origin.into(),
                 reach: u.reach,

@@ -163,6 +163,7 @@ fn describe(state: Selection) -> &'static str {
         Selection::Unsynchronized => "unsynchronized",
         Selection::TooFar => "root distance too large",
         Selection::Loop => "synchronized to us (loop)",
+        Selection::NoSelect => "noselect (shown, never used)",
         Selection::Pending => "not selected yet",
     }
 }
