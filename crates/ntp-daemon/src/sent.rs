@@ -16,7 +16,7 @@ use std::net::{IpAddr, UdpSocket};
 
 use ntp_proto::interleave::TransmitTable;
 use ntp_proto::{NtpDuration, NtpTimestamp};
-use ntp_udp::{enable_numbered_transmit_timestamps, TransmitQueue, TransmitStamp};
+use ntp_udp::{disable_transmit_timestamps, enable_numbered_transmit_timestamps, TransmitQueue, TransmitStamp};
 use tracing::debug;
 
 use crate::clock::ClockSnapshot;
@@ -41,8 +41,13 @@ struct InFlight {
     /// The receive time and client of a time reply; `None` for a kiss or
     /// an NTS reply, which interleaved mode does not cover.
     reply: Option<(NtpTimestamp, IpAddr)>,
-    /// For the first datagram of a batch: the system time read for T3.
-    read_for_transmit: Option<NtpTimestamp>,
+    /// The system time read for T3 of its batch: no timestamp of this
+    /// datagram can be earlier (one that is belongs to a datagram numbered
+    /// before the numbering restarted).
+    read_for_transmit: NtpTimestamp,
+    /// Whether it was its batch's first: the one the send latency is
+    /// measured on.
+    first: bool,
 }
 
 /// One serving socket's replies and their transmit times.
@@ -69,6 +74,9 @@ impl SentReplies {
             Ok(()) => true,
             Err(error) => {
                 debug!(%error, "no transmit timestamps on the serving socket: basic mode only, T3 read before the send");
+                // Half enabled would queue timestamps nobody reads, in the
+                // receive buffer's memory.
+                let _ = disable_transmit_timestamps(socket);
                 false
             }
         };
@@ -85,14 +93,19 @@ impl SentReplies {
         }
     }
 
-    /// `receive` made unique among the replies remembered, to be a reply's T2.
+    /// `receive` made unique among the replies remembered and those of the
+    /// batch being answered, to be a reply's T2 (two datagrams without a
+    /// kernel timestamp share the time read for the batch).
     #[must_use]
     pub fn unique_receive(&self, receive: NtpTimestamp) -> NtpTimestamp {
-        if self.numbered {
-            self.table.unique_receive(receive)
-        } else {
-            receive
+        if !self.numbered {
+            return receive;
         }
+        let mut receive = self.table.unique_receive(receive);
+        while self.batch.iter().flatten().any(|&(queued, _)| queued == receive) {
+            receive = self.table.unique_receive(NtpTimestamp::from_bits(receive.to_bits().wrapping_add(1)));
+        }
+        receive
     }
 
     /// When the reply that carried `receive` to `client` left, if known.
@@ -129,16 +142,18 @@ impl SentReplies {
         }
         for stamp in &self.stamps {
             let slot = &mut self.in_flight[stamp.id as usize % IN_FLIGHT];
-            let Some(sent) = slot.take_if(|sent| sent.id == stamp.id) else { continue };
+            // A timestamp from before its datagram's T3 was read is another
+            // datagram's, numbered before a restart and late to come back.
+            let latency = stamp.sent - slot.map_or(stamp.sent, |sent| sent.read_for_transmit);
+            let Some(sent) = slot.take_if(|sent| sent.id == stamp.id && latency >= NtpDuration::ZERO) else {
+                continue;
+            };
             self.outstanding -= 1;
             if let Some((receive, client)) = sent.reply {
                 self.table.insert(receive, client, snapshot.served_at(stamp.sent));
             }
-            if let Some(read) = sent.read_for_transmit {
-                let latency = stamp.sent - read;
-                if latency >= NtpDuration::ZERO && latency < MAX_LATENCY {
-                    self.latency.add(latency);
-                }
+            if sent.first && latency < MAX_LATENCY {
+                self.latency.add(latency);
             }
         }
     }
@@ -169,7 +184,7 @@ impl SentReplies {
             if slot.is_some() {
                 self.outstanding -= 1; // its timestamp never came
             }
-            *slot = Some(InFlight { id, reply: *reply, read_for_transmit: (n == 0).then_some(read_for_transmit) });
+            *slot = Some(InFlight { id, reply: *reply, read_for_transmit, first: n == 0 });
             self.outstanding += 1;
         }
         self.collect(socket, snapshot);
@@ -180,6 +195,17 @@ impl SentReplies {
         self.batch.clear();
     }
 
+    /// Basic mode only from now on: timestamps off, so none is queued
+    /// unread in the receive buffer's memory.
+    fn give_up(&mut self, socket: &UdpSocket) {
+        if let Err(error) = disable_transmit_timestamps(socket) {
+            tracing::warn!(%error, "transmit timestamps could not be switched off");
+        }
+        self.numbered = false;
+        self.in_flight.iter_mut().for_each(|slot| *slot = None);
+        self.outstanding = 0;
+    }
+
     fn restart_numbering(&mut self, socket: &UdpSocket) {
         self.stamps.clear();
         let _ = self.queue.drain(socket, &mut self.stamps);
@@ -188,7 +214,7 @@ impl SentReplies {
         self.next_id = 0;
         if let Err(error) = enable_numbered_transmit_timestamps(socket) {
             debug!(%error, "transmit timestamps could not be restarted: basic mode only");
-            self.numbered = false;
+            self.give_up(socket);
         }
     }
 }
@@ -235,6 +261,22 @@ impl LeastLatency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_receive_time_is_unique_within_the_batch_being_answered() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut sent = SentReplies::new(&socket, 64);
+        let t2 = NtpTimestamp::from_unix(1_800_000_000, 0);
+        let client = IpAddr::from([192, 0, 2, 1]);
+        // Two datagrams without kernel timestamps share the batch's time.
+        assert_eq!(sent.unique_receive(t2), t2);
+        sent.queued(Some((t2, client)));
+        let second = sent.unique_receive(t2);
+        assert_ne!(second, t2);
+        sent.queued(Some((second, client)));
+        let third = sent.unique_receive(t2);
+        assert!(third != t2 && third != second);
+    }
 
     #[test]
     fn the_estimate_is_the_least_of_the_window_after_the_warm_up() {

@@ -248,7 +248,7 @@ pub async fn run(
                 up.poll_due(&options, &results, stats_log.as_mut());
             }
             Some((index, reading)) = readings.recv() => {
-                up.refclocks.take(index, reading, &clock.snapshot().clock, SharedClock::system_now());
+                up.refclocks.take(index, reading, &clock.snapshot(), SharedClock::system_now(), NEAR_LEAP);
             }
             Some((member, result)) = replies.recv() => {
                 if let Some(index) = up.index_of(member) {
@@ -681,11 +681,11 @@ fn handle(
     let raw_now = snapshot.raw_at(system_now);
     let was_synchronized = sync.system().synchronization().is_some();
     let reply = measurement.reply;
-    let correction_before = disciplined.correction_at(raw_now);
-    let sent = measurement.request_transmit;
     // An interleaved answer completes the previous exchange: its sample
-    // is as old as that exchange.
+    // is as old as that exchange, and so is the correction it is read by.
     let measured_at = raw_now - measurement.age;
+    let correction_before = disciplined.correction_at(measured_at);
+    let sent = measurement.request_transmit;
     let timestamps = &measurement.timestamps;
     let outcome = sync.on_reply_measured_at(index, &mut disciplined, raw_now, measured_at, &reply, sent, timestamps);
     let state = sync.server_state(raw_now);

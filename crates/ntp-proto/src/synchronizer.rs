@@ -8,7 +8,7 @@
 
 use crate::association::{Association, AssociationKind, PollConfig, ServerInfo};
 use crate::clock::DisciplinedClock;
-use crate::exchange::{validate_reply, ReplyError, Sample, Timestamps};
+use crate::exchange::{validate_reply, ReplyError, Sample, Timestamps, PHI};
 use crate::packet::{Header, LeapIndicator, ReferenceId, Stratum};
 use crate::responder::ServerState;
 use crate::system::{PeerView, SelectionState, Synchronization, System, SystemConfig};
@@ -186,7 +186,10 @@ impl Synchronizer {
             association.on_reply_error(reply, error);
             return ReplyOutcome::Rejected(error);
         }
-        let sample = Sample { time: measured_at, ..Sample::new(timestamps, reply.precision, self.precision) };
+        let fresh = Sample::new(timestamps, reply.precision, self.precision);
+        // A sample measured earlier has had that long to grow dispersion.
+        let age = (raw_now - measured_at).max(NtpDuration::ZERO);
+        let sample = Sample { time: measured_at, dispersion: fresh.dispersion + age.mul_f64(PHI), ..fresh };
         // Server minus raw time moves at the raw clock's frequency error,
         // which the correction's frequency estimates.
         let drift = clock.correction.frequency_ppm() * 1e-6;

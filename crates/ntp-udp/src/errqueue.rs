@@ -42,6 +42,12 @@ pub fn enable_numbered_transmit_timestamps(socket: &impl AsRawFd) -> io::Result<
     set_int_option(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, numbered as libc::c_int)
 }
 
+/// Switches transmit timestamps off (after numbering them failed half way,
+/// so none is queued that nobody reads).
+pub fn disable_transmit_timestamps(socket: &impl AsRawFd) -> io::Result<()> {
+    set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPING, 0)
+}
+
 /// Buffers to read up to a batch of transmit timestamps in one
 /// `recvmmsg(MSG_ERRQUEUE)` call.
 #[derive(Debug)]

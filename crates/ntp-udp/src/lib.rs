@@ -53,7 +53,7 @@ pub mod system_clock;
 pub mod timestamped;
 
 pub use bind::{bind_all, bind_every_address, prepare, READ_TIMEOUT, RECEIVE_BUFFER};
-pub use errqueue::{enable_numbered_transmit_timestamps, TransmitQueue, TransmitStamp};
+pub use errqueue::{disable_transmit_timestamps, enable_numbered_transmit_timestamps, TransmitQueue, TransmitStamp};
 pub use recv::{Datagram, RecvBatch};
 pub use send::SendBatch;
 pub use socket::{

@@ -154,7 +154,11 @@ mod tests {
                     let count = writer.load_i32(field::COUNT);
                     writer.store_i32(field::VALID, 0);
                     writer.store_i32(field::COUNT, count.wrapping_add(1));
-                    for offset in (field::CLOCK_SEC..field::RECEIVE_NSEC + 4).step_by(4) {
+                    // `valid` sits among the fields: it is set last, as a
+                    // writer does (set here in the middle, the half-written
+                    // sample after it would look valid under an odd count).
+                    for offset in (field::CLOCK_SEC..field::RECEIVE_NSEC + 4).step_by(4).filter(|&o| o != field::VALID)
+                    {
                         let word = i32::from_ne_bytes(bytes[offset..offset + 4].try_into().unwrap());
                         writer.store_i32(offset, word);
                     }

@@ -182,16 +182,31 @@ impl RefclockSection {
     }
 }
 
-/// The flags' reference clocks if any were given, else the file's;
-/// each checked, and each `lock` naming another's refid.
+/// The flags' reference clocks if any were given, else the file's; each
+/// checked, no device and no refid given twice (two readers of one SHM
+/// unit steal each other's samples; a second socket on one path unlinks
+/// the first's), and each `lock` naming another's refid, one that locks to
+/// nothing itself (a chain or a cycle of locks never gets its seconds).
 pub fn merge(file: &[RefclockSection], flags: &[RefclockSection]) -> Result<Vec<RefclockConfig>, ConfigError> {
     let chosen = if flags.is_empty() { file } else { flags };
     let refclocks: Vec<RefclockConfig> = chosen.iter().map(RefclockSection::check).collect::<Result<_, _>>()?;
     for (i, refclock) in refclocks.iter().enumerate() {
+        let earlier = &refclocks[..i];
+        if earlier.iter().any(|other| other.source == refclock.source) {
+            return Err(invalid(format!("{}: the same device is given twice", refclock.source)));
+        }
+        if earlier.iter().any(|other| other.refid == refclock.refid) {
+            let refid = refclock.refid.display(ntp_proto::packet::Stratum(1));
+            return Err(invalid(format!("{}: refid {refid} is another refclock's already", refclock.source)));
+        }
         if let Some(lock) = refclock.lock {
-            let found = refclocks.iter().enumerate().any(|(j, other)| j != i && other.refid == lock);
-            if !found {
-                return Err(invalid(format!("{}: lock names no other refclock's refid", refclock.source)));
+            let target = refclocks.iter().enumerate().find(|(j, other)| *j != i && other.refid == lock);
+            match target {
+                None => return Err(invalid(format!("{}: lock names no other refclock's refid", refclock.source))),
+                Some((_, target)) if target.lock.is_some() => {
+                    return Err(invalid(format!("{}: lock names a refclock that is locked itself", refclock.source)));
+                }
+                Some(_) => {}
             }
         }
     }
@@ -204,10 +219,27 @@ mod tests {
     use crate::config::FileConfig;
 
     #[test]
+    fn a_device_or_refid_given_twice_and_chained_locks_are_refused() {
+        let refuse = |flags: &[&str], expected: &str| {
+            let sections: Vec<RefclockSection> = flags.iter().map(|f| f.parse().unwrap()).collect();
+            let error = merge(&[], &sections).unwrap_err().to_string();
+            assert!(error.contains(expected), "{flags:?}: {error}");
+        };
+        refuse(&["shm:0,refid=GPS", "shm:0,refid=GPS2"], "same device");
+        refuse(&["sock:/run/a.sock,refid=A", "sock:/run/a.sock,refid=B"], "same device");
+        refuse(&["shm:0,refid=GPS", "shm:1,refid=GPS"], "another refclock's");
+        refuse(&["sock:/run/p.sock,refid=PPS,lock=PPS"], "no other");
+        refuse(&["shm:0,refid=A,lock=B", "shm:1,refid=B,lock=A"], "locked itself");
+        let fine: Vec<RefclockSection> =
+            ["shm:0,refid=GPS", "sock:/run/p.sock,refid=PPS,lock=GPS"].iter().map(|f| f.parse().unwrap()).collect();
+        assert_eq!(merge(&[], &fine).unwrap().len(), 2);
+    }
+
+    #[test]
     fn tables_parse_and_a_typo_is_refused_by_name() {
         let file = FileConfig::parse(
             "[[refclock]]\ndriver = \"shm\"\nunit = 0\nrefid = \"GPS\"\noffset = 0.05\ndelay = 0.2\nnoselect = true\n\
-             [[refclock]]\ndriver = \"sock\"\npath = \"/run/chrony.ttyS0.pps.sock\"\nrefid = \"PPS\"\nlock = \"GPS\"\nprefer = true\n",
+             [[refclock]]\ndriver = \"sock\"\npath = \"/run/chrony.ttyS0.sock\"\nrefid = \"PPS\"\nlock = \"GPS\"\nprefer = true\n",
         )
         .unwrap();
         let refclocks = merge(&file.refclock, &[]).unwrap();

@@ -9,8 +9,8 @@ pub mod drivers;
 
 use std::path::PathBuf;
 
+use crate::clock::ClockSnapshot;
 use ntp_proto::association::AssociationKind;
-use ntp_proto::clock::DisciplinedClock;
 use ntp_proto::exchange::Sample;
 use ntp_proto::refclock::{lock_pulse, Reading, ReadingFilter, RefclockQuality};
 use ntp_proto::{NtpDuration, NtpTimestamp};
@@ -124,22 +124,37 @@ impl Refclocks {
         AssociationKind::Refclock { prefer: config.prefer, noselect: config.noselect, trust: config.trust }
     }
 
-    /// Takes a driver's reading of refclock `index`, brought into the raw
-    /// frame of `clock` (reference minus raw time); one taken more than
-    /// [`MAX_READING_AGE`] from `system_now` is dropped.
-    pub fn take(&mut self, index: usize, reading: DriverReading, clock: &DisciplinedClock, system_now: NtpTimestamp) {
+    /// Takes a driver's reading of refclock `index`, brought into the frame
+    /// upstream samples are in (reference minus *measured* time: the raw
+    /// clock shifted by the leaps taken, as `MeasuringClock` reads T1 and
+    /// T4), so a refclock and the upstreams agree across a leap second; one
+    /// taken more than [`MAX_READING_AGE`] from `system_now`, or within
+    /// `near_leap` of a leap's midnight, is dropped.
+    pub fn take(
+        &mut self,
+        index: usize,
+        reading: DriverReading,
+        snapshot: &ClockSnapshot,
+        system_now: NtpTimestamp,
+        near_leap: NtpDuration,
+    ) {
         let Some(refclock) = self.refclocks.get(index) else { return };
         if (system_now - reading.system).to_seconds_f64().abs() > MAX_READING_AGE {
             debug!(refclock = %refclock.config.source, "stale reading not used");
             return;
         }
-        let local = clock.raw_at(reading.system);
+        if snapshot.leap.near_leap(snapshot.continuous_at(reading.system), near_leap) {
+            debug!(refclock = %refclock.config.source, "reading within a second of a leap not used");
+            return;
+        }
+        let local = snapshot.raw_at(reading.system);
         let configured = NtpDuration::from_seconds_f64(refclock.config.offset);
-        let mut offset = reading.system + reading.offset - local + configured;
+        let mut offset = reading.system + reading.offset - snapshot.measured_at(reading.system) + configured;
         let name = refclock.config.source.to_string();
         if reading.pulse || refclock.config.lock.is_some() {
             let seconds = refclock.config.lock.and_then(|lock| {
-                let locked = self.refclocks.iter().find(|r| r.config.refid == lock)?;
+                let locked =
+                    (self.refclocks.iter().enumerate()).find(|(j, r)| *j != index && r.config.refid == lock)?.1;
                 locked.newest.filter(|n| (n.local - local).to_seconds_f64().abs() <= LOCK_AGE).map(|n| n.offset)
             });
             match seconds.and_then(|seconds| lock_pulse(offset, seconds)) {
@@ -205,23 +220,63 @@ mod tests {
             ["sock:DIR/nmea,refid=NMEA,offset=0.1", "sock:DIR/pps,refid=PPS,lock=NMEA", "sock:DIR/alone,refid=PPS2"];
         let (mut refclocks, _readings) = Refclocks::start(&configs(dir.path(), &flags), Vec::new());
         let now = NtpTimestamp::from_unix(1_800_000_000, 0);
-        let clock = DisciplinedClock::new(now, NtpDuration::ZERO, 0.0);
+        let clock = snapshot(now);
         let quality = |r: &mut Refclocks, i: usize| r.sample(i).map(|(s, _, _)| s.offset.to_seconds_f64());
 
-        refclocks.take(1, reading(now, 3.0002, true), &clock, now);
+        refclocks.take(1, reading(now, 3.0002, true), &clock, now, NEAR);
         assert_eq!(quality(&mut refclocks, 1), None, "no NMEA yet: the pulse is not used");
-        refclocks.take(0, reading(now, 1.9, false), &clock, now);
-        refclocks.take(1, reading(now, 3.0002, true), &clock, now);
+        refclocks.take(0, reading(now, 1.9, false), &clock, now, NEAR);
+        refclocks.take(1, reading(now, 3.0002, true), &clock, now, NEAR);
         let nmea = quality(&mut refclocks, 0).unwrap();
         assert!((nmea - 2.0).abs() < 1e-9, "offset applied: {nmea}");
         let pps = quality(&mut refclocks, 1).unwrap();
         assert!((pps - 2.0002).abs() < 1e-9, "the pulse's fraction, the NMEA's seconds: {pps}");
-        refclocks.take(2, reading(now, 0.0002, true), &clock, now);
+        refclocks.take(2, reading(now, 0.0002, true), &clock, now, NEAR);
         assert_eq!(quality(&mut refclocks, 2), None, "a PPS without a lock is never used");
         assert_eq!(refclocks.refclocks[2].unlocked, 1);
 
         let old = NtpTimestamp::from_unix(1_799_999_990, 0);
-        refclocks.take(0, reading(old, 0.0, false), &clock, now);
+        refclocks.take(0, reading(old, 0.0, false), &clock, now, NEAR);
         assert_eq!(quality(&mut refclocks, 0), None, "a reading 10 s old is stale");
+    }
+
+    const NEAR: NtpDuration = NtpDuration::ONE_SECOND;
+
+    fn snapshot(now: NtpTimestamp) -> ClockSnapshot {
+        use ntp_proto::packet::{ReferenceId, Stratum};
+        ClockSnapshot {
+            kind: crate::clock::ClockKind::Virtual,
+            clock: ntp_proto::clock::DisciplinedClock::new(now, NtpDuration::ZERO, 0.0),
+            state: ntp_proto::responder::ServerState::primary(Stratum(1), -20, ReferenceId(*b"GPS\0"), now),
+            leap: ntp_proto::leap::LeapSchedule::new(ntp_proto::leap::LeapMode::Step),
+        }
+    }
+
+    /// Across a leap second a refclock's offsets stay in the frame the
+    /// upstreams' are in (the raw clock shifted by the leap, as T1 and T4
+    /// are read), and readings within a second of the leap are not used.
+    #[tokio::test]
+    async fn readings_follow_the_leap_as_upstream_samples_do() {
+        use ntp_proto::leap::{Leap, LeapKind};
+        let dir = tempfile::tempdir().unwrap();
+        let (mut refclocks, _readings) =
+            Refclocks::start(&configs(dir.path(), &["sock:DIR/gps,refid=GPS"]), Vec::new());
+        let midnight = NtpTimestamp::from_unix(1_798_761_600, 0); // 2027-01-01
+        let before = midnight - NtpDuration::from_seconds(3600);
+        let mut clock = snapshot(before);
+        let _ = clock.leap.expect(Some(Leap { at: midnight, kind: LeapKind::Insert }), before);
+        let after = midnight + NtpDuration::from_seconds(10);
+        let expected =
+            |system| (system + NtpDuration::from_seconds_f64(0.25) - clock.measured_at(system)).to_seconds_f64();
+        let (early, late) = (expected(before), expected(after));
+        assert!(((early - late).abs() - 1.0).abs() < 1e-9, "the leap moves the measured frame by a second");
+        for system in [before, after] {
+            refclocks.take(0, reading(system, 0.25, false), &clock, system, NEAR);
+            let offset = refclocks.sample(0).map(|(s, _, _)| s.offset.to_seconds_f64()).unwrap();
+            assert!((offset - expected(system)).abs() < 1e-9, "{offset} vs {}", expected(system));
+        }
+        let at = midnight + NtpDuration::from_seconds_f64(0.5);
+        refclocks.take(0, reading(at, 0.25, false), &clock, at, NEAR);
+        assert!(refclocks.sample(0).is_none(), "half a second after the leap: not used");
     }
 }

@@ -1,5 +1,6 @@
 //! chrony's SOCK reference clock protocol: the datagram gpsd sends to
-//! `/run/chrony.DEVICE.sock` (NMEA time) and `.pps.sock` (PPS pulses).
+//! `/run/chrony.DEVICE.sock` (its PPS edges with the seconds joined: whole
+//! offsets, `pulse` 0); other drivers may send bare pulses (`pulse` 1).
 //!
 //! ```c
 //! struct sock_sample {
