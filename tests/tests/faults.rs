@@ -130,10 +130,12 @@ fn downstream(listen: &str, upstreams: &[&str]) -> Daemon {
     Daemon::spawn(bin("ntpd-sim"), &args)
 }
 
-/// For `seconds`, the downstream keeps answering at stratum 2 within 2 ms
+/// For `seconds`, the downstream keeps answering at stratum 2 within 5 ms
 /// of true time (following a bad upstream would put it 10 s off; the
-/// margin is for a loaded machine); returns the root dispersions it
-/// advertised.
+/// margin is for a loaded machine, where the frequency learned from a few
+/// noisy samples can be 100 ppm off and the holdover drifts 2 ms in 20 s:
+/// seen once in CI with two builds on the same cores); returns the root
+/// dispersions it advertised.
 fn holds_true_time(target: &str, seconds: u64, phase: &str) -> Vec<f64> {
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut dispersion = Vec::new();
@@ -141,7 +143,7 @@ fn holds_true_time(target: &str, seconds: u64, phase: &str) -> Vec<f64> {
         let entry = query(target);
         let (stratum, offset) = (entry["stratum"].as_u64(), entry["offset"].as_f64());
         assert_eq!(stratum, Some(2), "{phase}: {entry}");
-        assert!(offset.is_some_and(|o| o.abs() < 2e-3), "{phase}: within 2 ms of true time: {entry}");
+        assert!(offset.is_some_and(|o| o.abs() < 5e-3), "{phase}: within 5 ms of true time: {entry}");
         dispersion.push(entry["root_dispersion"].as_f64().unwrap_or(0.0));
         std::thread::sleep(Duration::from_millis(300));
     }
