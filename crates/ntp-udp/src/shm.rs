@@ -136,6 +136,11 @@ mod tests {
         let writer = std::sync::Arc::new(ShmSegment::attach(key, 0o600).unwrap());
         let reader = ShmSegment::attach(key, 0o600).unwrap();
         writer.remove().unwrap();
+        // gpsd's segment is in mode 1 from its first write. A segment still
+        // in mode 0 (no count handshake, by the protocol's definition) read
+        // during its very first write can mix old and new fields: that is
+        // mode 0, not a torn mode-1 read.
+        writer.store_i32(field::MODE, 1);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let thread = {
             let (writer, stop) = (std::sync::Arc::clone(&writer), std::sync::Arc::clone(&stop));
