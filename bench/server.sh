@@ -7,7 +7,9 @@
 #
 # Environment: SERVER_CPU (0), LOADGEN_CPU (1), SOCKETS (4), WINDOW (16),
 # RATE (20000, the open-loop run), BASE_PORT (12400), ROUNDS (1: how many
-# times the three servers are measured, interleaved, against background noise).
+# times the three servers are measured, interleaved, against background noise),
+# BASELINE (another ntpd-sim binary, e.g. a build of an earlier commit,
+# measured beside this one in every round as "baseline").
 # Nothing here touches the system clock: chronyd runs with -x.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +51,16 @@ for ROUND in $(seq "$ROUNDS"); do
     load ntpd-sim "$PORT"
     echo "ntpd-sim: peak RSS $(peak_rss_kb "$SERVER_PID") kB"
     stop_server
+
+    if [ -n "${BASELINE:-}" ]; then
+        PORT=$((BASE_PORT + 3))
+        taskset -c "$SERVER_CPU" "$BASELINE" serve --listen "127.0.0.1:$PORT" --log-level warn &
+        SERVER_PID=$!
+        wait_port "$PORT"
+        load baseline "$PORT"
+        echo "baseline: peak RSS $(peak_rss_kb "$SERVER_PID") kB ($BASELINE)"
+        stop_server
+    fi
 
     PORT=$((BASE_PORT + 1))
     printf 'port %s\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 1\ncmdport 0\npidfile %s\n' \

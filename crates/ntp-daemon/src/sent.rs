@@ -1,10 +1,16 @@
-//! A serving thread's record of the replies it sent: each reply numbered
-//! as the kernel numbers the socket's datagrams, matched with the kernel's
-//! transmit timestamp when it comes back on the error queue, and kept in
-//! the interleaved table (receive time and client to transmit time). The
-//! same timestamps measure, on the serving socket itself, how long a reply
-//! takes from the clock read for T3 to leaving: what a basic reply's T3 is
-//! moved on by.
+//! A serving thread's record of the replies it sent: which ones ask the
+//! kernel for their transmit timestamp, each of those numbered as the
+//! kernel numbers them, matched with the timestamp when it comes back on
+//! the error queue, and kept in the interleaved table (receive time and
+//! client to transmit time). The same timestamps measure, on the serving
+//! socket itself, how long a reply takes from the clock read for T3 to
+//! leaving: what a basic reply's T3 is moved on by.
+//!
+//! A timestamp costs the kernel more than the rest of a reply (a buffer
+//! queued on the error queue, a wake-up, a read), so only the replies that
+//! need one ask: those to clients in interleaved mode, and the first of a
+//! batch at most once per [`LATENCY_INTERVAL`] for the latency estimate.
+//! A basic client's reply costs what it cost before interleaved mode.
 //!
 //! Only the serving thread touches it: no locks. The error queue is read
 //! in one batch after each send (loopback queues a timestamp within the
@@ -30,16 +36,30 @@ const LATENCY_WINDOW: u64 = 1024;
 /// are the slowest (cold caches), and T3 moved on by one of those would be
 /// later than a warm reply leaves.
 const LATENCY_WARM_UP: u32 = 8;
+/// How often at most the send latency is sampled when no interleaved
+/// reply measures it anyway: a thousand samples a second under full load,
+/// every batch when a server is quiet.
+const LATENCY_INTERVAL: NtpDuration = NtpDuration::from_bits(1 << 22); // ~1 ms
 /// A latency beyond this is a measurement gone wrong (the thread was
 /// preempted between the clock read and the send), not kept.
 const MAX_LATENCY: NtpDuration = NtpDuration::from_bits(1 << 22); // ~1 ms
 
-/// What is known of one datagram sent, by its number.
+/// One datagram of the batch being answered.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    /// What [`InFlight::reply`] will be.
+    reply: Option<(NtpTimestamp, IpAddr)>,
+    /// Whether it asks for its transmit timestamp.
+    asked: bool,
+}
+
+/// What is known of one datagram that asked for its timestamp, by its number.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
     id: u32,
-    /// The receive time and client of a time reply; `None` for a kiss or
-    /// an NTS reply, which interleaved mode does not cover.
+    /// The receive time and client of a reply to remember; `None` for a
+    /// datagram asked only for the latency (a basic reply, a kiss, an NTS
+    /// reply: interleaved mode does not cover those).
     reply: Option<(NtpTimestamp, IpAddr)>,
     /// The system time read for T3 of its batch: no timestamp of this
     /// datagram can be earlier (one that is belongs to a datagram numbered
@@ -63,8 +83,12 @@ pub struct SentReplies {
     stamps: Vec<TransmitStamp>,
     table: TransmitTable,
     latency: LeastLatency,
+    /// Whether the next batch's first datagram asks, to sample the latency.
+    sample_due: bool,
+    /// When the latency was last sampled (the clock read for that T3).
+    last_sample: Option<NtpTimestamp>,
     /// The batch being answered: one entry per datagram queued, in order.
-    batch: Vec<Option<(NtpTimestamp, IpAddr)>>,
+    batch: Vec<Queued>,
 }
 
 impl SentReplies {
@@ -89,6 +113,8 @@ impl SentReplies {
             stamps: Vec::with_capacity(64),
             table: TransmitTable::new(capacity),
             latency: LeastLatency::default(),
+            sample_due: true,
+            last_sample: None,
             batch: Vec::with_capacity(64),
         }
     }
@@ -102,7 +128,7 @@ impl SentReplies {
             return receive;
         }
         let mut receive = self.table.unique_receive(receive);
-        while self.batch.iter().flatten().any(|&(queued, _)| queued == receive) {
+        while self.batch.iter().filter_map(|queued| queued.reply).any(|(queued, _)| queued == receive) {
             receive = self.table.unique_receive(NtpTimestamp::from_bits(receive.to_bits().wrapping_add(1)));
         }
         receive
@@ -123,11 +149,17 @@ impl SentReplies {
         self.latency.estimate()
     }
 
-    /// Notes the next datagram queued for the send: a time reply carrying
-    /// `receive` to `client`, or (`None`) a datagram interleaved mode does
-    /// not cover.
-    pub fn queued(&mut self, reply: Option<(NtpTimestamp, IpAddr)>) {
-        self.batch.push(reply);
+    /// Notes the next datagram queued for the send: a reply carrying
+    /// `receive` to `client` whose transmit time the client will ask for
+    /// ([`ntp_proto::ReplyKind::to_remember`]), or (`None`) any other.
+    /// Returns whether it is to ask the kernel for its transmit timestamp
+    /// ([`ntp_udp::SendBatch::ask_transmit_timestamp`]): one to remember,
+    /// or the batch's first when the latency is due to be sampled.
+    #[must_use]
+    pub fn queued(&mut self, reply: Option<(NtpTimestamp, IpAddr)>) -> bool {
+        let asked = self.numbered && (reply.is_some() || (self.batch.is_empty() && self.sample_due));
+        self.batch.push(Queued { reply, asked });
+        asked
     }
 
     /// Takes the timestamps that came back, if any are awaited.
@@ -177,16 +209,20 @@ impl SentReplies {
             return;
         }
         let count = sent.unwrap_or(0);
-        for (n, reply) in queued.iter().take(count).enumerate() {
+        for (n, queued) in queued.iter().take(count).enumerate().filter(|(_, queued)| queued.asked) {
             let id = self.next_id;
             self.next_id = self.next_id.wrapping_add(1);
             let slot = &mut self.in_flight[id as usize % IN_FLIGHT];
             if slot.is_some() {
                 self.outstanding -= 1; // its timestamp never came
             }
-            *slot = Some(InFlight { id, reply: *reply, read_for_transmit, first: n == 0 });
+            *slot = Some(InFlight { id, reply: queued.reply, read_for_transmit, first: n == 0 });
             self.outstanding += 1;
         }
+        if queued.first().is_some_and(|first| first.asked) {
+            self.last_sample = Some(read_for_transmit);
+        }
+        self.sample_due = self.last_sample.is_none_or(|last| (read_for_transmit - last).abs() >= LATENCY_INTERVAL);
         self.collect(socket, snapshot);
         if count < queued.len() {
             self.restart_numbering(socket);
@@ -270,10 +306,10 @@ mod tests {
         let client = IpAddr::from([192, 0, 2, 1]);
         // Two datagrams without kernel timestamps share the batch's time.
         assert_eq!(sent.unique_receive(t2), t2);
-        sent.queued(Some((t2, client)));
+        assert!(sent.queued(Some((t2, client))), "a reply to remember asks for its timestamp");
         let second = sent.unique_receive(t2);
         assert_ne!(second, t2);
-        sent.queued(Some((second, client)));
+        assert!(sent.queued(Some((second, client))));
         let third = sent.unique_receive(t2);
         assert!(third != t2 && third != second);
     }

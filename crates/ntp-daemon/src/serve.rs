@@ -233,7 +233,9 @@ impl Worker {
                     NtsResponse::Ignore(reason) => counts.ignored(reason, decision),
                     NtsResponse::Reply { bytes, kind } => {
                         if replies.push_final(source, datagram.local, &bytes) {
-                            self.sent.queued(None);
+                            if self.sent.queued(None) {
+                                replies.ask_transmit_timestamp();
+                            }
                             match kind {
                                 // An NTS NAK is a kiss-o'-death (NTSN): counted with the refusals.
                                 NtsReplyKind::Nak => counts.kissed_deny += 1,
@@ -259,7 +261,9 @@ impl Worker {
                     if queued {
                         counts.replied(decision);
                         counts.answered_interleaved += u64::from(kind == ReplyKind::Interleaved);
-                        self.sent.queued((kind != ReplyKind::Kiss).then_some((receive, source.ip())));
+                        if self.sent.queued(kind.to_remember().then_some((receive, source.ip()))) {
+                            replies.ask_transmit_timestamp();
+                        }
                     }
                 }
             }

@@ -52,7 +52,11 @@ fn an_interleaved_request_gets_when_the_previous_reply_really_left() {
     let server = start();
     let address = server.local_addrs()[0];
     let a = client("127.0.0.1");
-    let (first, _, first_back) = ask(address, &a, [0, 0, 0x1111]);
+    // A basic request's reply asks the kernel for nothing, so it is not
+    // remembered: the first interleaved request naming it gets a basic
+    // answer, and that answer is the one remembered.
+    let (plain, _, _) = ask(address, &a, [0, 0, 0x0101]);
+    let (first, _, first_back) = ask(address, &a, [plain.receive.to_bits(), 0x0202, 0x1111]);
     assert_eq!(first.origin.to_bits(), 0x1111, "basic: echoes the transmit field");
     // A basic T3 is read before the send, moved on by the least latency
     // seen: never after the reply is back.
@@ -91,7 +95,10 @@ fn another_client_or_a_reply_never_sent_gets_a_basic_answer() {
     let server = start();
     let address = server.local_addrs()[0];
     let a = client("127.0.0.1");
-    let (first, _, _) = ask(address, &a, [0, 0, 0x1111]);
+    // Asking for interleaved mode, naming no reply sent: a basic answer,
+    // remembered for A's next request.
+    let (first, _, _) = ask(address, &a, [0x0101, 0x0202, 0x1111]);
+    assert_eq!(first.origin.to_bits(), 0x1111, "{first:?}");
     std::thread::sleep(Duration::from_millis(50));
     // Another address naming A's T2: basic, so A's transmit time is not
     // given away (chrony keys by T2 alone).

@@ -85,6 +85,12 @@ pub enum ReplyKind {
     /// Time in basic mode: the transmit timestamp is still to be stamped,
     /// right before the send.
     Basic,
+    /// Time in basic mode to a client that asks for interleaved mode, when
+    /// the reply its request names is not known (its first interleaved
+    /// request, or one whose reply was forgotten): stamped like a basic
+    /// reply, and its real transmit time is what the client's next request
+    /// will ask for.
+    BasicToInterleaved,
     /// Time in interleaved mode: the transmit field holds when the previous
     /// reply to this client left. Sent as it is.
     Interleaved,
@@ -96,7 +102,16 @@ impl ReplyKind {
     /// Whether the transmit timestamp is still to be written.
     #[must_use]
     pub fn to_stamp(self) -> bool {
-        self == Self::Basic
+        matches!(self, Self::Basic | Self::BasicToInterleaved)
+    }
+
+    /// Whether the client's next request may name this reply, so the
+    /// server keeps when it really left: a reply to a client in interleaved
+    /// mode. Only these need the kernel's transmit timestamp, which costs
+    /// a basic server more than the whole rest of a reply.
+    #[must_use]
+    pub fn to_remember(self) -> bool {
+        matches!(self, Self::BasicToInterleaved | Self::Interleaved)
     }
 }
 
@@ -146,9 +161,12 @@ pub fn respond_interleaved(
         Admission::Kiss(code) => (kiss_reply(&header, code), ReplyKind::Kiss),
         Admission::Serve => {
             let reply = time_reply(&header, receive_time, state);
-            match asks_interleaved(&header).then(|| transmit_of(header.origin)).flatten() {
-                Some(transmit) => (Header { origin: header.receive, transmit, ..reply }, ReplyKind::Interleaved),
-                None => (reply, ReplyKind::Basic),
+            if !asks_interleaved(&header) {
+                (reply, ReplyKind::Basic)
+            } else if let Some(transmit) = transmit_of(header.origin) {
+                (Header { origin: header.receive, transmit, ..reply }, ReplyKind::Interleaved)
+            } else {
+                (reply, ReplyKind::BasicToInterleaved)
             }
         }
     };
@@ -315,9 +333,10 @@ mod tests {
         assert_eq!(reply.origin, NtpTimestamp::from_bits(0x2222), "echoes the interleaved nonce");
         assert_eq!((reply.receive, reply.transmit), (t2, earlier));
 
-        // Unknown: a basic reply, echoing the transmit nonce.
+        // Unknown: a basic reply, echoing the transmit nonce, whose own
+        // transmit time is to be remembered for the next request.
         let response = respond_interleaved(&bytes, t2, &state(), Admission::Serve, |_| None);
-        assert!(matches!(response, Response::Reply { kind: ReplyKind::Basic, .. }));
+        assert!(matches!(response, Response::Reply { kind: ReplyKind::BasicToInterleaved, .. }));
         assert_eq!(decode_reply(response).origin, NtpTimestamp::from_bits(0x66c6_4ffa_543b_a39f));
 
         // Basic requests (receive zero, or receive equal to transmit) are

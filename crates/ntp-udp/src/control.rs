@@ -150,3 +150,29 @@ pub(crate) fn write_source(source: IpAddr, control: &mut Control) -> usize {
         }
     }
 }
+
+/// Appends, at byte `offset` of `control` (the length of what is written
+/// there already, a multiple of the `cmsghdr` alignment), an SO_TIMESTAMPING
+/// control message asking the kernel for this one datagram's software
+/// transmit timestamp; returns the new length. The socket must report
+/// software timestamps ([`crate::enable_numbered_transmit_timestamps`]).
+pub(crate) fn write_transmit_request(control: &mut Control, offset: usize) -> usize {
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(size_of::<u32>() as u32) } as usize;
+    assert!(offset % size_of::<u64>() == 0 && offset + space <= size_of::<Control>(), "control buffer overflow");
+    // SAFETY: a msghdr whose control buffer starts `offset` bytes into
+    // `control` (8-byte aligned, asserted above) with the room left after
+    // it lets CMSG_FIRSTHDR find a header at that start; the header and its
+    // four bytes of data (CMSG_SPACE, asserted to fit) stay in the buffer.
+    unsafe {
+        let mut header: libc::msghdr = MaybeUninit::zeroed().assume_init();
+        header.msg_control = control.as_mut_ptr().cast::<u8>().add(offset).cast();
+        header.msg_controllen = (size_of::<Control>() - offset) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&header);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SO_TIMESTAMPING;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u32>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u32>(), libc::SOF_TIMESTAMPING_TX_SOFTWARE);
+    }
+    offset + space
+}

@@ -3,9 +3,12 @@
 //! time its previous reply left, and basic replies are stamped with a
 //! send latency measured on the socket itself.
 //!
+//! Only the datagrams that ask get one (a control message of their own):
+//! a timestamp costs the kernel more than the rest of a reply, so a server
+//! asks for those of interleaved clients and for a sample of the others.
 //! Each timestamp names its datagram by the socket's count of datagrams
-//! sent before it (SOF_TIMESTAMPING_OPT_ID), so the caller, which numbers
-//! its sends the same way, knows which reply it belongs to. With
+//! that asked before it (SOF_TIMESTAMPING_OPT_ID), so the caller, which
+//! numbers them the same way, knows which reply it belongs to. With
 //! SOF_TIMESTAMPING_OPT_TSONLY the kernel queues the timestamp alone, not
 //! a copy of the datagram.
 
@@ -28,15 +31,18 @@ pub struct TransmitStamp {
     pub sent: NtpTimestamp,
 }
 
-/// Turns on software transmit timestamps numbered by datagram, and starts
-/// the numbering again at 0: with it on already, it is switched off first,
-/// which is how the kernel is told to restart the count (after a send
-/// error left it unclear how many datagrams were counted). Timestamps
-/// still queued keep their old numbers: drain them first.
+/// Makes the socket report software transmit timestamps numbered by
+/// datagram, for the datagrams that ask for one
+/// ([`crate::SendBatch::ask_transmit_timestamp`]), and starts the numbering
+/// again at 0: with it on already, it is switched off first, which is how
+/// the kernel is told to restart the count (after a send error left it
+/// unclear how many datagrams were counted). The kernel counts only the
+/// datagrams that ask; a server that asks for a few of its replies pays
+/// for those only. Timestamps still queued keep their old numbers: drain
+/// them first.
 pub fn enable_numbered_transmit_timestamps(socket: &impl AsRawFd) -> io::Result<()> {
     let fd = socket.as_raw_fd();
-    let plain =
-        libc::SOF_TIMESTAMPING_TX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE | libc::SOF_TIMESTAMPING_OPT_TSONLY;
+    let plain = libc::SOF_TIMESTAMPING_SOFTWARE | libc::SOF_TIMESTAMPING_OPT_TSONLY;
     set_int_option(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, plain as libc::c_int)?;
     let numbered = plain | libc::SOF_TIMESTAMPING_OPT_ID;
     set_int_option(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, numbered as libc::c_int)
@@ -149,36 +155,59 @@ mod tests {
     }
 
     #[test]
-    fn every_datagram_sent_comes_back_numbered_with_its_time() {
+    fn every_datagram_that_asks_comes_back_numbered_with_its_time() {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = client.local_addr().unwrap();
         enable_numbered_transmit_timestamps(&server).unwrap();
         let mut queue = TransmitQueue::new(4);
         let mut stamps = Vec::new();
         assert_eq!(queue.drain(&server, &mut stamps).unwrap(), 0, "nothing sent yet");
 
+        // Ten datagrams, every other one asking; one more sent alone that
+        // does not ask: only the five are stamped, numbered 0 to 4.
         let before = now();
         let mut batch = SendBatch::new(16);
         for n in 0..10u8 {
-            assert!(batch.push(client.local_addr().unwrap(), None, &[n; 48]));
+            assert!(batch.push(to, None, &[n; 48]));
+            if n % 2 == 0 {
+                batch.ask_transmit_timestamp();
+            }
         }
         assert_eq!(batch.send(&server).unwrap(), 10);
-        server.send_to(&[10; 48], client.local_addr().unwrap()).unwrap();
+        server.send_to(&[10; 48], to).unwrap();
         let after = now();
         // Loopback stamps a datagram as it is handed to the device, within
         // the send call; more than the queue takes in one call.
-        assert_eq!(queue.drain(&server, &mut stamps).unwrap(), 11);
+        assert_eq!(queue.drain(&server, &mut stamps).unwrap(), 5);
         let ids: Vec<u32> = stamps.iter().map(|s| s.id).collect();
-        assert_eq!(ids, (0..11).collect::<Vec<_>>());
+        assert_eq!(ids, (0..5).collect::<Vec<_>>());
         for stamp in &stamps {
             assert!(stamp.sent - before >= ntp_proto::NtpDuration::ZERO, "{stamp:?}");
             assert!(after - stamp.sent >= ntp_proto::NtpDuration::ZERO, "{stamp:?}");
         }
         assert!(stamps.windows(2).all(|w| w[1].sent - w[0].sent >= ntp_proto::NtpDuration::ZERO));
+        let mut got = [0u8; 48];
+        for n in 0..11u8 {
+            client.recv(&mut got).unwrap();
+            assert_eq!(got[0], n, "every datagram arrives, stamped or not");
+        }
 
-        // Enabling again restarts the count.
+        // Asking with a source address too (both control messages), from
+        // a wildcard socket; then enabling again restarts the count.
+        let wildcard = UdpSocket::bind("0.0.0.0:0").unwrap();
+        enable_numbered_transmit_timestamps(&wildcard).unwrap();
+        let mut batch = SendBatch::new(2);
+        assert!(batch.push(to, Some("127.0.0.1".parse().unwrap()), &[11; 48]));
+        batch.ask_transmit_timestamp();
+        assert_eq!(batch.send(&wildcard).unwrap(), 1);
+        stamps.clear();
+        queue.drain(&wildcard, &mut stamps).unwrap();
+        assert_eq!(stamps.iter().map(|s| s.id).collect::<Vec<_>>(), vec![0]);
         enable_numbered_transmit_timestamps(&server).unwrap();
-        server.send_to(&[11; 48], client.local_addr().unwrap()).unwrap();
+        assert!(batch.push(to, None, &[12; 48]));
+        batch.ask_transmit_timestamp();
+        batch.send(&server).unwrap();
         stamps.clear();
         queue.drain(&server, &mut stamps).unwrap();
         assert_eq!(stamps.iter().map(|s| s.id).collect::<Vec<_>>(), vec![0]);

@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
-use crate::control::{write_source, Control, CONTROL_WORDS};
+use crate::control::{write_source, write_transmit_request, Control, CONTROL_WORDS};
 use crate::sockaddr::to_sockaddr;
 use crate::socket::MAX_DATAGRAM;
 
@@ -94,6 +94,18 @@ impl SendBatch {
         self.to_stamp[i] = stamp;
         self.queued += 1;
         true
+    }
+
+    /// Asks the kernel for the software transmit timestamp of the datagram
+    /// queued last (an `SO_TIMESTAMPING` control message of its own), to be
+    /// read from the socket's error queue after the send: only datagrams
+    /// asked for get one, and only they are counted by the kernel's
+    /// numbering ([`crate::enable_numbered_transmit_timestamps`]). Does
+    /// nothing on an empty batch.
+    pub fn ask_transmit_timestamp(&mut self) {
+        if let Some(i) = self.queued.checked_sub(1) {
+            self.control_lens[i] = write_transmit_request(&mut self.controls[i], self.control_lens[i]);
+        }
     }
 
     /// The queued payloads that wait for their transmit timestamp (all but
