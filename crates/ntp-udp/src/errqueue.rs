@@ -42,8 +42,16 @@ pub struct TransmitStamp {
 /// them first.
 pub fn enable_numbered_transmit_timestamps(socket: &impl AsRawFd) -> io::Result<()> {
     let fd = socket.as_raw_fd();
-    let plain = libc::SOF_TIMESTAMPING_SOFTWARE | libc::SOF_TIMESTAMPING_OPT_TSONLY;
-    set_int_option(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, plain as libc::c_int)?;
+    let mut plain = libc::SOF_TIMESTAMPING_SOFTWARE | libc::SOF_TIMESTAMPING_OPT_TSONLY;
+    // Reporting software timestamps would also report each receive
+    // timestamp a second time (SCM_TIMESTAMPING beside SCM_TIMESTAMPNS);
+    // OPT_RX_FILTER (Linux 6.12) says not to, where the kernel knows it.
+    let filtered = plain | libc::SOF_TIMESTAMPING_OPT_RX_FILTER;
+    if set_int_option(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, filtered as libc::c_int).is_ok() {
+        plain = filtered;
+    } else {
+        set_int_option(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, plain as libc::c_int)?;
+    }
     let numbered = plain | libc::SOF_TIMESTAMPING_OPT_ID;
     set_int_option(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, numbered as libc::c_int)
 }
