@@ -97,7 +97,6 @@ pub async fn query_interleaved<C>(
 where
     C: Clock + Clone + Send + Sync + 'static,
 {
-    let socket = TimestampedSocket::bind_for(server).await?;
     let session = InterleavedSession::new();
     let mut measurements: Vec<Measurement> = Vec::new();
     let mut worst: Option<ExchangeError> = None;
@@ -105,6 +104,12 @@ where
         if i > 0 {
             tokio::time::sleep(options.interval).await;
         }
+        // A socket of its own for each exchange, as for basic queries: it
+        // sends before it joins the reactor, whose waiter would otherwise
+        // be woken between T1 and the server's T2 on loopback (see
+        // TimestampedSocket). The server keys interleaved mode by address,
+        // not port.
+        let socket = TimestampedSocket::bind_for(server).await?;
         match exchange_interleaved(&socket, server, &clock, &options.exchange, &session).await {
             Ok(measurement) => measurements.push(measurement),
             Err(error) if error.is_answer() => {

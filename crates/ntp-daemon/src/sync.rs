@@ -503,8 +503,7 @@ impl Upstreams {
         };
         let bound = std::net::UdpSocket::bind(local)
             .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
-            .and_then(tokio::net::UdpSocket::from_std)
-            .map(TimestampedSocket::from_tokio);
+            .map(TimestampedSocket::from_std);
         let socket = match bound {
             Ok(socket) => Arc::new(socket),
             Err(e) => {

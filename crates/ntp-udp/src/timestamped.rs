@@ -9,6 +9,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::OnceLock;
 
 use ntp_proto::NtpTimestamp;
 use tokio::net::UdpSocket;
@@ -25,17 +26,32 @@ pub struct Datagram {
     pub kernel_receive: Option<NtpTimestamp>,
 }
 
-/// A tokio UDP socket with kernel receive timestamps switched on.
+/// A UDP socket with kernel receive and transmit timestamps switched on,
+/// sent from and read by tokio tasks.
+///
+/// It joins tokio's reactor (an epoll set) only when it first waits for a
+/// datagram, not when it is bound: a socket in an epoll set has a waiter
+/// on it for good, and on loopback the kernel wakes that waiter between
+/// the request's transmit timestamp and the server's receive timestamp
+/// (the send buffer is freed in the loopback driver), which lengthens the
+/// request's leg by a microsecond and reads as half that in offset. A
+/// socket used for one exchange (as `ntp-query` uses them) sends before it
+/// joins, so its T1 is as honest as its T4.
 #[derive(Debug)]
 pub struct TimestampedSocket {
-    socket: UdpSocket,
+    socket: std::net::UdpSocket,
+    /// The same socket (a duplicate descriptor) in tokio's reactor, from
+    /// the first wait on.
+    registered: OnceLock<UdpSocket>,
 }
 
 impl TimestampedSocket {
     /// Binds to `local` and asks the kernel for receive timestamps (failing
     /// that, it works without them).
     pub async fn bind(local: SocketAddr) -> io::Result<Self> {
-        Ok(Self::from_tokio(UdpSocket::bind(local).await?))
+        let socket = std::net::UdpSocket::bind(local)?;
+        socket.set_nonblocking(true)?;
+        Ok(Self::from_std(socket))
     }
 
     /// Binds an ephemeral port on the wildcard address of `peer`'s family,
@@ -48,16 +64,16 @@ impl TimestampedSocket {
         Self::bind(local).await
     }
 
-    /// Wraps an already bound socket and asks for receive and transmit
-    /// timestamps.
-    pub fn from_tokio(socket: UdpSocket) -> Self {
+    /// Wraps an already bound, non-blocking socket and asks for receive
+    /// and transmit timestamps.
+    pub fn from_std(socket: std::net::UdpSocket) -> Self {
         if let Err(error) = crate::socket::enable_receive_timestamps(&socket) {
             tracing::debug!(%error, "no kernel receive timestamps; T4 is read after the wake-up");
         }
         if let Err(error) = crate::socket::enable_transmit_timestamps(&socket) {
             tracing::debug!(%error, "no kernel transmit timestamps; T1 is read before the send");
         }
-        Self { socket }
+        Self { socket, registered: OnceLock::new() }
     }
 
     /// The kernel's timestamp (system clock) of the latest datagram this
@@ -74,6 +90,17 @@ impl TimestampedSocket {
         self.socket.local_addr()
     }
 
+    /// The socket in tokio's reactor, joining it now if it has not yet.
+    fn registered(&self) -> io::Result<&UdpSocket> {
+        if let Some(registered) = self.registered.get() {
+            return Ok(registered);
+        }
+        let joined = UdpSocket::from_std(self.socket.try_clone()?)?;
+        // Two tasks joining at once: the loser's duplicate leaves the
+        // reactor as it is dropped.
+        Ok(self.registered.get_or_init(|| joined))
+    }
+
     /// Sends one datagram to `target`, calling `stamp` immediately before
     /// the system call (once the socket is known to be writable), so a
     /// transmit timestamp read there does not include waiting for the
@@ -84,15 +111,29 @@ impl TimestampedSocket {
         target: SocketAddr,
         mut stamp: impl FnMut() -> T,
     ) -> io::Result<T> {
-        loop {
-            self.socket.writable().await?;
+        let whole = |sent: usize, stamped: T| {
+            if sent == bytes.len() {
+                Ok(stamped)
+            } else {
+                let message = format!("sent {sent} of {} bytes", bytes.len());
+                Err(io::Error::new(io::ErrorKind::WriteZero, message))
+            }
+        };
+        if self.registered.get().is_none() {
+            // Not in the reactor yet: nothing waits on the socket.
             let stamped = stamp();
-            match self.socket.try_send_to(bytes, target) {
-                Ok(sent) if sent == bytes.len() => return Ok(stamped),
-                Ok(sent) => {
-                    let message = format!("sent {sent} of {} bytes", bytes.len());
-                    return Err(io::Error::new(io::ErrorKind::WriteZero, message));
-                }
+            match self.socket.send_to(bytes, target) {
+                Ok(sent) => return whole(sent, stamped),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {} // wait below
+                Err(error) => return Err(error),
+            }
+        }
+        let socket = self.registered()?;
+        loop {
+            socket.writable().await?;
+            let stamped = stamp();
+            match socket.try_send_to(bytes, target) {
+                Ok(sent) => return whole(sent, stamped),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(error) => return Err(error),
             }
@@ -101,7 +142,7 @@ impl TimestampedSocket {
 
     /// Waits for the next datagram.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Datagram> {
-        sys::recv(&self.socket, buf).await
+        sys::recv(self.registered()?, buf).await
     }
 }
 
@@ -121,7 +162,7 @@ mod sys {
     use crate::control::{self, Ancillary};
     use crate::sockaddr::from_sockaddr;
 
-    pub fn last_transmit_timestamp(socket: &UdpSocket) -> Option<NtpTimestamp> {
+    pub fn last_transmit_timestamp(socket: &std::net::UdpSocket) -> Option<NtpTimestamp> {
         let mut latest = None;
         // Each queued timestamp is one message; a few at most are pending.
         for _ in 0..8 {

@@ -87,21 +87,24 @@ impl Interleaved {
     /// The next request, with `nonces` (random, non-zero, different) as
     /// its transmit and receive fields. Interleaved once an exchange has
     /// been answered and fewer than [`MAX_MISSED`] requests went unanswered
-    /// since; basic otherwise (origin and receive zero).
+    /// since. Otherwise it opens interleaved mode: it names no reply (the
+    /// receive nonce in the origin field too), so the answer is basic, but
+    /// it reads as an interleaved client's request, and a server that keeps
+    /// transmit times only for those (ntpd-sim) keeps this answer's, for
+    /// the next request to ask about.
     #[must_use]
     pub fn request(&mut self, version: Version, nonces: [NtpTimestamp; 2]) -> InterleavedRequest {
         let [basic, interleaved] = nonces;
-        let asking =
-            self.previous.filter(|_| self.missed < MAX_MISSED && basic != interleaved && !interleaved.is_zero());
+        let usable = basic != interleaved && !interleaved.is_zero();
+        let asking = self.previous.filter(|_| self.missed < MAX_MISSED && usable);
         self.missed = self.missed.saturating_add(1);
-        let header = Header {
-            version,
-            mode: PacketMode::Client,
-            origin: asking.map_or(NtpTimestamp::ZERO, |p| p.t2),
-            receive: asking.map_or(NtpTimestamp::ZERO, |_| interleaved),
-            transmit: basic,
-            ..Header::default()
+        let (origin, receive) = match asking {
+            Some(previous) => (previous.t2, interleaved),
+            None if usable => (interleaved, interleaved),
+            None => (NtpTimestamp::ZERO, NtpTimestamp::ZERO),
         };
+        let header =
+            Header { version, mode: PacketMode::Client, origin, receive, transmit: basic, ..Header::default() };
         InterleavedRequest { header, basic, interleaved: asking.map(|_| interleaved) }
     }
 
@@ -168,12 +171,18 @@ mod tests {
     }
 
     #[test]
-    fn the_first_request_is_basic_then_interleaved_answers_complete_the_previous_exchange() {
+    fn the_first_request_opens_then_interleaved_answers_complete_the_previous_exchange() {
         let mut client = Interleaved::new();
         assert!(!client.will_interleave());
         let first = client.request(Version::V4, nonces(0));
-        assert_eq!((first.header.origin, first.header.receive), (NtpTimestamp::ZERO, NtpTimestamp::ZERO));
-        assert_eq!(first.interleaved, None);
+        // It names no reply, and reads as an interleaved client's: origin
+        // and receive non-zero, receive unlike transmit.
+        let [basic, receive_nonce] = nonces(0);
+        assert_eq!(
+            (first.header.origin, first.header.receive, first.header.transmit),
+            (receive_nonce, receive_nonce, basic)
+        );
+        assert_eq!(first.interleaved, None, "only a basic answer is expected");
         // Client sends at 0, server (1 s ahead) receives at 1.000010, really
         // sends at 1.000020 but stamps 1.000015; client receives at 0.000030.
         let reply = basic_reply(&first.header, t(1.000_010), t(1.000_015));
