@@ -8,9 +8,13 @@
 //!
 //! A timestamp costs the kernel more than the rest of a reply (a buffer
 //! queued on the error queue, a wake-up, a read), so only the replies that
-//! need one ask: those to clients in interleaved mode, and the first of a
-//! batch at most once per [`LATENCY_INTERVAL`] for the latency estimate.
-//! A basic client's reply costs what it cost before interleaved mode.
+//! need one ask: those to clients in interleaved mode, and the first of
+//! each batch, for the latency estimate. That one must be every batch's
+//! first: a datagram that asks carries a control message the kernel reads
+//! before it sends, so a latency measured on a few would be longer than
+//! the others' and would put their T3 after they left; the rest of a batch
+//! leaves after its first. Under load a batch holds tens of replies, so a
+//! basic client's reply costs about what it cost before interleaved mode.
 //!
 //! Only the serving thread touches it: no locks. The error queue is read
 //! in one batch after each send (loopback queues a timestamp within the
@@ -36,10 +40,6 @@ const LATENCY_WINDOW: u64 = 1024;
 /// are the slowest (cold caches), and T3 moved on by one of those would be
 /// later than a warm reply leaves.
 const LATENCY_WARM_UP: u32 = 8;
-/// How often at most the send latency is sampled when no interleaved
-/// reply measures it anyway: a thousand samples a second under full load,
-/// every batch when a server is quiet.
-const LATENCY_INTERVAL: NtpDuration = NtpDuration::from_bits(1 << 22); // ~1 ms
 /// A latency beyond this is a measurement gone wrong (the thread was
 /// preempted between the clock read and the send), not kept.
 const MAX_LATENCY: NtpDuration = NtpDuration::from_bits(1 << 22); // ~1 ms
@@ -83,10 +83,6 @@ pub struct SentReplies {
     stamps: Vec<TransmitStamp>,
     table: TransmitTable,
     latency: LeastLatency,
-    /// Whether the next batch's first datagram asks, to sample the latency.
-    sample_due: bool,
-    /// When the latency was last sampled (the clock read for that T3).
-    last_sample: Option<NtpTimestamp>,
     /// The batch being answered: one entry per datagram queued, in order.
     batch: Vec<Queued>,
 }
@@ -113,8 +109,6 @@ impl SentReplies {
             stamps: Vec::with_capacity(64),
             table: TransmitTable::new(capacity),
             latency: LeastLatency::default(),
-            sample_due: true,
-            last_sample: None,
             batch: Vec::with_capacity(64),
         }
     }
@@ -154,10 +148,10 @@ impl SentReplies {
     /// ([`ntp_proto::ReplyKind::to_remember`]), or (`None`) any other.
     /// Returns whether it is to ask the kernel for its transmit timestamp
     /// ([`ntp_udp::SendBatch::ask_transmit_timestamp`]): one to remember,
-    /// or the batch's first when the latency is due to be sampled.
+    /// or the batch's first, which measures the send latency.
     #[must_use]
     pub fn queued(&mut self, reply: Option<(NtpTimestamp, IpAddr)>) -> bool {
-        let asked = self.numbered && (reply.is_some() || (self.batch.is_empty() && self.sample_due));
+        let asked = self.numbered && (reply.is_some() || self.batch.is_empty());
         self.batch.push(Queued { reply, asked });
         asked
     }
@@ -219,10 +213,6 @@ impl SentReplies {
             *slot = Some(InFlight { id, reply: queued.reply, read_for_transmit, first: n == 0 });
             self.outstanding += 1;
         }
-        if queued.first().is_some_and(|first| first.asked) {
-            self.last_sample = Some(read_for_transmit);
-        }
-        self.sample_due = self.last_sample.is_none_or(|last| (read_for_transmit - last).abs() >= LATENCY_INTERVAL);
         self.collect(socket, snapshot);
         if count < queued.len() {
             self.restart_numbering(socket);
@@ -312,6 +302,35 @@ mod tests {
         assert!(sent.queued(Some((second, client))));
         let third = sent.unique_receive(t2);
         assert!(third != t2 && third != second);
+    }
+
+    #[test]
+    fn a_batch_asks_for_its_first_timestamp_and_those_of_replies_to_remember() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut sent = SentReplies::new(&socket, 64);
+        let client = IpAddr::from([127, 0, 0, 1]);
+        let config = crate::config::ServeConfig::merge(Default::default(), &Default::default()).unwrap();
+        let snapshot = crate::daemon::primary_snapshot(&config, -20);
+        let mut batch = ntp_udp::SendBatch::new(8);
+        let t2 = |n: u64| NtpTimestamp::from_bits(n);
+        for round in 0..2u64 {
+            // The first measures the latency; of the rest, only a reply
+            // to remember asks.
+            let asked = [sent.queued(None), sent.queued(None), sent.queued(Some((t2(round + 1), client)))];
+            assert_eq!(asked, [true, false, true], "round {round}");
+            for ask in asked {
+                assert!(batch.push(to.local_addr().unwrap(), None, &[0; 48]));
+                if ask {
+                    batch.ask_transmit_timestamp();
+                }
+            }
+            let read = crate::clock::SharedClock::system_now();
+            let count = batch.send(&socket).unwrap();
+            sent.sent(&socket, Some(count), read, &snapshot);
+            assert_eq!(sent.outstanding, 0, "loopback stamps within the send: both came back");
+        }
+        assert!(sent.transmit_of(t2(1), client).is_some() && sent.transmit_of(t2(2), client).is_some());
     }
 
     #[test]
