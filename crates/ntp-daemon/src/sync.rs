@@ -67,7 +67,6 @@ pub struct Upstream {
     /// The pool it came from.
     pool: Option<String>,
     origin: Origin,
-    socket: Arc<TimestampedSocket>,
     nts: Option<Arc<NtsUpstream>>,
     /// With `xleave`: what the interleaved exchanges with it share.
     interleaved: Option<Arc<InterleavedSession>>,
@@ -364,11 +363,22 @@ impl Upstreams {
                 continue;
             }
             upstream.in_flight = true;
-            let (socket, address, clock, results) =
-                (Arc::clone(&upstream.socket), upstream.address, Arc::clone(&self.clock), results.clone());
+            let (address, clock, results) = (upstream.address, Arc::clone(&self.clock), results.clone());
             let (nts, interleaved, member) = (upstream.nts.clone(), upstream.interleaved.clone(), upstream.id);
             let options = ExchangeOptions { timeout: options.timeout.min(poll_interval(poll)), ..*options };
             tokio::spawn(async move {
+                // A socket of its own for each exchange, as chronyd's client
+                // has: a new source port every poll (a forged reply must
+                // guess it), and a request sent before the socket joins the
+                // reactor, so no waiter is woken between T1 and the
+                // server's T2 (see TimestampedSocket).
+                let socket = match TimestampedSocket::bind_for(address).await {
+                    Ok(socket) => socket,
+                    Err(error) => {
+                        let _ = results.send((member, Err(ExchangeError::Io(error)))).await;
+                        return;
+                    }
+                };
                 let clock = MeasuringClock(&clock);
                 let result = match (nts, interleaved) {
                     (Some(nts), _) => nts.exchange(&socket, address, &clock, &options).await,
@@ -496,21 +506,6 @@ impl Upstreams {
     fn add(&mut self, source: SourceId, member: MemberId, address: SocketAddr) {
         let Some(spec) = self.set.sources().iter().find(|s| s.id == source) else { return };
         let (spec, origin) = (spec.spec.clone(), spec.origin);
-        let local = if address.is_ipv4() {
-            SocketAddr::from(([0, 0, 0, 0], 0))
-        } else {
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-        };
-        let bound = std::net::UdpSocket::bind(local)
-            .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
-            .map(TimestampedSocket::from_std);
-        let socket = match bound {
-            Ok(socket) => Arc::new(socket),
-            Err(e) => {
-                error!(source = %spec.name, %address, error = %e, "cannot open a socket to poll it");
-                return;
-            }
-        };
         let nts = self.nts_found.iter().find(|(id, _)| *id == source).map(|(_, nts)| Arc::clone(nts));
         let id = ReferenceId::of_upstream_from(address, source_address(address));
         let index = self.sync.add(id, self.clock.raw_now());
@@ -525,7 +520,6 @@ impl Upstreams {
             address,
             pool,
             origin,
-            socket,
             nts,
             interleaved: spec.xleave.then(|| Arc::new(InterleavedSession::new())),
             last_mode: None,
