@@ -8,14 +8,23 @@
 //! qemu's port forward; the guest reports its kernel's frequency and status,
 //! and ntp-clockwatch its steps and any backward run of the clock.
 //!
+//! A second test (tests/vm/leap.sh) takes the guest through a leap second
+//! its upstream announces, the kernel inserting it, and checks the lock
+//! that keeps a second `ntpd-sim --clock system` off the clock.
+//!
 //! The figures are printed (run with `--nocapture`) and kept in
 //! docs/performance.md.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ntp_e2e::chain::{offset, serve};
+use ntp_e2e::leap::{current_leap_file, host_unix, leap_unix, offset_to};
 use ntp_e2e::vm::{boot, build_image, field, text_field, vm_dir};
 use ntp_e2e::{free_udp_port, ntp_query_entry};
+
+/// One VM at a time: the machine has two cores, and TCG needs one.
+static ONE_VM: Mutex<()> = Mutex::new(());
 
 /// Seconds of each fresh phase, and of the restart.
 const PHASE: u32 = 50;
@@ -100,6 +109,7 @@ fn figures(console: &str, samples: &[Sample], phase: &str) -> Figures {
 
 #[test]
 fn ntpd_sim_disciplines_the_guest_clock_as_chronyd_does() {
+    let _one = ONE_VM.lock().unwrap_or_else(PoisonError::into_inner);
     let upstream_port = free_udp_port();
     let forward = free_udp_port();
     let _upstream = serve("127.0.0.1", upstream_port, &[]);
@@ -172,14 +182,14 @@ fn ntpd_sim_disciplines_the_guest_clock_as_chronyd_does() {
     // The guest's own oscillator is off too, by a different amount each
     // boot (TCG's TSC as the guest calibrated it: -13 to +1 ppm seen), so
     // what there is to learn is the injection plus that: chronyd in the
-    // same boot measures the same total, and the two are compared. With
-    // polls a second apart and TCG's millisecond stalls our estimate after
-    // 50 s lies 3-43 ppm from chronyd's (nine boots, docs/performance.md):
-    // the bound, 50 ppm, proves most of the 100 ppm was learned; the
-    // issue's 10 is not met yet.
+    // same boot measures the same total, and the two are compared, to the
+    // issue's 10 ppm. Since the discipline weighs its points by their error
+    // bound (TCG holds one reply in five or so up by 1-6 ms, its offset
+    // half that low), our estimate after 50 s has lain 0.3-0.9 ppm from
+    // chronyd's (docs/performance.md); unweighted it lay 4-43 ppm off.
     let learned = ours.learned_ppm - INJECTED_PPM;
     assert!((learned + INJECTED_PPM).abs() < 50.0, "learned {learned} ppm: {ours:?}");
-    assert!((ours.learned_ppm - chrony.learned_ppm).abs() < 50.0, "ntpd-sim {ours:?}\nchronyd {chrony:?}");
+    assert!((ours.learned_ppm - chrony.learned_ppm).abs() < 10.0, "ntpd-sim {ours:?}\nchronyd {chrony:?}");
 
     // The kernel's status follows what the daemon advertises: STA_UNSYNC
     // (64) until the first update, cleared with a maxerror of the root
@@ -238,4 +248,120 @@ fn ntpd_sim_disciplines_the_guest_clock_as_chronyd_does() {
     // not computed: 0).
     assert_eq!(chrony.steps, 1, "{chrony:?}");
     assert_eq!(chrony.backwards, 0.0, "{chrony:?}");
+}
+
+/// Seconds of served time before the leap's midnight when the upstream
+/// starts: the boot (about 6 s) and the first updates come out of it.
+const LEAP_LEAD: f64 = 60.0;
+/// Seconds the guest watches past the leap.
+const LEAP_AFTER: u32 = 15;
+
+/// Console lines of the guest's leap view: (seconds from the leap by the
+/// guest's clock, kernel status, kernel time state).
+fn leap_views(console: &str) -> Vec<(f64, u32, u32)> {
+    (console.lines().filter(|l| l.starts_with("VM leapview")))
+        .filter_map(|l| {
+            Some((
+                field(l, "from_leap")?,
+                field(l, "status")? as u32,
+                field(l, "time_state").unwrap_or(f64::NAN) as u32,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn the_guest_kernel_inserts_the_leap_second_its_upstream_announces() {
+    let _one = ONE_VM.lock().unwrap_or_else(PoisonError::into_inner);
+    let image = tempfile::tempdir().expect("temp dir");
+    build_image(&vm_dir().join("leap.sh"), image.path());
+    // The upstream: a primary whose leap file lists an insertion at
+    // 2027-01-01 and whose virtual clock is put a minute before it.
+    let leap_dir = tempfile::tempdir().expect("temp dir");
+    let file = current_leap_file(leap_dir.path());
+    let upstream_port = free_udp_port();
+    let served_minus_host: f64 = offset_to(LEAP_LEAD).parse().expect("an offset");
+    let _upstream = serve("127.0.0.1", upstream_port, &["--leap-file", &file, "--clock-offset", &offset_to(LEAP_LEAD)]);
+    let forward = free_udp_port();
+    let args = format!(
+        "vm.upstream=10.0.2.2:{upstream_port} vm.leap={} vm.after={LEAP_AFTER} vm.limit=150",
+        leap_unix() as u64
+    );
+    let mut qemu = boot(image.path(), &args, forward);
+
+    // The guest's served time against the upstream's, from the host: (served
+    // time from the leap, guest minus upstream).
+    let guest = format!("127.0.0.1:{forward}");
+    let upstream = format!("127.0.0.1:{upstream_port}");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut apart = Vec::new();
+    while qemu.is_running() && Instant::now() < deadline {
+        let theirs = offset(&ntp_query_entry(&["-n", "1", "-t", "1", &upstream]));
+        let ours = offset(&ntp_query_entry(&["-n", "1", "-t", "1", &guest]));
+        if let (Some(theirs), Some(ours)) = (theirs, ours) {
+            apart.push((host_unix() + served_minus_host - leap_unix(), ours - theirs));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(!qemu.is_running(), "the VM did not finish in time:\n{}", qemu.output());
+    let console = qemu.output();
+    let kept = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vm-leap-console.log");
+    let _ = std::fs::write(&kept, &console);
+    assert!(console.contains("VM done"), "the scenario did not finish:\n{console}");
+
+    // STA_INS (16) armed before midnight (the leap's last day), TIME_INS
+    // (1) the kernel's state; cleared once the second is inserted.
+    let views = leap_views(&console);
+    let armed: Vec<f64> = views.iter().filter(|v| v.0 < 0.0 && v.1 & 16 != 0).map(|v| v.0).collect();
+    let after: Vec<&(f64, u32, u32)> = views.iter().filter(|v| v.0 >= 3.0).collect();
+    let synchronized_at = views.iter().find(|v| v.0 < 0.0 && v.0 > -LEAP_LEAD && v.1 & 64 == 0).map(|v| v.0);
+    let inserting = views.iter().any(|v| v.0 < 0.0 && v.2 == 1);
+    // The guest's clock: the first step onto the served time, then the
+    // kernel's inserted second, CLOCK_REALTIME back by 1 s, once.
+    let watch = (console.lines().find(|l| l.starts_with("VM clockwatch")))
+        .unwrap_or_else(|| panic!("no clockwatch report:\n{console}"));
+    let steps: Vec<f64> = match text_field(watch, "step_sizes") {
+        Some("-") | None => Vec::new(),
+        Some(sizes) => sizes.split(',').filter_map(|s| s.parse().ok()).collect(),
+    };
+    let near_leap = |t: f64| (-2.0..3.0).contains(&t);
+    let mut gaps: Vec<f64> = apart.iter().filter(|(t, _)| !near_leap(*t) && *t > -40.0).map(|(_, d)| d.abs()).collect();
+    gaps.sort_by(f64::total_cmp);
+    let after_leap: Vec<f64> = apart.iter().filter(|(t, _)| *t >= 3.0).map(|(_, d)| d.abs()).collect();
+    eprintln!(
+        "synchronized {:?} s before the leap; STA_INS seen from {:?} s to {:?} s; TIME_INS seen: {inserting}; steps {steps:?}; \
+         guest minus upstream served time (|ms|, 40 s before to the end, the leap's seconds left out) median {:.3} max {:.3}; \
+         after the leap max {:.3} ms over {} readings",
+        synchronized_at.map(|t| -t),
+        armed.first(),
+        armed.last(),
+        quantile(&gaps, 0.5) * 1e3,
+        gaps.last().copied().unwrap_or(f64::NAN) * 1e3,
+        after_leap.iter().copied().fold(0.0, f64::max) * 1e3,
+        after_leap.len()
+    );
+    assert!(!armed.is_empty(), "STA_INS never set before the leap:\n{console}");
+    assert!(inserting, "the kernel never reported TIME_INS:\n{console}");
+    assert!(!after.is_empty() && after.iter().all(|v| v.1 & 16 == 0), "STA_INS left set after the leap: {after:?}");
+    assert_eq!(steps.len(), 2, "{watch}");
+    assert!(steps[0] > 1e6, "the first step, onto the served time 27 days ahead: {watch}");
+    assert!((steps[1] + 1.0).abs() < 0.01, "the inserted second: {watch}");
+    assert_eq!(field(watch, "backwards_after_first_step"), Some(0.0), "{watch}");
+    // Taken once, with the upstream: a second taken twice, or not at all,
+    // would leave the guest a second off the upstream after midnight.
+    assert!(after_leap.len() >= 5 && after_leap.iter().all(|d| *d < 0.1), "after the leap: {after_leap:?}");
+    assert!(quantile(&gaps, 0.5) < 2e-3, "{gaps:?}");
+
+    // The lock: a second --clock system refused, naming the holder; a
+    // virtual-clock one not; --force let through with a warning; a holder
+    // killed outright leaves no lock.
+    let line = |prefix: &str| {
+        (console.lines().find(|l| l.starts_with(prefix))).unwrap_or_else(|| panic!("no {prefix}:\n{console}"))
+    };
+    let second = line("VM check second-system-clock ");
+    assert!(second.contains("rc=1") && second.contains("another ntpd-sim disciplines this clock (pid "), "{second}");
+    assert!(second.contains("/run/ntpd-sim/system-clock.lock") && second.contains("--force"), "{second}");
+    assert!(line("VM virtual-beside ").contains("running=yes"), "{console}");
+    assert!(line("VM forced ").contains("running=yes warned=1"), "{console}");
+    assert!(line("VM after-kill9 ").contains("running=yes refused=0"), "{console}");
 }

@@ -91,6 +91,11 @@ run() {
     wait "$daemon" "$watcher"
     echo "VM phase=$phase end $(kernel) $(cat /tmp/clockwatch.$phase)"
     grep -iE 'step|error|refus|synchron|System clock|privileges' /tmp/log.$phase | head -20 | sed "s/^/VM log phase=$phase: /"
+    # Each daemon's own record of its samples and updates, for reading
+    # after the run (ntpd-sim's --stats-dir, chronyd's logdir).
+    for f in /tmp/stats.$phase/*; do
+        [ -f "$f" ] && grep -v '^#' "$f" | sed "s/^/VM stats phase=$phase file=$(basename "$f"): /"
+    done
 }
 
 mkdir -p /var/lib/ntpd-sim
@@ -107,7 +112,7 @@ set -- --clock system --upstream "$upstream" --listen 0.0.0.0:123 --min-poll 0 -
 
 inject ntpd-sim
 base_ppm=$injected_ppm
-run ntpd-sim "$seconds" ntpd-sim serve "$@"
+run ntpd-sim "$seconds" ntpd-sim serve "$@" --stats-dir /tmp/stats.ntpd-sim
 echo "VM drift phase=ntpd-sim ppm=$(cat $drift)"
 
 # A restart: the oscillator as at boot (100 ppm fast), the drift file
@@ -115,7 +120,8 @@ echo "VM drift phase=ntpd-sim ppm=$(cat $drift)"
 # keeping CAP_SYS_TIME.
 adjtimex -f $((injected_ppm * 65536)) >/dev/null
 base_ppm=$(cat $drift)
-run restart "$restart" ntpd-sim serve "$@" --user _chrony
+mkdir -p /tmp/stats.restart && chown 100:100 /tmp/stats.restart
+run restart "$restart" ntpd-sim serve "$@" --user _chrony --stats-dir /tmp/stats.restart
 echo "VM drift phase=restart ppm=$(cat $drift)"
 
 inject chronyd
@@ -129,5 +135,8 @@ port 123
 cmdport 0
 bindcmdaddress /run/chrony/chronyd.sock
 pidfile /run/chronyd.pid
+logdir /tmp/stats.chronyd
+log measurements statistics tracking
 CONF
+mkdir -p /tmp/stats.chronyd
 run chronyd "$seconds" chronyd -d -u root -f /tmp/chrony.conf

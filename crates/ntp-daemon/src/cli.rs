@@ -287,8 +287,9 @@ pub struct ServeArgs {
     /// (written atomically, read at start so a restart does not re-learn it).
     #[arg(long, value_name = "FILE")]
     pub drift_file: Option<PathBuf>,
-    /// With --clock system: start even if chronyd, ntpd or
-    /// systemd-timesyncd is running (they would fight over the clock).
+    /// With --clock system: start even if chronyd, ntpd,
+    /// systemd-timesyncd or another ntpd-sim --clock system is running
+    /// (they would fight over the clock).
     #[arg(long)]
     pub force: bool,
     /// With --clock system: really discipline this host's clock. Without it

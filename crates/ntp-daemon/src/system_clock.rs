@@ -9,7 +9,9 @@
 //!
 //! What stops a start before anything is written: outside the project's
 //! test VM without `--allow-host-clock`, another NTP daemon running without
-//! `--force`, no CAP_SYS_TIME, an unreadable drift file.
+//! `--force` (chronyd and its kind by process name; another `ntpd-sim
+//! --clock system` by the lock it holds, [`LOCK_PATH`]), no CAP_SYS_TIME,
+//! an unreadable drift file.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,6 +22,7 @@ use ntp_proto::packet::LeapIndicator;
 use ntp_proto::responder::ServerState;
 use ntp_proto::{NtpDuration, NtpTimestamp};
 use ntp_udp::kernel_clock::{self, KernelClock, KernelClockError, KernelLeap, KernelStatus};
+use ntp_udp::lock_file::{LockError, LockFile};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -32,6 +35,14 @@ pub const TEST_VM_ENV: &str = "NTPD_SIM_TEST_VM";
 /// The daemons that discipline the clock and would fight us over it, as
 /// `/proc/PID/comm` names them (15 characters at most).
 const OTHER_DAEMONS: [&str; 4] = ["chronyd", "ntpd", "systemd-timesyn", "ntpd-rs"];
+
+/// The file every `ntpd-sim --clock system` holds an exclusive `flock` on
+/// while it disciplines the clock (and writes its pid into): a second one
+/// is refused. The kernel drops the lock when the holder's descriptor
+/// closes, so it dies with the process, however that ends. A virtual-clock
+/// ntpd-sim never takes it. In a systemd unit running as a user,
+/// `RuntimeDirectory=ntpd-sim` makes the directory writable.
+pub const LOCK_PATH: &str = "/run/ntpd-sim/system-clock.lock";
 
 /// How well a drift file's frequency is taken to be known (ppm): what a
 /// machine's oscillator wanders by between runs (temperature, age).
@@ -52,6 +63,28 @@ pub enum SystemClockError {
     /// Another NTP daemon runs.
     #[error("{0} is running and disciplines this clock too: stop it first, or give --force")]
     OtherDaemon(String),
+    /// Another `ntpd-sim --clock system` holds the lock.
+    #[error(
+        "another ntpd-sim disciplines this clock ({}holds {path}): stop it first, or give --force",
+        pid.map_or(String::new(), |pid| format!("pid {pid} "))
+    )]
+    AlreadyDisciplined {
+        /// The lock file.
+        path: PathBuf,
+        /// The holder's pid, as it wrote it.
+        pid: Option<u32>,
+    },
+    /// The lock file cannot be opened or locked.
+    #[error(
+        "cannot take the lock {path} that keeps a second ntpd-sim off this clock: {reason} \
+         (its directory must be writable: RuntimeDirectory=ntpd-sim in a systemd unit), or give --force"
+    )]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// The kernel refused (no CAP_SYS_TIME, or a call failed).
     #[error(transparent)]
     Kernel(#[from] KernelClockError),
@@ -115,6 +148,21 @@ pub fn kernel_leap(schedule: &LeapSchedule, utc: NtpTimestamp) -> KernelLeap {
     }
 }
 
+/// The lock at `path`: taken, or with `force` gone without (warned),
+/// else the reason as an error.
+fn take_lock(path: &Path, force: bool) -> Result<Option<LockFile>, SystemClockError> {
+    let error = match LockFile::try_take(path) {
+        Ok(lock) => return Ok(Some(lock)),
+        Err(LockError::Held(pid)) => SystemClockError::AlreadyDisciplined { path: path.into(), pid },
+        Err(LockError::Io(e)) => SystemClockError::Lock { path: path.into(), reason: e.to_string() },
+    };
+    if !force {
+        return Err(error);
+    }
+    warn!(%error, "forced to discipline the clock anyway");
+    Ok(None)
+}
+
 /// The guard: the system clock only inside the test VM (`vm_flag`, the
 /// value of [`TEST_VM_ENV`], is `1`) or with the operator's opt-in.
 fn allowed(vm_flag: Option<&str>, allow_host: bool) -> Result<(), SystemClockError> {
@@ -138,11 +186,14 @@ pub struct SystemClock {
     from_drift_file: bool,
     /// A failed write was warned of: later ones are logged at debug.
     drift_warned: bool,
+    /// Held while we discipline the clock (none when forced past it).
+    _lock: Option<LockFile>,
 }
 
 impl SystemClock {
     /// Takes the kernel clock, or says why not (before writing anything):
-    /// the guard, another daemon, the capability, the drift file. Then
+    /// the guard, another daemon, the capability, another ntpd-sim (the
+    /// lock at [`LOCK_PATH`]), the drift file. Then
     /// switches the kernel's PLL off, sets the drift file's frequency and
     /// marks the clock unsynchronized until the first update.
     pub fn start(config: &ClockConfig) -> Result<Self, SystemClockError> {
@@ -154,6 +205,7 @@ impl SystemClock {
             warn!(daemon = %name, "another NTP daemon is running: forced to discipline the clock anyway");
         }
         let kernel = KernelClock::open()?;
+        let lock = take_lock(Path::new(LOCK_PATH), config.force)?;
         let drift = config.drift_file.as_deref().map(read_drift).transpose()?.flatten();
         let found = kernel_clock::read()?;
         let base_ppm = drift.unwrap_or(found.frequency_ppm);
@@ -178,6 +230,7 @@ impl SystemClock {
             saved: None,
             from_drift_file: drift.is_some(),
             drift_warned: false,
+            _lock: lock,
         })
     }
 
@@ -294,6 +347,20 @@ mod tests {
         assert_eq!(kernel_leap(&schedule, before), KernelLeap::None);
         assert_eq!(kernel_leap(&schedule, last_day), KernelLeap::Insert);
         assert_eq!(kernel_leap(&LeapSchedule::new(LeapMode::Step), last_day), KernelLeap::None);
+    }
+
+    #[test]
+    fn a_second_system_clock_daemon_is_refused_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ntpd-sim").join("system-clock.lock");
+        let first = take_lock(&path, false).unwrap();
+        assert!(first.is_some());
+        let refused = take_lock(&path, false).unwrap_err().to_string();
+        let pid = std::process::id();
+        assert!(refused.contains(&format!("pid {pid} holds")) && refused.contains("--force"), "{refused}");
+        assert!(take_lock(&path, true).unwrap().is_none(), "forced: started without the lock");
+        drop(first);
+        assert!(take_lock(&path, false).unwrap().is_some(), "free again once the holder is gone");
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! before any correction. Each measurement is recorded as "server time minus
 //! raw time" at a raw instant, which our own steps and slews do not change.
 //! A weighted least-squares line through recent points gives the correction
-//! the clock should have now (phase) and its rate (frequency); a runs test
+//! the clock should have now (phase) and its rate (frequency), each point
+//! weighed by its error bound as chrony does, so a reply that was held up
+//! on one leg of its trip (its offset off by half the hold-up) barely
+//! tilts the line; a runs test
 //! on the residuals shortens the window when the points stop lying on a
 //! line. The frequency is set at once; the phase error is slewed away over
 //! a couple of update intervals at a bounded rate, or stepped when it is
@@ -100,10 +103,27 @@ pub struct Update {
     pub poll: i8,
 }
 
+/// One measurement handed to the discipline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measurement {
+    /// The raw instant it was taken at.
+    pub at: NtpTimestamp,
+    /// The servers' time minus the raw clock at `at`.
+    pub server_minus_raw: NtpDuration,
+    /// Its error bound: half the round-trip delay plus the sample's own
+    /// dispersion. An asymmetric hold-up of D moves the offset by up to
+    /// D/2 and the bound by D/2, so points are weighed by it.
+    pub distance: NtpDuration,
+    /// The jitter the selection reported.
+    pub jitter: NtpDuration,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Point {
     raw: NtpTimestamp,
     server_minus_raw: NtpDuration,
+    /// The measurement's error bound, seconds.
+    distance: f64,
 }
 
 /// The discipline's state.
@@ -157,19 +177,10 @@ impl Discipline {
     }
 
     /// Takes one measurement and corrects `correction`, the map from raw
-    /// to disciplined time.
-    ///
-    /// `server_minus_raw` is the servers' time minus the raw clock at raw
-    /// instant `measured_at`; `raw_now` is the raw time now; `sample_jitter`
-    /// is the jitter the selection reported.
-    pub fn update(
-        &mut self,
-        correction: &mut VirtualClock,
-        raw_now: NtpTimestamp,
-        measured_at: NtpTimestamp,
-        server_minus_raw: NtpDuration,
-        sample_jitter: NtpDuration,
-    ) -> Update {
+    /// to disciplined time; `raw_now` is the raw time now.
+    pub fn update(&mut self, correction: &mut VirtualClock, raw_now: NtpTimestamp, measurement: Measurement) -> Update {
+        let Measurement { at: measured_at, server_minus_raw, distance, jitter: sample_jitter } = measurement;
+        let point = Point { raw: measured_at, server_minus_raw, distance: distance.to_seconds_f64().max(0.0) };
         let interval =
             self.last_update.map_or(NtpDuration::ONE_SECOND, |last| raw_now - last).max(NtpDuration::ONE_SECOND);
         self.last_update = Some(raw_now);
@@ -183,8 +194,7 @@ impl Discipline {
         let alone = server_minus_raw + NtpDuration::from_seconds_f64(rate * (raw_now - measured_at).to_seconds_f64())
             - correction.offset_at(raw_now);
         if alone.abs() > self.config.step_threshold {
-            let adjustment =
-                self.beyond_threshold(correction, raw_now, alone, Point { raw: measured_at, server_minus_raw });
+            let adjustment = self.beyond_threshold(correction, raw_now, alone, point);
             self.adapt_poll(alone, sample_jitter.to_seconds_f64());
             return Update {
                 adjustment,
@@ -198,7 +208,7 @@ impl Discipline {
 
         // Within the threshold on its own: any excursion beyond it is over.
         self.beyond_since = None;
-        self.points.push_back(Point { raw: measured_at, server_minus_raw });
+        self.points.push_back(point);
         while self.points.len() > self.config.max_points {
             self.points.pop_front();
         }
@@ -324,20 +334,49 @@ struct Fit {
     /// Value of the line at the reference point, relative to it (seconds).
     intercept: f64,
     slope: Option<f64>,
-    /// Sum of squared distances of the points' raw times from their mean
-    /// (s²): the slope's standard error is the noise over its root.
+    /// Weighted sum of squared distances of the points' raw times from
+    /// their weighted mean (s²): the slope's standard error is the noise
+    /// (of a point of weight 1) over its root.
     sxx: f64,
     residual_rms: f64,
     runs: usize,
     points: usize,
 }
 
-/// Least-squares line y = a + b·x with x, y taken relative to the newest
-/// point, so the arithmetic stays small and exact enough in f64.
+/// How much noisier than the best point a point counts, per spread of
+/// error bound beyond the best one's (chrony's `SD_TO_DIST_RATIO`).
+const NOISE_PER_SPREAD: f64 = 0.7;
+
+/// Each point's weight in the fit, 1 for the one with the smallest error
+/// bound: a point whose bound exceeds the smallest by k times their usual
+/// spread (the mean's excess over the smallest, at most the smallest
+/// itself) has a standard deviation 1 + 0.7·k times the best's, as in
+/// chrony's `SST_DoNewRegression`. A reply held up 5 ms in a queue that
+/// usually costs 0.3 ms counts some two hundred times less.
+fn weights(points: &VecDeque<Point>) -> Vec<f64> {
+    let best = points.iter().map(|p| p.distance).fold(f64::INFINITY, f64::min);
+    let mean = points.iter().map(|p| p.distance).sum::<f64>() / points.len().max(1) as f64;
+    let spread = mean - best;
+    let spread = if spread > best || spread <= 0.0 { best } else { spread };
+    points
+        .iter()
+        .map(|p| {
+            if spread > 0.0 && spread.is_finite() {
+                (1.0 + NOISE_PER_SPREAD * (p.distance - best) / spread).powi(-2)
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
+/// Weighted least-squares line y = a + b·x (weights from [`weights`]) with
+/// x, y taken relative to the newest point, so the arithmetic stays small
+/// and exact enough in f64.
 fn line_fit(points: &VecDeque<Point>) -> Fit {
     let Some(&reference) = points.back() else {
         return Fit {
-            reference: Point { raw: NtpTimestamp::ZERO, server_minus_raw: NtpDuration::ZERO },
+            reference: Point { raw: NtpTimestamp::ZERO, server_minus_raw: NtpDuration::ZERO, distance: 0.0 },
             intercept: 0.0,
             slope: None,
             sxx: 0.0,
@@ -360,14 +399,18 @@ fn line_fit(points: &VecDeque<Point>) -> Fit {
         let points = xy.len();
         return Fit { reference, intercept: 0.0, slope: None, sxx: 0.0, residual_rms: 0.0, runs: points, points };
     }
-    let mean_x = xy.iter().map(|p| p.0).sum::<f64>() / n;
-    let mean_y = xy.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = xy.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
-    let sxy: f64 = xy.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    let w = weights(points);
+    let total: f64 = w.iter().sum();
+    let mean_x = xy.iter().zip(&w).map(|(p, w)| w * p.0).sum::<f64>() / total;
+    let mean_y = xy.iter().zip(&w).map(|(p, w)| w * p.1).sum::<f64>() / total;
+    let sxx: f64 = xy.iter().zip(&w).map(|(p, w)| w * (p.0 - mean_x).powi(2)).sum();
+    let sxy: f64 = xy.iter().zip(&w).map(|(p, w)| w * (p.0 - mean_x) * (p.1 - mean_y)).sum();
     let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
     let intercept = mean_y - slope * mean_x;
     let residuals: Vec<f64> = xy.iter().map(|p| p.1 - (intercept + slope * p.0)).collect();
-    let residual_rms = (residuals.iter().map(|r| r * r).sum::<f64>() / (n - 2.0).max(1.0)).sqrt();
+    // The noise of a point of weight 1 (the best kind); the slope's standard
+    // error is it over the root of `sxx`.
+    let residual_rms = (residuals.iter().zip(&w).map(|(r, w)| w * r * r).sum::<f64>() / (n - 2.0).max(1.0)).sqrt();
     let runs = 1 + residuals.windows(2).filter(|w| (w[0] >= 0.0) != (w[1] >= 0.0)).count();
     Fit { reference, intercept, slope: Some(slope), sxx, residual_rms, runs, points: xy.len() }
 }

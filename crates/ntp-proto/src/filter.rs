@@ -25,6 +25,10 @@ pub struct FilterOutput {
     pub jitter: NtpDuration,
     /// When the chosen sample was taken.
     pub time: NtpTimestamp,
+    /// The chosen sample's own error bound: half its delay plus its own
+    /// dispersion (not the register's, which counts empty stages as
+    /// 16 s). The discipline weighs its points by it.
+    pub distance: NtpDuration,
 }
 
 /// The clock filter of one association.
@@ -122,7 +126,14 @@ impl ClockFilter {
             return None;
         }
         self.last_used = Some(best.time);
-        let output = FilterOutput { offset: best.offset, delay: best.delay, dispersion, jitter, time: best.time };
+        let output = FilterOutput {
+            offset: best.offset,
+            delay: best.delay,
+            dispersion,
+            jitter,
+            time: best.time,
+            distance: best.delay.half() + best.dispersion,
+        };
         self.output = Some(output);
         Some(output)
     }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::association::{Association, AssociationKind};
 use crate::clock::VirtualClock;
-use crate::discipline::{Adjustment, Discipline, DisciplineConfig, Update};
+use crate::discipline::{Adjustment, Discipline, DisciplineConfig, Measurement, Update};
 use crate::exchange::{Sample, PHI};
 use crate::leap::{majority_leap, LeapKind};
 use crate::packet::{LeapIndicator, ReferenceId, Stratum};
@@ -296,7 +296,8 @@ impl System {
             return None;
         }
         self.last_sample = Some(output.time);
-        let update = self.discipline.update(correction, raw_now, output.time, offset, jitter);
+        let measurement = Measurement { at: output.time, server_minus_raw: offset, distance: output.distance, jitter };
+        let update = self.discipline.update(correction, raw_now, measurement);
         let root_delay = info.root_delay.to_duration() + output.delay;
         let root_dispersion = info.root_dispersion.to_duration()
             + output.dispersion

@@ -28,6 +28,8 @@
 //! - [`kernel_clock`]: the kernel's clock discipline (`clock_adjtime`):
 //!   read by anyone, written (frequency, step, status, leap flags) only
 //!   through a handle a process with CAP_SYS_TIME can open.
+//! - [`lock_file`]: an exclusive `flock` on a file, released when the
+//!   process ends however it ends (one `--clock system` daemon at a time).
 //! - [`shm`]: the SysV shared-memory segment of an NTP SHM reference
 //!   clock (gpsd's), attached and read with volatile loads.
 //! - [`privileges`]: becoming an unprivileged user after binding.
@@ -43,6 +45,7 @@ mod sockaddr;
 pub mod bind;
 pub mod errqueue;
 pub mod kernel_clock;
+pub mod lock_file;
 pub mod privileges;
 pub mod recv;
 pub mod send;

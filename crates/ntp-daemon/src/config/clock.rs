@@ -41,7 +41,8 @@ pub struct ClockConfig {
     pub kind: ClockKind,
     /// The drift file (system clock only).
     pub drift_file: Option<PathBuf>,
-    /// Start although chronyd, ntpd or systemd-timesyncd runs.
+    /// Start although chronyd, ntpd, systemd-timesyncd or another
+    /// `ntpd-sim --clock system` runs.
     pub force: bool,
     /// The operator's opt-in to set this host's clock.
     pub allow_host: bool,

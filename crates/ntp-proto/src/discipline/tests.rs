@@ -51,7 +51,17 @@ impl Run {
         let true_time = t0() + secs(at);
         let raw = self.oscillator.time_at(true_time);
         let server_minus_raw = (true_time - raw) + secs(self.noise.next(noise));
-        self.discipline.update(&mut self.correction, raw, raw, server_minus_raw, secs(noise / 2.0))
+        let measurement =
+            Measurement { at: raw, server_minus_raw, distance: NtpDuration::ZERO, jitter: secs(noise / 2.0) };
+        self.discipline.update(&mut self.correction, raw, measurement)
+    }
+
+    /// A measurement at true time `at` of exactly `server_minus_raw`.
+    fn measure_as(&mut self, at: f64, server_minus_raw: NtpDuration) -> Update {
+        let raw = self.oscillator.time_at(t0() + secs(at));
+        let measurement =
+            Measurement { at: raw, server_minus_raw, distance: NtpDuration::ZERO, jitter: NtpDuration::ZERO };
+        self.discipline.update(&mut self.correction, raw, measurement)
     }
 }
 
@@ -114,9 +124,7 @@ fn a_single_spike_is_held_not_stepped() {
     for s in 0..20 {
         let _ = run.measure(f64::from(s), 0.0);
     }
-    let true_time = t0() + secs(20.0);
-    let raw = run.oscillator.time_at(true_time);
-    let update = run.discipline.update(&mut run.correction, raw, raw, secs(5.0), NtpDuration::ZERO);
+    let update = run.measure_as(20.0, secs(5.0));
     assert!(matches!(update.adjustment, Adjustment::Held(_)));
     assert!(run.error(20.0).abs() < 1e-6);
     let update = run.measure(21.0, 0.0);
@@ -131,9 +139,7 @@ fn held_spikes_leave_the_frequency_and_the_history_alone() {
     }
     let learned = run.measure(60.0, 0.0).frequency_ppm;
     for s in 61..64 {
-        let true_time = t0() + secs(f64::from(s));
-        let raw = run.oscillator.time_at(true_time);
-        let update = run.discipline.update(&mut run.correction, raw, raw, secs(1.0), NtpDuration::ZERO);
+        let update = run.measure_as(f64::from(s), secs(1.0));
         assert!(matches!(update.adjustment, Adjustment::Held(_)), "{update:?}");
         assert!((update.frequency_ppm - learned).abs() < 0.01, "a spike moved the frequency: {update:?}");
     }
@@ -153,9 +159,7 @@ fn a_persistent_jump_is_stepped_after_the_stepout() {
     }
     let mut stepped_at = None;
     for s in 10..30 {
-        let true_time = t0() + secs(f64::from(s));
-        let raw = run.oscillator.time_at(true_time);
-        let update = run.discipline.update(&mut run.correction, raw, raw, secs(2.0), NtpDuration::ZERO);
+        let update = run.measure_as(f64::from(s), secs(2.0));
         if matches!(update.adjustment, Adjustment::Stepped(_)) {
             stepped_at = Some(s);
             break;
@@ -214,4 +218,35 @@ fn a_broad_prior_still_learns_a_large_frequency_error_within_two_minutes() {
     let frequency = last.map_or(0.0, |u| u.frequency_ppm);
     assert!((frequency + 100.0).abs() < 5.0, "frequency {frequency} ppm");
     assert!(run.error(120.0).abs() < 1e-3, "error {}", run.error(120.0));
+}
+
+/// The worst frequency error from 20 s to 60 s of polls every second on
+/// a clock 100 ppm fast, as the test VM's TCG replies come: ±100 µs of
+/// noise, and one reply in six held up 1-6 ms on its way back, which puts
+/// its offset half the hold-up low and its error bound half of it high.
+/// With `weighed`, the discipline is told each reply's error bound.
+fn worst_frequency_with_held_up_replies(weighed: bool) -> f64 {
+    let mut run = Run::new(0.0, 100.0, config(0, 0));
+    let mut worst = 0.0f64;
+    for at in 0..60 {
+        let true_time = t0() + secs(f64::from(at));
+        let raw = run.oscillator.time_at(true_time);
+        let held_up = if run.noise.next(1.0) > 2.0 / 3.0 { 3.5e-3 + run.noise.next(2.5e-3) } else { 0.0 };
+        let server_minus_raw = (true_time - raw) + secs(run.noise.next(100e-6) - held_up / 2.0);
+        let distance = if weighed { secs((300e-6 + held_up) / 2.0) } else { NtpDuration::ZERO };
+        let measurement = Measurement { at: raw, server_minus_raw, distance, jitter: secs(50e-6) };
+        let update = run.discipline.update(&mut run.correction, raw, measurement);
+        if at >= 20 {
+            worst = worst.max((update.frequency_ppm + 100.0).abs());
+        }
+    }
+    worst
+}
+
+#[test]
+fn replies_held_up_on_one_leg_barely_tilt_the_frequency() {
+    let weighed = worst_frequency_with_held_up_replies(true);
+    let unweighed = worst_frequency_with_held_up_replies(false);
+    eprintln!("worst frequency error 20-60 s: {weighed:.2} ppm weighed by error bound, {unweighed:.2} ppm not");
+    assert!(weighed < 5.0 && weighed < unweighed / 3.0, "weighed {weighed} ppm, unweighed {unweighed} ppm");
 }

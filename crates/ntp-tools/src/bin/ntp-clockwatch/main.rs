@@ -22,6 +22,11 @@ struct Args {
     /// Time between readings, seconds.
     #[arg(long, default_value_t = 0.001)]
     every: f64,
+    /// Stop as soon as the real-time clock reads this Unix time (or after
+    /// --seconds, whichever comes first): for a watch across a moment of
+    /// the clock's own, such as a leap second's midnight.
+    #[arg(long)]
+    until: Option<f64>,
 }
 
 /// What one watch saw.
@@ -75,7 +80,7 @@ fn main() {
     let started = Instant::now();
     let mut watch = Watch::default();
     let mut previous = reading(started);
-    while started.elapsed().as_secs_f64() < args.seconds {
+    while started.elapsed().as_secs_f64() < args.seconds && args.until.is_none_or(|until| previous.0 < until) {
         std::thread::sleep(Duration::from_secs_f64(args.every));
         let now = reading(started);
         watch.take(previous, now, args.step);
