@@ -36,7 +36,8 @@ uptime_s() {
 check() {
     name=$1
     shift
-    out=$("$@" 2>&1)
+    # Bounded: a start that is wrongly let through must not hang the test.
+    out=$(busybox timeout 10 "$@" 2>&1)
     echo "VM check $name rc=$?: $(echo "$out" | tail -1)"
 }
 
@@ -47,8 +48,12 @@ ntpd-sim serve $system_clock --listen 0.0.0.0:123 --log-level info --http 127.0.
 daemon=$!
 echo "VM phase=leap start leap=$leap"
 
-# The lock, while the first one runs (given a second to take it).
-sleep 1
+# The lock, while the first one runs: once it holds it (its pid in the
+# lock file; a fixed wait could be too short under TCG).
+for _ in $(seq 100); do
+    [ "$(cat /run/ntpd-sim/system-clock.lock 2>/dev/null)" = "$daemon" ] && break
+    sleep 0.1
+done
 check second-system-clock ntpd-sim serve $system_clock --listen 127.0.0.1:1123
 ntpd-sim serve --upstream "$upstream" --listen 127.0.0.1:1124 --no-control-socket > /tmp/log.virtual 2>&1 &
 virtual=$!

@@ -195,7 +195,8 @@ pub async fn exchange_nts(
 /// [`exchange`] in interleaved mode (see [`ntp_proto::interleave`]): asks
 /// for when the server's previous reply to us really left, and falls back
 /// by itself: a basic answer is an ordinary measurement. `session` holds
-/// what the exchanges with this server share; its first request is basic.
+/// what the exchanges with this server share; its first request opens
+/// interleaved mode and is answered basic.
 pub async fn exchange_interleaved(
     socket: &TimestampedSocket,
     server: SocketAddr,

@@ -16,7 +16,7 @@ pub struct InterleavedSession {
 }
 
 impl InterleavedSession {
-    /// A session whose first request is basic.
+    /// A session whose first request opens interleaved mode (answered basic).
     #[must_use]
     pub fn new() -> Self {
         Self::default()

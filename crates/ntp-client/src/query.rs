@@ -81,10 +81,11 @@ pub fn best_of(measurements: &[Measurement], local_precision: i8) -> Option<Esti
 }
 
 /// Queries `server` in interleaved mode: `options.samples + 1` requests in
-/// sequence on one socket, each sent `interval` after the previous one was
-/// answered (or timed out). The first is basic (its reply is what the
-/// second asks about); from the second on, a server that interleaves
-/// answers with when its previous reply really left. If any answer came
+/// sequence, each from a socket of its own, each sent `interval` after the
+/// previous one was answered (or timed out). The first opens interleaved
+/// mode and is answered basic (its reply is what the second asks about);
+/// from the second on, a server that interleaves answers with when its
+/// previous reply really left. If any answer came
 /// interleaved, only interleaved samples are reduced; otherwise (a server
 /// that answers basic only) the basic ones are, so it falls back by itself.
 /// A kiss-o'-death or an unsynchronized answer ends the sequence as
@@ -109,8 +110,11 @@ where
         // be woken between T1 and the server's T2 on loopback (see
         // TimestampedSocket). The server keys interleaved mode by address,
         // not port.
-        let socket = TimestampedSocket::bind_for(server).await?;
-        match exchange_interleaved(&socket, server, &clock, &options.exchange, &session).await {
+        let exchanged = match TimestampedSocket::bind_for(server).await {
+            Ok(socket) => exchange_interleaved(&socket, server, &clock, &options.exchange, &session).await,
+            Err(error) => Err(ExchangeError::Io(error)),
+        };
+        match exchanged {
             Ok(measurement) => measurements.push(measurement),
             Err(error) if error.is_answer() => {
                 let estimate = reduce_interleaved(&measurements, options.exchange.local_precision);

@@ -195,14 +195,16 @@ impl SentReplies {
     }
 
     /// Records the send of the batch noted with [`SentReplies::queued`]:
-    /// `sent` of them taken by the kernel (`None`: the send failed), T3
-    /// read at `read_for_transmit`, then takes their timestamps. After a
-    /// failed or partial send the kernel's count may include a datagram
+    /// `sent` of them taken by the kernel (`None`: the send failed), in
+    /// one `sendmmsg` call or, `split`, more; T3 read at
+    /// `read_for_transmit`. Then takes their timestamps. After a failed,
+    /// partial or split send the kernel's count may include a datagram
     /// that never left, so the numbering is started again.
     pub fn sent(
         &mut self,
         socket: &UdpSocket,
         sent: Option<usize>,
+        split: bool,
         read_for_transmit: NtpTimestamp,
         snapshot: &ClockSnapshot,
     ) {
@@ -224,7 +226,7 @@ impl SentReplies {
             self.outstanding += 1;
         }
         self.collect(socket, snapshot);
-        if count < queued.len() {
+        if count < queued.len() || split {
             self.restart_numbering(socket);
         }
         self.batch = queued;
@@ -339,7 +341,7 @@ mod tests {
             }
             let read = crate::clock::SharedClock::system_now();
             let count = batch.send(&socket).unwrap();
-            sent.sent(&socket, Some(count), read, &snapshot);
+            sent.sent(&socket, Some(count), batch.was_split(), read, &snapshot);
             assert_eq!(sent.outstanding, 0, "loopback stamps within the send: both came back");
         }
         assert!(sent.transmit_of(t2(1), client).is_some() && sent.transmit_of(t2(2), client).is_some());

@@ -289,7 +289,7 @@ impl Worker {
                 None
             }
         };
-        self.sent.sent(&self.socket, sent, read, &snapshot);
+        self.sent.sent(&self.socket, sent, replies.was_split(), read, &snapshot);
         counts
     }
 }

@@ -375,6 +375,8 @@ impl Upstreams {
                 let socket = match TimestampedSocket::bind_for(address).await {
                     Ok(socket) => socket,
                     Err(error) => {
+                        // Not an answer gone missing: say so where it is seen.
+                        warn!(%address, %error, "cannot open a socket to poll it");
                         let _ = results.send((member, Err(ExchangeError::Io(error)))).await;
                         return;
                     }

@@ -176,6 +176,21 @@ impl Discipline {
         self.updates
     }
 
+    /// The measurements now come from another system peer, whose first
+    /// has error bound `distance`. The points kept were weighed against
+    /// the old peer's bounds, which say nothing of the new one's: none
+    /// counts for more than the new peer's points do (their bounds are
+    /// raised to at least `distance`), so the line turns to the new peer
+    /// as it would without weights, instead of holding to the old peer's
+    /// points (a LAN peer's 0.15 ms bounds would outweigh an internet
+    /// one's 15 ms ones five thousand times) until they leave the window.
+    pub fn system_peer_changed(&mut self, distance: NtpDuration) {
+        let floor = distance.to_seconds_f64().max(0.0);
+        for point in &mut self.points {
+            point.distance = point.distance.max(floor);
+        }
+    }
+
     /// Takes one measurement and corrects `correction`, the map from raw
     /// to disciplined time; `raw_now` is the raw time now.
     pub fn update(&mut self, correction: &mut VirtualClock, raw_now: NtpTimestamp, measurement: Measurement) -> Update {

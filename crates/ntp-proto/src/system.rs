@@ -279,9 +279,13 @@ impl System {
             survivors.swap(0, k);
         }
         let peer = *survivors.first()?;
+        let changed = self.system_peer.is_some_and(|was| was != peer.index);
         self.system_peer = Some(peer.index);
         let association = peers[peer.index].association;
         let output = association.output()?;
+        if changed {
+            self.discipline.system_peer_changed(output.distance);
+        }
         let info = association.info()?;
         let back_to_peer_sample = (output.time - raw_now).mul_f64(slope);
         let at_peer_sample: Vec<Survivor> =

@@ -32,23 +32,27 @@ impl LockFile {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(LockError::Io)?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .map_err(LockError::Io)?;
+        let opened = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(path);
+        let mut file = match opened {
+            Ok(file) => file,
+            // Not ours to write (another user's daemon made it): a lock
+            // taken on it read-only still tells whether it is held.
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                let Ok(file) = File::open(path) else { return Err(LockError::Io(error)) };
+                // SAFETY: as below.
+                let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+                let held = rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK);
+                return Err(if held { LockError::Held(read_pid(file)) } else { LockError::Io(error) });
+            }
+            Err(error) => return Err(LockError::Io(error)),
+        };
         // SAFETY: flock takes a descriptor we own (open for the whole call)
         // and flags; it touches no memory of ours.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             let error = io::Error::last_os_error();
             if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let mut text = String::new();
-                let pid = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
-                return Err(LockError::Held(pid));
+                return Err(LockError::Held(read_pid(file)));
             }
             return Err(LockError::Io(error));
         }
@@ -58,6 +62,13 @@ impl LockFile {
         writeln!(file, "{}", std::process::id()).map_err(LockError::Io)?;
         Ok(Self { _file: file })
     }
+}
+
+/// The pid a holder wrote, if the file holds one.
+fn read_pid(mut file: File) -> Option<u32> {
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub struct SendBatch {
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
     queued: usize,
+    /// Whether the last send took more than one `sendmmsg` call.
+    split: bool,
 }
 
 impl SendBatch {
@@ -45,6 +47,7 @@ impl SendBatch {
             // SAFETY: as above.
             headers: vec![unsafe { MaybeUninit::zeroed().assume_init() }; capacity],
             queued: 0,
+            split: false,
         }
     }
 
@@ -121,7 +124,9 @@ impl SendBatch {
     pub fn send(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
         let count = std::mem::take(&mut self.queued);
         let mut sent = 0;
+        self.split = false;
         while sent < count {
+            self.split |= sent > 0;
             for i in sent..count {
                 self.iovecs[i] = libc::iovec { iov_base: self.data[i].as_mut_ptr().cast(), iov_len: self.lens[i] };
                 let header = &mut self.headers[i].msg_hdr;
@@ -151,5 +156,15 @@ impl SendBatch {
             sent += rc as usize;
         }
         Ok(sent)
+    }
+
+    /// Whether the last [`SendBatch::send`] needed more than one
+    /// `sendmmsg` call: a call came back short, with an error the next
+    /// call may not report. Whatever the kernel counted for the datagram
+    /// it stopped at (a transmit timestamp's number) is then unknown,
+    /// even if every datagram was sent in the end.
+    #[must_use]
+    pub fn was_split(&self) -> bool {
+        self.split
     }
 }

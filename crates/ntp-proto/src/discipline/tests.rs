@@ -250,3 +250,28 @@ fn replies_held_up_on_one_leg_barely_tilt_the_frequency() {
     eprintln!("worst frequency error 20-60 s: {weighed:.2} ppm weighed by error bound, {unweighed:.2} ppm not");
     assert!(weighed < 5.0 && weighed < unweighed / 3.0, "weighed {weighed} ppm, unweighed {unweighed} ppm");
 }
+
+#[test]
+fn after_a_change_of_system_peer_the_old_points_do_not_outweigh_the_new() {
+    // Thirty updates from a LAN peer (0.15 ms bounds), then the system
+    // peer becomes an internet one (15 ms bounds) whose time is 2 ms off
+    // the first's. Without re-basing, its points weigh 2e-4 of the old
+    // ones and the fit holds to the old line; re-based, all count alike.
+    let mut discipline = Discipline::new(config(0, 0));
+    let mut correction = VirtualClock::new(t0(), NtpDuration::ZERO, 0.0);
+    for at in 0..30 {
+        let raw = t0() + secs(f64::from(at));
+        let measurement =
+            Measurement { at: raw, server_minus_raw: secs(0.0), distance: secs(150e-6), jitter: secs(10e-6) };
+        discipline.update(&mut correction, raw, measurement);
+    }
+    let lan = discipline.points.len();
+    assert!(lan >= 3, "{lan} points kept");
+    discipline.system_peer_changed(secs(15e-3));
+    assert!(discipline.points.iter().all(|p| (p.distance - 15e-3).abs() < 1e-9));
+    let raw = t0() + secs(30.0);
+    let new_bound = secs(15e-3).to_seconds_f64();
+    discipline.points.push_back(Point { raw, server_minus_raw: secs(2e-3), distance: new_bound });
+    let weights = weights(&discipline.points);
+    assert!(weights.iter().all(|&w| (w - 1.0).abs() < 1e-12), "{weights:?}");
+}

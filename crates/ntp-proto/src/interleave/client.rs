@@ -78,7 +78,8 @@ pub struct Interleaved {
 }
 
 impl Interleaved {
-    /// A client that has not asked yet (its first request is basic).
+    /// A client that has not asked yet (its first request opens
+    /// interleaved mode and is answered basic).
     #[must_use]
     pub fn new() -> Self {
         Self::default()
