@@ -263,7 +263,7 @@ fn after_a_change_of_system_peer_the_old_points_do_not_outweigh_the_new() {
         let raw = t0() + secs(f64::from(at));
         let measurement =
             Measurement { at: raw, server_minus_raw: secs(0.0), distance: secs(150e-6), jitter: secs(10e-6) };
-        discipline.update(&mut correction, raw, measurement);
+        let _ = discipline.update(&mut correction, raw, measurement);
     }
     let lan = discipline.points.len();
     assert!(lan >= 3, "{lan} points kept");
