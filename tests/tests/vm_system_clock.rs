@@ -91,7 +91,13 @@ fn figures(console: &str, samples: &[Sample], phase: &str) -> Figures {
     let half = ours.last().map_or(0.0, |s| s.since_start) / 2.0;
     let mut late: Vec<f64> = ours.iter().filter(|s| s.since_start >= half).map(|s| s.offset.abs()).collect();
     late.sort_by(f64::total_cmp);
-    let first_ppm = views[0];
+    // The kernel's frequency once the daemon is up (it answers /status,
+    // or chronyc, only after it has set the drift file's): the view loop
+    // starts with the daemon, and a first view read before that saw the
+    // frequency the phase began with (a failed run read the injected
+    // 100 ppm against a drift file's -7.7).
+    let first_ppm =
+        lines.iter().find(|l| field(l, "learned_ppm").is_some()).and_then(|l| field(l, "kernel_ppm")).unwrap_or(views[0]);
     Figures {
         steps: steps.len(),
         first_step: steps.first().copied().unwrap_or(0.0),
