@@ -65,15 +65,15 @@ fn gpsd_sends_kernel_pps_samples_to_ntpd_sim_and_chronyd() {
     assert!(console.contains("VM done"), "the scenario did not finish:\n{console}");
 
     // The kernel's PPS: an assert edge a second (ntp-ppsgen leaves out one
-    // it could not start in time: see the console's `VM missed`), stamped just after the guest's second
-    // began (the interrupt's latency under TCG).
+    // it could not start in time: the console's `VM missed`), stamped just
+    // after the guest's second began (the interrupt's latency under TCG).
     let edges: Vec<(f64, f64)> = (console.lines().filter(|l| l.starts_with("VM view")))
         .filter_map(|l| text_field(l, "assert")?.split_once('#'))
         .filter_map(|(time, sequence)| Some((time.parse().ok()?, sequence.parse().ok()?)))
         .collect();
     let ((t0, n0), (t1, n1)) =
         edges.first().copied().zip(edges.last().copied()).unwrap_or_else(|| panic!("no PPS edges:\n{console}"));
-    // Never more than one a second; on a busy host a good part is missed.
+    // Never more than one a second; TCG stalls may cost a few.
     assert!(n1 - n0 >= 0.5 * (t1 - t0) && n1 - n0 <= t1 - t0 + 1.0, "not one edge a second: {edges:?}");
     let late = median(edges.iter().map(|(t, _)| t.fract()).collect());
     assert!(late < 1e-3, "edges stamped {late} s after the second: {edges:?}");
@@ -91,8 +91,7 @@ fn gpsd_sends_kernel_pps_samples_to_ntpd_sim_and_chronyd() {
     assert!(ours.len() >= 5, "ntpd-sim never stratum 1 on PPS, or too late:\n{console}");
     assert!(chrony.len() >= 5, "chronyd never stratum 1 on PPS, or too late:\n{console}");
     let status = console.lines().find(|l| l.starts_with("VM status phase=ntpd-sim")).unwrap_or_default();
-    assert!(status.contains(r#""address":"sock:/run/chrony.pps0.sock""#), "{status}");
-    assert!(status.contains(r#""state":"system-peer""#), "{status}");
+    assert!(status.contains(r#""system_peer":"sock:/run/chrony.pps0.sock""#), "{status}");
     let (ours_median, chrony_median) = (median(ours.clone()), median(chrony.clone()));
     eprintln!(
         "served minus the guest's clock, median (us): ntpd-sim {:.1}, chronyd {:.1}",
@@ -100,13 +99,13 @@ fn gpsd_sends_kernel_pps_samples_to_ntpd_sim_and_chronyd() {
         chrony_median * 1e6
     );
     eprintln!("ntpd-sim: {ours:?}\nchronyd: {chrony:?}");
-    // The kernel stamps each edge 70-100 us after the second (TCG's
+    // The kernel stamps each edge 70-110 us after the second (TCG's
     // interrupt latency), so the PPS says the clock is that much ahead and
     // both daemons serve that much behind it; ntp-query's own path under
-    // TCG adds some tens of microseconds. The bound is half a millisecond.
-    // chronyd (`-x`) is the yardstick, not a bound of its own: in one boot
-    // of the first few it wandered to -1.2 ms within its 24 s; ntpd-sim
-    // must do no worse than it.
+    // TCG adds some tens of microseconds (-119 and -126 us seen, chronyd
+    // -149 and -153). The bound is half a millisecond. chronyd (`-x`) is
+    // the yardstick, not a bound of its own: while edges still came late
+    // it wandered to -1.9 ms; ntpd-sim must do no worse than it.
     assert!(ours_median.abs() < 500e-6, "ntpd-sim served {ours_median} s off: {ours:?}");
     assert!(ours_median.abs() < chrony_median.abs() + 100e-6, "ntpd-sim {ours:?}\nchronyd {chrony:?}");
 }
