@@ -9,9 +9,10 @@
 //! and [`ShmCleanup`] removes the segments that did not exist before.
 //! gpsd 3.22 serves time only from serial, USB, TCP and similar sources
 //! (a pseudo-terminal is its test harness's and gets no time service),
-//! and opens chrony SOCK sockets only for serial and USB devices: hence
+//! and opens chrony SOCK sockets only for serial, USB and PPS devices: hence
 //! the receiver is on TCP, and SOCK samples are sent by [`SockSender`]
-//! with exactly the datagram gpsd sends.
+//! with exactly the datagram gpsd sends. gpsd's own SOCK samples need
+//! kernel PPS edges: `tests/tests/vm_pps.rs` makes them in the test VM.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -17,14 +17,39 @@ pub fn vm_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("vm")
 }
 
+/// What a scenario needs beyond the cloud kernel and the usual programs
+/// (`tests/vm/build.sh` reads them from its environment).
+#[derive(Debug, Default)]
+pub struct Extras<'a> {
+    /// The kernel's metapackage, when not `linux-image-cloud-amd64`.
+    pub kernel: Option<&'a str>,
+    /// More modules, paths under the kernel's `kernel/` without `.ko`,
+    /// copied to the guest's `/modules` for the scenario to load.
+    pub modules: &'a [&'a str],
+    /// More programs copied to the guest's `/bin`, with their libraries.
+    pub programs: &'a [PathBuf],
+}
+
 /// Builds the kernel and initramfs with `scenario` as the guest's
 /// `/scenario` into `out`; panics with the script's output on failure.
 pub fn build_image(scenario: &Path, out: &Path) {
+    build_image_with(scenario, out, &Extras::default());
+}
+
+/// [`build_image`] with `extras` in the image.
+pub fn build_image_with(scenario: &Path, out: &Path, extras: &Extras<'_>) {
     require("qemu-system-x86_64");
     require("busybox");
     let bin_dir = bin("ntpd-sim").parent().map(Path::to_path_buf).expect("binary directory");
     bin("ntp-clockwatch");
-    let output = Command::new("bash")
+    let programs: Vec<&str> = extras.programs.iter().map(|p| path(p)).collect();
+    let mut build = Command::new("bash");
+    if let Some(kernel) = extras.kernel {
+        build.env("VM_KERNEL", kernel);
+    }
+    let output = build
+        .env("VM_MODULES", extras.modules.join(" "))
+        .env("VM_PROGRAMS", programs.join(" "))
         .arg(vm_dir().join("build.sh"))
         .args([bin_dir.as_os_str(), scenario.as_os_str(), out.as_os_str()])
         .output()
@@ -42,6 +67,12 @@ pub fn build_image(scenario: &Path, out: &Path) {
 /// 123. The guest powers off when its scenario ends; qemu is killed by its
 /// pid if the test ends first.
 pub fn boot(dir: &Path, kernel_args: &str, forward: u16) -> Daemon {
+    boot_with(dir, kernel_args, forward, &[])
+}
+
+/// [`boot`] with more qemu arguments (`devices`: `-device`s and their
+/// back ends).
+pub fn boot_with(dir: &Path, kernel_args: &str, forward: u16, devices: &[&str]) -> Daemon {
     let qemu = require("qemu-system-x86_64");
     let kernel = dir.join("vmlinuz");
     let initrd = dir.join("initrd.img");
@@ -49,7 +80,7 @@ pub fn boot(dir: &Path, kernel_args: &str, forward: u16) -> Daemon {
     // No restrict=on: it would also cut the guest's polls to 10.0.2.2. The
     // guest has no default route, so 10.0.2.0/24 is all it can reach.
     let netdev = format!("user,id=n0,net=10.0.2.0/24,hostfwd=udp:127.0.0.1:{forward}-:123");
-    let args = [
+    let mut args = vec![
         "-accel",
         "tcg",
         "-m",
@@ -71,6 +102,7 @@ pub fn boot(dir: &Path, kernel_args: &str, forward: u16) -> Daemon {
         "-device",
         "virtio-net-pci,netdev=n0,romfile=",
     ];
+    args.extend_from_slice(devices);
     Daemon::spawn(qemu, &args)
 }
 

@@ -8,7 +8,8 @@
 //! serving path add shows as an error against it.
 //!
 //! SOCK samples are sent in gpsd's exact datagram by the test: gpsd 3.22
-//! opens chrony sockets only for serial and USB receivers (see `gps.rs`).
+//! opens chrony sockets only for serial, USB and PPS devices (see
+//! `gps.rs`); `vm_pps.rs` has gpsd send its own, from a kernel PPS.
 //! gpsd's SHM keys are the host's: these tests run one at a time.
 
 use std::path::Path;

@@ -9,6 +9,14 @@
 #
 # Writes OUT_DIR/vmlinuz and OUT_DIR/initrd.img. The kernel is cached
 # under target/vm-cache/<package version>/, so only the first run fetches.
+#
+# A scenario that needs more than the cloud kernel has sets, in the
+# environment: VM_KERNEL, the kernel's metapackage (linux-image-amd64 for
+# Debian's generic kernel, which has the parallel port and PPS clients);
+# VM_MODULES, more modules (paths under the kernel's kernel/, without
+# .ko) copied to /modules for the scenario to insmod with its options;
+# VM_PROGRAMS, more programs (absolute paths) copied to /bin with the
+# libraries they need.
 set -euo pipefail
 bin_dir=$1 scenario=$2 out=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,7 +28,7 @@ done
 busybox_path=$(command -v busybox)
 
 # The kernel: linux-image-cloud-amd64 points at the real image package.
-meta=linux-image-cloud-amd64
+meta=${VM_KERNEL:-linux-image-cloud-amd64}
 image=$(apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
 [ -n "$image" ] || { echo "apt-cache knows no $meta: run apt-get update" >&2; exit 1; }
 version=$(apt-cache policy "$image" | awk '/Candidate:/ {print $2}')
@@ -48,13 +56,15 @@ done
 mods="$cache/x/lib/modules/$kver/kernel"
 for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
          drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci net/core/failover \
-         drivers/net/net_failover drivers/net/virtio_net; do
+         drivers/net/net_failover drivers/net/virtio_net ${VM_MODULES:-}; do
     name=$(basename "$m")
     if [ -f "$mods/$m.ko" ]; then cp "$mods/$m.ko" "$stage/modules/$name.ko"
     elif [ -f "$mods/$m.ko.xz" ]; then xz -dc "$mods/$m.ko.xz" > "$stage/modules/$name.ko"
     else echo "module $m not in $image" >&2; exit 1; fi
 done
 programs=("$bin_dir/ntpd-sim" "$bin_dir/ntp-query" "$bin_dir/ntp-clockwatch" /usr/sbin/chronyd /usr/bin/chronyc)
+read -r -a extra <<< "${VM_PROGRAMS:-}"
+programs+=("${extra[@]}")
 for program in "${programs[@]}"; do
     [ -x "$program" ] || { echo "missing $program" >&2; exit 1; }
     cp "$program" "$stage/bin/"
