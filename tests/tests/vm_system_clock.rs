@@ -96,8 +96,11 @@ fn figures(console: &str, samples: &[Sample], phase: &str) -> Figures {
     // starts with the daemon, and a first view read before that saw the
     // frequency the phase began with (a failed run read the injected
     // 100 ppm against a drift file's -7.7).
-    let first_ppm =
-        lines.iter().find(|l| field(l, "learned_ppm").is_some()).and_then(|l| field(l, "kernel_ppm")).unwrap_or(views[0]);
+    let first_ppm = lines
+        .iter()
+        .find(|l| field(l, "learned_ppm").is_some())
+        .and_then(|l| field(l, "kernel_ppm"))
+        .unwrap_or(views[0]);
     Figures {
         steps: steps.len(),
         first_step: steps.first().copied().unwrap_or(0.0),
