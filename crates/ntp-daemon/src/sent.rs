@@ -26,7 +26,9 @@ use std::net::{IpAddr, UdpSocket};
 
 use ntp_proto::interleave::TransmitTable;
 use ntp_proto::{NtpDuration, NtpTimestamp};
-use ntp_udp::{disable_transmit_timestamps, enable_numbered_transmit_timestamps, TransmitQueue, TransmitStamp};
+use ntp_udp::{
+    disable_transmit_timestamps, enable_numbered_transmit_timestamps, SendBatch, TransmitQueue, TransmitStamp,
+};
 use tracing::debug;
 
 use crate::clock::ClockSnapshot;
@@ -156,12 +158,15 @@ impl SentReplies {
     /// Notes the next datagram queued for the send: a reply carrying
     /// `receive` to `client` whose transmit time the client will ask for
     /// ([`ntp_proto::ReplyKind::to_remember`]), or (`None`) any other.
-    /// Returns whether it is to ask the kernel for its transmit timestamp
-    /// ([`ntp_udp::SendBatch::ask_transmit_timestamp`]): one to remember,
-    /// or the batch's first, which measures the send latency.
-    #[must_use]
-    pub fn queued(&mut self, reply: Option<(NtpTimestamp, IpAddr)>) -> bool {
+    /// It has just been pushed onto `replies`; it asks the kernel for its
+    /// transmit timestamp ([`SendBatch::ask_transmit_timestamp`]) if it is
+    /// one to remember or the batch's first, which measures the send
+    /// latency. Returns whether it asked.
+    pub fn queued(&mut self, replies: &mut SendBatch, reply: Option<(NtpTimestamp, IpAddr)>) -> bool {
         let asked = self.numbered && (reply.is_some() || self.batch.is_empty());
+        if asked {
+            replies.ask_transmit_timestamp();
+        }
         self.batch.push(Queued { reply, asked });
         asked
     }
@@ -310,10 +315,11 @@ mod tests {
         let client = IpAddr::from([192, 0, 2, 1]);
         // Two datagrams without kernel timestamps share the batch's time.
         assert_eq!(sent.unique_receive(t2), t2);
-        assert!(sent.queued(Some((t2, client))), "a reply to remember asks for its timestamp");
+        let mut batch = SendBatch::new(4);
+        assert!(sent.queued(&mut batch, Some((t2, client))), "a reply to remember asks for its timestamp");
         let second = sent.unique_receive(t2);
         assert_ne!(second, t2);
-        assert!(sent.queued(Some((second, client))));
+        assert!(sent.queued(&mut batch, Some((second, client))));
         let third = sent.unique_receive(t2);
         assert!(third != t2 && third != second);
     }
@@ -326,19 +332,17 @@ mod tests {
         let client = IpAddr::from([127, 0, 0, 1]);
         let config = crate::config::ServeConfig::merge(Default::default(), &Default::default()).unwrap();
         let snapshot = crate::daemon::primary_snapshot(&config, -20);
-        let mut batch = ntp_udp::SendBatch::new(8);
+        let mut batch = SendBatch::new(8);
         let t2 = |n: u64| NtpTimestamp::from_bits(n);
         for round in 0..2u64 {
             // The first measures the latency; of the rest, only a reply
             // to remember asks.
-            let asked = [sent.queued(None), sent.queued(None), sent.queued(Some((t2(round + 1), client)))];
-            assert_eq!(asked, [true, false, true], "round {round}");
-            for ask in asked {
+            let mut asked = Vec::new();
+            for reply in [None, None, Some((t2(round + 1), client))] {
                 assert!(batch.push(to.local_addr().unwrap(), None, &[0; 48]));
-                if ask {
-                    batch.ask_transmit_timestamp();
-                }
+                asked.push(sent.queued(&mut batch, reply));
             }
+            assert_eq!(asked, [true, false, true], "round {round}");
             let read = crate::clock::SharedClock::system_now();
             let count = batch.send(&socket).unwrap();
             sent.sent(&socket, Some(count), batch.was_split(), read, &snapshot);

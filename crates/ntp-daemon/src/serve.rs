@@ -233,9 +233,7 @@ impl Worker {
                     NtsResponse::Ignore(reason) => counts.ignored(reason, decision),
                     NtsResponse::Reply { bytes, kind } => {
                         if replies.push_final(source, datagram.local, &bytes) {
-                            if self.sent.queued(None) {
-                                replies.ask_transmit_timestamp();
-                            }
+                            self.sent.queued(replies, None);
                             match kind {
                                 // An NTS NAK is a kiss-o'-death (NTSN): counted with the refusals.
                                 NtsReplyKind::Nak => counts.kissed_deny += 1,
@@ -261,9 +259,7 @@ impl Worker {
                     if queued {
                         counts.replied(decision);
                         counts.answered_interleaved += u64::from(kind == ReplyKind::Interleaved);
-                        if self.sent.queued(kind.to_remember().then_some((receive, source.ip()))) {
-                            replies.ask_transmit_timestamp();
-                        }
+                        self.sent.queued(replies, kind.to_remember().then_some((receive, source.ip())));
                     }
                 }
             }
