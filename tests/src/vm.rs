@@ -106,6 +106,18 @@ pub fn boot_with(dir: &Path, kernel_args: &str, forward: u16, devices: &[&str]) 
     Daemon::spawn(qemu, &args)
 }
 
+/// The guest's whole console once the VM has powered off by itself: kept
+/// as `target/NAME` for reading after the run; panics (failing the test)
+/// if the VM is still running or its scenario did not print `VM done`.
+pub fn finished_console(qemu: &mut Daemon, name: &str) -> String {
+    assert!(!qemu.is_running(), "the VM did not finish in time:\n{}", qemu.output());
+    let console = qemu.output();
+    let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(name);
+    let _ = std::fs::write(&kept, &console);
+    assert!(console.contains("VM done"), "the scenario did not finish:\n{console}");
+    console
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }

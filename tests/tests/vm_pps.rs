@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ntp_e2e::peers::require;
-use ntp_e2e::vm::{boot_with, build_image_with, field, text_field, vm_dir, Extras};
+use ntp_e2e::vm::{boot_with, build_image_with, field, finished_console, text_field, vm_dir, Extras};
 use ntp_e2e::{bin, free_udp_port};
 
 const PHASE: u32 = 50;
@@ -58,11 +58,7 @@ fn gpsd_sends_kernel_pps_samples_to_ntpd_sim_and_chronyd() {
     while qemu.is_running() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(!qemu.is_running(), "the VM did not finish in time:\n{}", qemu.output());
-    let console = qemu.output();
-    let kept = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vm-pps-console.log");
-    let _ = std::fs::write(&kept, &console);
-    assert!(console.contains("VM done"), "the scenario did not finish:\n{console}");
+    let console = finished_console(&mut qemu, "vm-pps-console.log");
 
     // The kernel's PPS: an assert edge a second (ntp-ppsgen leaves out one
     // it could not start in time: the console's `VM missed`), stamped just

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use ntp_e2e::chain::{offset, serve};
 use ntp_e2e::leap::{current_leap_file, host_unix, leap_unix, offset_to};
-use ntp_e2e::vm::{boot, build_image, field, text_field, vm_dir};
+use ntp_e2e::vm::{boot, build_image, field, finished_console, text_field, vm_dir};
 use ntp_e2e::{free_udp_port, ntp_query_entry};
 
 /// One VM at a time: the machine has two cores, and TCG needs one.
@@ -150,12 +150,7 @@ fn ntpd_sim_disciplines_the_guest_clock_as_chronyd_does() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(!qemu.is_running(), "the VM did not finish in time:\n{}", qemu.output());
-    let console = qemu.output();
-    // Kept for reading after the run: the guest's whole console.
-    let kept = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vm-system-clock-console.log");
-    let _ = std::fs::write(&kept, &console);
-    assert!(console.contains("VM done"), "the scenario did not finish:\n{console}");
+    let console = finished_console(&mut qemu, "vm-system-clock-console.log");
     let drift: f64 = (console.lines().find(|l| l.starts_with("VM drift")))
         .and_then(|l| field(l, "ppm"))
         .unwrap_or_else(|| panic!("no drift file written:\n{console}"));
@@ -312,11 +307,7 @@ fn the_guest_kernel_inserts_the_leap_second_its_upstream_announces() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(!qemu.is_running(), "the VM did not finish in time:\n{}", qemu.output());
-    let console = qemu.output();
-    let kept = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vm-leap-console.log");
-    let _ = std::fs::write(&kept, &console);
-    assert!(console.contains("VM done"), "the scenario did not finish:\n{console}");
+    let console = finished_console(&mut qemu, "vm-leap-console.log");
 
     // STA_INS (16) armed before midnight (the leap's last day), TIME_INS
     // (1) the kernel's state; cleared once the second is inserted.

@@ -31,6 +31,21 @@ uptime_s() {
     cut -d' ' -f1 /proc/uptime | cut -d. -f1
 }
 
+# runs_a_while LOG COMMAND...: a start that must not be refused: the
+# command in the background (output to LOG), `running` set to yes if it
+# still runs 2 s later, then stopped.
+runs_a_while() {
+    log=$1
+    shift
+    "$@" > "$log" 2>&1 &
+    started=$!
+    sleep 2
+    running=no
+    kill -0 "$started" 2>/dev/null && running=yes
+    kill "$started"
+    wait "$started"
+}
+
 # check NAME COMMAND...: a start that must be refused: its exit code and
 # its last line.
 check() {
@@ -55,13 +70,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 check second-system-clock ntpd-sim serve $system_clock --listen 127.0.0.1:1123
-ntpd-sim serve --upstream "$upstream" --listen 127.0.0.1:1124 --no-control-socket > /tmp/log.virtual 2>&1 &
-virtual=$!
-sleep 2
-running=no
-kill -0 "$virtual" 2>/dev/null && running=yes
-kill "$virtual"
-wait "$virtual"
+runs_a_while /tmp/log.virtual ntpd-sim serve --upstream "$upstream" --listen 127.0.0.1:1124 --no-control-socket
 echo "VM virtual-beside running=$running: $(tail -1 /tmp/log.virtual)"
 
 # The leap: the kernel's view twice a second until `after` seconds past it.
@@ -79,24 +88,12 @@ echo "VM clockwatch $(cat /tmp/clockwatch)"
 
 # --force lets a second one start (and warn) beside the holder; stopped
 # at once.
-ntpd-sim serve $system_clock --listen 127.0.0.1:1123 --force > /tmp/log.forced 2>&1 &
-forced=$!
-sleep 2
-running=no
-kill -0 "$forced" 2>/dev/null && running=yes
-kill "$forced"
-wait "$forced"
+runs_a_while /tmp/log.forced ntpd-sim serve $system_clock --listen 127.0.0.1:1123 --force
 echo "VM forced running=$running warned=$(grep -c 'forced to discipline' /tmp/log.forced)"
 
 # A holder killed outright leaves no lock behind.
 kill -9 "$daemon"
 wait "$daemon" 2>/dev/null
-ntpd-sim serve $system_clock --listen 127.0.0.1:1123 > /tmp/log.after 2>&1 &
-after_kill=$!
-sleep 2
-running=no
-kill -0 "$after_kill" 2>/dev/null && running=yes
-kill "$after_kill"
-wait "$after_kill"
+runs_a_while /tmp/log.after ntpd-sim serve $system_clock --listen 127.0.0.1:1123
 echo "VM after-kill9 running=$running refused=$(grep -c 'another ntpd-sim' /tmp/log.after)"
 echo "VM phase=leap end $(kernel)"
