@@ -271,6 +271,10 @@ pub struct ServeArgs {
     /// Where NTS-KE listens (TCP; default 0.0.0.0:4460).
     #[arg(long, value_name = "ADDR:PORT")]
     pub nts_listen: Option<SocketAddr>,
+    /// The NTP port NTS-KE sends clients to (default: the port served on),
+    /// for a server reached through a port-forwarding NAT or relay.
+    #[arg(long, value_name = "PORT")]
+    pub nts_ntp_port: Option<u16>,
     /// The control socket for `ntpd-sim sources` (Unix domain, mode 0600;
     /// default /run/ntpd-sim/control.sock); a daemon with upstreams or pools only.
     #[arg(long, value_name = "PATH", conflicts_with = "no_control_socket")]
@@ -320,6 +324,7 @@ impl ServeArgs {
                 nts_cert: self.nts_cert.clone(),
                 nts_key: self.nts_key.clone(),
                 nts_listen: self.nts_listen,
+                nts_ntp_port: self.nts_ntp_port,
             },
             sync: SyncSection {
                 upstreams: self.upstreams.clone(),

@@ -302,7 +302,8 @@ fn start_nts(
     let tls = nts::tls_config(&config.cert, &config.key)?;
     let listener = bind_tcp(config.listen).map_err(|e| nts::NtsSetupError::Bind(config.listen, e))?;
     let keys = Arc::new(NtsKeys::new());
-    let ntp_port = local.first().map_or(crate::config::DEFAULT_PORT, SocketAddr::port);
+    let served = local.first().map_or(crate::config::DEFAULT_PORT, SocketAddr::port);
+    let ntp_port = config.ntp_port.unwrap_or(served);
     tokio::spawn(nts::serve_ke(listener, tls, Arc::clone(&keys), ntp_port, wait_for_stop(stopped.clone())));
     tokio::spawn(Arc::clone(&keys).rotate_every(nts::KEY_ROTATION, wait_for_stop(stopped)));
     Ok(keys)

@@ -39,6 +39,9 @@ pub struct NtsConfig {
     pub key: PathBuf,
     /// Where NTS-KE listens (TCP).
     pub listen: SocketAddr,
+    /// The NTP port NTS-KE sends clients to, when it is not the one this
+    /// server listens on (a server behind a port-forwarding NAT or relay).
+    pub ntp_port: Option<u16>,
 }
 
 /// Why NTS could not be set up.

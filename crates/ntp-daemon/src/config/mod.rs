@@ -326,6 +326,8 @@ pub struct ServerSection {
     pub nts_key: Option<PathBuf>,
     /// NTS: where NTS-KE listens.
     pub nts_listen: Option<SocketAddr>,
+    /// NTS: the NTP port NTS-KE tells clients to use (default: the one served on).
+    pub nts_ntp_port: Option<u16>,
 }
 
 /// Where to listen.
@@ -522,8 +524,13 @@ fn listen(args: &ServerSection, file: &ServerSection) -> Result<Listen, ConfigEr
 fn nts(args: &ServerSection, file: &ServerSection) -> Result<Option<NtsConfig>, ConfigError> {
     let listen = args.nts_listen.or(file.nts_listen);
     match (args.nts_cert.clone().or(file.nts_cert.clone()), args.nts_key.clone().or(file.nts_key.clone())) {
-        (Some(cert), Some(key)) => Ok(Some(NtsConfig { cert, key, listen: listen.unwrap_or(DEFAULT_NTS_LISTEN) })),
-        (None, None) if listen.is_none() => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(NtsConfig {
+            cert,
+            key,
+            listen: listen.unwrap_or(DEFAULT_NTS_LISTEN),
+            ntp_port: args.nts_ntp_port.or(file.nts_ntp_port),
+        })),
+        (None, None) if listen.is_none() && args.nts_ntp_port.or(file.nts_ntp_port).is_none() => Ok(None),
         _ => Err(invalid("server.nts-cert", "NTS needs both nts-cert and nts-key".into())),
     }
 }
@@ -590,6 +597,21 @@ mod tests {
         let err = ServeConfig::merge(half, &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("nts-key"), "{err}");
         assert_eq!(ServeConfig::merge(FileConfig::default(), &Overrides::default()).unwrap().nts, None);
+    }
+
+    #[test]
+    fn the_advertised_ntp_port_comes_from_the_file_or_the_flag_and_needs_nts() {
+        let file =
+            FileConfig::parse("[server]\nnts-cert = \"a.crt\"\nnts-key = \"a.key\"\nnts-ntp-port = 1230\n").unwrap();
+        assert_eq!(ServeConfig::merge(file.clone(), &Overrides::default()).unwrap().nts.unwrap().ntp_port, Some(1230));
+        let args = Overrides {
+            server: ServerSection { nts_ntp_port: Some(4123), ..Default::default() },
+            ..Default::default()
+        };
+        assert_eq!(ServeConfig::merge(file, &args).unwrap().nts.unwrap().ntp_port, Some(4123));
+        let alone = FileConfig::parse("[server]\nnts-ntp-port = 1230\n").unwrap();
+        let err = ServeConfig::merge(alone, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("nts-cert"), "{err}");
     }
 
     #[test]
