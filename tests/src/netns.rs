@@ -50,6 +50,12 @@ impl Netns {
         &self.name
     }
 
+    /// Writes `/etc/NAME` as processes inside see it (`ip netns exec`
+    /// binds `/etc/netns/NS/NAME` over it): `hosts`, say.
+    pub fn set_etc_file(&self, name: &str, text: &str) {
+        std::fs::write(self.etc.join(name), text).expect("write /etc/netns/NS file");
+    }
+
     /// A directory for the test's files (removed with the namespace).
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -23,6 +23,14 @@ pub fn wait_tcp_open(ip: &str, port: u16) {
         .unwrap_or_else(|| panic!("nothing listens on TCP {ip}:{port}"));
 }
 
+/// Waits (up to 10 s) until something accepts TCP connections on
+/// `ip:port` inside the namespace `ns`; panics if not.
+pub fn wait_tcp_open_in(ns: &crate::netns::Netns, ip: &str, port: u16) {
+    let probe = format!("exec 3<>/dev/tcp/{ip}/{port}");
+    let open = || ns.command("bash").args(["-c", &probe]).output().ok()?.status.success().then_some(());
+    wait_for(Duration::from_secs(10), open).unwrap_or_else(|| panic!("nothing listens on TCP {ip}:{port}"));
+}
+
 /// A throw-away CA and a server certificate it signed, in a temp dir.
 #[derive(Debug)]
 pub struct TestCa {
@@ -32,6 +40,12 @@ pub struct TestCa {
 impl TestCa {
     /// Makes the CA and the server's key and certificate (RSA 2048, 2 days).
     pub fn new() -> Self {
+        Self::for_addresses(&["127.0.0.1", "127.0.0.2", "127.0.0.3"])
+    }
+
+    /// As [`TestCa::new`], the certificate naming `localhost` and these
+    /// IP addresses (or DNS names: anything that does not parse as an address).
+    pub fn for_addresses(addresses: &[&str]) -> Self {
         let openssl = require("openssl");
         let dir = tempfile::tempdir().expect("temp dir");
         let run = |args: &[&str]| {
@@ -43,8 +57,9 @@ impl TestCa {
             .chain(["-subj", "/CN=test ca"])
             .collect::<Vec<_>>());
         run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "s.key", "-out", "s.csr", "-subj", "/CN=localhost"]);
-        std::fs::write(dir.path().join("ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3\n")
-            .expect("write ext");
+        let kind = |a: &str| if a.parse::<std::net::IpAddr>().is_ok() { "IP" } else { "DNS" };
+        let names: String = addresses.iter().map(|a| format!(",{}:{a}", kind(a))).collect();
+        std::fs::write(dir.path().join("ext"), format!("subjectAltName=DNS:localhost{names}\n")).expect("write ext");
         run(&[
             "x509",
             "-req",

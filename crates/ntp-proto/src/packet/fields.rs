@@ -309,6 +309,9 @@ impl ReferenceId {
     pub fn interpret(self, stratum: Stratum) -> ReferenceIdMeaning {
         match stratum.0 {
             0 => ReferenceIdMeaning::Kiss(KissCode::from_bytes(self.0)),
+            // A primary whose code is not text (chrony's local reference
+            // sends 127.127.1.1) is shown as the address it spells, as ntpq does.
+            1 if !is_text_code(self.0) => ReferenceIdMeaning::Address(Ipv4Addr::from(self.0)),
             1 => ReferenceIdMeaning::Source(ascii_code(self.0)),
             _ => ReferenceIdMeaning::Address(Ipv4Addr::from(self.0)),
         }
@@ -329,6 +332,13 @@ impl fmt::Debug for ReferenceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ReferenceId({:02x}{:02x}{:02x}{:02x})", self.0[0], self.0[1], self.0[2], self.0[3])
     }
+}
+
+/// Whether a stratum-1 reference ID is a text code: printable ASCII, then
+/// only NULs.
+fn is_text_code(bytes: [u8; 4]) -> bool {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    bytes[..end].iter().all(|&b| b.is_ascii_graphic() || b == b' ')
 }
 
 /// A four-byte code as text: trailing NULs dropped, anything that is not
@@ -358,7 +368,9 @@ mod tests {
         assert_eq!(rate.interpret(Stratum(0)), ReferenceIdMeaning::Kiss(KissCode::Rate));
         assert_eq!(ReferenceId::from_code("GPS").map(|r| r.display(Stratum(1))).as_deref(), Some("GPS"));
         assert_eq!(ReferenceId([127, 127, 1, 1]).display(Stratum(2)), "127.127.1.1");
-        assert_eq!(ReferenceId(*b"\x1bX\0\0").display(Stratum(1)), ".X");
+        assert_eq!(ReferenceId(*b"\x1bX\0\0").display(Stratum(1)), "27.88.0.0");
+        assert_eq!(ReferenceId([0x7f, 0x7f, 1, 1]).display(Stratum(1)), "127.127.1.1");
+        assert_eq!(ReferenceId(*b"LOCL").display(Stratum(1)), "LOCL");
         assert!(ReferenceId::from_code("TOOLONG").is_none());
     }
 

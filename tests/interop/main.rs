@@ -1,0 +1,100 @@
+//! The interoperability matrix (docs/interop.md): every widely used NTP
+//! implementation against ntpd-sim, as its client and as its server, plain
+//! and with NTS. Each peer's pairs are in a file of their own and run in a
+//! thread of their own, in hosts (network namespaces, or the test VM for a
+//! client that adjusts a clock) that no other pair shares, so they run at
+//! once. The table is written to docs/interop.md from what was measured; a
+//! failed pair, or a peer that is missing, fails the test.
+//!
+//! `INTEROP_PEERS=chrony,NTPsec cargo test -p ntp-e2e --test interop` runs
+//! only those peers (and leaves docs/interop.md alone).
+
+mod bed;
+mod chrony;
+mod ntpdig;
+mod ntplib;
+mod ntpsec;
+mod report;
+
+use std::panic::AssertUnwindSafe;
+
+use report::{Auth, Direction, Outcome, Row};
+
+/// A peer: its name, its pairs, and what docs/interop.md says of how it runs.
+struct Peer {
+    name: &'static str,
+    pairs: fn() -> Vec<Row>,
+    notes: &'static str,
+}
+
+const PEERS: &[Peer] = &[
+    Peer { name: "chrony", pairs: chrony::pairs, notes: chrony::NOTES },
+    Peer { name: "NTPsec", pairs: ntpsec::pairs, notes: ntpsec::NOTES },
+    Peer { name: "ntpdig", pairs: ntpdig::pairs, notes: ntpdig::NOTES },
+    Peer { name: "ntplib", pairs: ntplib::pairs, notes: ntplib::NOTES },
+];
+
+#[test]
+fn interop_matrix() {
+    let only = std::env::var("INTEROP_PEERS").ok();
+    let chosen: Vec<&Peer> = PEERS
+        .iter()
+        .filter(|p| only.as_deref().is_none_or(|o| o.split(',').any(|n| n.eq_ignore_ascii_case(p.name))))
+        .collect();
+    assert!(
+        !chosen.is_empty(),
+        "INTEROP_PEERS names no peer of {:?}",
+        PEERS.iter().map(|p| p.name).collect::<Vec<_>>()
+    );
+    let threads: Vec<_> = chosen
+        .iter()
+        .map(|peer| {
+            let (name, pairs) = (peer.name, peer.pairs);
+            std::thread::spawn(move || {
+                std::panic::catch_unwind(AssertUnwindSafe(pairs)).unwrap_or_else(|panic| {
+                    let why = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    vec![Row {
+                        peer: name,
+                        program: String::new(),
+                        version: String::new(),
+                        direction: Direction::PeerClient,
+                        auth: Auth::Plain,
+                        outcome: Outcome::Fails(format!("the runner stopped: {why}")),
+                    }]
+                })
+            })
+        })
+        .collect();
+    let rows: Vec<Row> = threads.into_iter().flat_map(|t| t.join().expect("a peer's thread")).collect();
+    let notes: Vec<(&str, &str)> = chosen.iter().map(|p| (p.name, p.notes)).collect();
+    let text = report::markdown(&rows, &notes, &now(), &host());
+    eprintln!("{text}");
+    if only.is_none() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/interop.md");
+        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+    let failed: Vec<String> = rows
+        .iter()
+        .filter(|r| r.failed())
+        .map(|r| format!("{} {} {:?} {:?}: {:?}", r.peer, r.program, r.direction, r.auth, r.outcome))
+        .collect();
+    assert!(failed.is_empty(), "pairs that failed:\n{}", failed.join("\n"));
+}
+
+/// The date and time of the run, UTC, to the minute.
+fn now() -> String {
+    let output = std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output();
+    output.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+}
+
+/// The machine: kernel and cores, so figures from different machines are told apart.
+fn host() -> String {
+    let kernel = std::process::Command::new("uname").arg("-r").output();
+    let kernel = kernel.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    format!("Linux {kernel}, {cores} cores")
+}

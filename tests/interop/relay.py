@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""A relay for the interop matrix: NTP (UDP 123) and NTS-KE (TCP 4460) on
+LISTEN are forwarded to TARGET, and the answers back. With --tamper, every
+NTP reply longer than 48 bytes (one carrying NTS extension fields) has its
+last byte flipped, inside the authenticator's ciphertext, and the relay
+prints "tampered" for each: an NTS client must refuse those replies.
+It runs in the test's own network namespace, started and stopped by pid."""
+
+import selectors
+import socket
+import sys
+import threading
+
+NTP, KE = 123, 4460
+
+
+def pump(source, sink):
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    for s in (source, sink):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def serve_ke(server, target):
+    while True:
+        client, _ = server.accept()
+        try:
+            upstream = socket.create_connection((target, KE), timeout=5)
+        except OSError:
+            client.close()
+            continue
+        upstream.settimeout(None)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+
+def serve_ntp(front, target, tamper):
+    selector = selectors.DefaultSelector()
+    selector.register(front, selectors.EVENT_READ, None)
+    backs = {}  # client address -> its own socket towards the target
+    while True:
+        for key, _ in selector.select():
+            if key.data is None:
+                data, client = front.recvfrom(65536)
+                back = backs.get(client)
+                if back is None:
+                    back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    back.connect((target, NTP))
+                    backs[client] = back
+                    selector.register(back, selectors.EVENT_READ, client)
+                back.send(data)
+            else:
+                data = key.fileobj.recv(65536)
+                if tamper and len(data) > 48:
+                    data = data[:-1] + bytes([data[-1] ^ 0x01])
+                    print("tampered", len(data), flush=True)
+                front.sendto(data, key.data)
+
+
+def main():
+    listen, target = sys.argv[1], sys.argv[2]
+    tamper = "--tamper" in sys.argv[3:]
+    ke = socket.create_server((listen, KE))
+    front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    front.bind((listen, NTP))
+    threading.Thread(target=serve_ke, args=(ke, target), daemon=True).start()
+    print(f"relaying {listen} -> {target}" + (" (tampering)" if tamper else ""), flush=True)
+    serve_ntp(front, target, tamper)
+
+
+if __name__ == "__main__":
+    main()
