@@ -20,6 +20,13 @@ use ntp_e2e::{bin, Daemon};
 /// a name more readily than an address).
 pub const NAMES: [&str; 4] = ["ntpd-sim.test", "peer.test", "relay.test", "tamper.test"];
 
+/// Held by a pair while it runs the test VM: one VM at a time (two cores;
+/// a VM under TCG takes one whole).
+pub fn vm_turn() -> std::sync::MutexGuard<'static, ()> {
+    static VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    VM.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The NTS-KE port every server of the matrix uses.
 pub const KE_PORT: u16 = 4460;
 
