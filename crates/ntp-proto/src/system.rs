@@ -453,8 +453,10 @@ pub fn unsynchronized(precision: i8, reference_time: NtpTimestamp) -> ServerStat
 #[must_use]
 pub fn own_reference_ids(listening: &[SocketAddr], polling_from: &[IpAddr]) -> Vec<ReferenceId> {
     let specified = |ip: &IpAddr| !ip.is_unspecified();
-    let mut ids: Vec<ReferenceId> =
-        polling_from.iter().filter(|ip| specified(ip)).map(|&ip| ReferenceId::from_upstream(ip)).collect();
+    // Only where we listen: an address our polls leave from but that we do
+    // not serve on reaches another server (a neighbour on this host
+    // serving that address), whose followers name it, not us.
+    let mut ids: Vec<ReferenceId> = Vec::new();
     for listener in listening {
         let reachable: Vec<IpAddr> = if specified(&listener.ip()) {
             vec![listener.ip()]

@@ -192,6 +192,15 @@ fn servers_sharing_one_address_on_other_ports_are_not_us() {
 }
 
 #[test]
+fn an_address_our_polls_leave_from_but_we_do_not_serve_on_is_not_us() {
+    // We serve on 10.0.0.4 only; our polls leave from the host's first
+    // address, 10.0.0.1, where a neighbour serves: its followers name it.
+    let own = own_reference_ids(&[socket("10.0.0.4:123")], &["10.0.0.1".parse().unwrap()]);
+    assert!(!own.contains(&ReferenceId([10, 0, 0, 1])), "{own:?}");
+    assert!(own.contains(&ReferenceId([10, 0, 0, 4])), "{own:?}");
+}
+
+#[test]
 fn a_wildcard_listener_is_us_at_every_address_our_polls_leave_from() {
     // `--port` binds one dual-stack [::] socket where it can.
     let dual = own_reference_ids(&[socket("[::]:12300")], &["127.0.0.5".parse().unwrap()]);
