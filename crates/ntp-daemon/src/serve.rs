@@ -24,6 +24,7 @@ use crate::nts::{fill_random, NtsKeys};
 use crate::policy::{AccessConfig, Policy, RateLimitConfig};
 use crate::sent::SentReplies;
 use crate::stats::{Counts, Stats};
+use crate::ClockSnapshot;
 use ntp_udp::{RecvBatch, SendBatch};
 
 /// Datagrams handled per system call.
@@ -225,8 +226,10 @@ impl Worker {
                 _ => None,
             };
             if let (Some(keys), Some(request)) = (&self.nts, nts_request) {
-                // T3 is authenticated, so it is read before sealing, not stamped at the send.
-                let transmit = snapshot.served_at(SharedClock::system_now() + self.sent.transmit_latency());
+                // T3 is authenticated, so it is read just before sealing
+                // (after the cookies are made), not stamped at the send.
+                let latency = self.sent.transmit_latency();
+                let transmit = || snapshot.served_at(SharedClock::system_now() + latency);
                 let masters = masters.get_or_insert_with(|| keys.current());
                 let admission = decision.admission();
                 match respond_nts(&request, receive, transmit, &state, admission, masters, &mut fill_random) {
@@ -234,6 +237,9 @@ impl Worker {
                     NtsResponse::Reply { bytes, kind } => {
                         if replies.push_final(source, datagram.local, &bytes) {
                             self.sent.queued(replies, None);
+                            // Sent now: its T3 was read before it was sealed,
+                            // and the rest of the batch may take long to answer.
+                            self.send(replies, &snapshot, &mut counts);
                             match kind {
                                 // An NTS NAK is a kiss-o'-death (NTSN): counted with the refusals.
                                 NtsReplyKind::Nak => counts.kissed_deny += 1,
@@ -264,8 +270,15 @@ impl Worker {
                 }
             }
         }
+        self.send(replies, &snapshot, &mut counts);
+        counts
+    }
+
+    /// Stamps the queued basic replies (T3: read now, plus the least
+    /// latency to the kernel's send) and sends everything queued.
+    fn send(&mut self, replies: &mut SendBatch, snapshot: &ClockSnapshot, counts: &mut Counts) {
         if replies.is_empty() {
-            return counts;
+            return;
         }
         let queued = replies.len() as u64;
         // T3: read now, plus the least latency to the kernel's send.
@@ -285,7 +298,6 @@ impl Worker {
                 None
             }
         };
-        self.sent.sent(&self.socket, sent, replies.was_split(), read, &snapshot);
-        counts
+        self.sent.sent(&self.socket, sent, replies.was_split(), read, snapshot);
     }
 }
