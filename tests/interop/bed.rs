@@ -169,8 +169,15 @@ pub fn without_clock_rights(ns: &Netns, program: &str, args: &[&str]) -> Daemon 
     let mut all = vec!["--bounding-set=-sys_time", "--inh-caps=-sys_time", program];
     all.extend_from_slice(args);
     let daemon = ns.spawn("/usr/bin/setpriv", &all);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap_or_default();
-    assert!(!has_sys_time(&status), "{program} runs with CAP_SYS_TIME: {status}");
+    // `ip netns exec` and setpriv exec in turn in the same process: check
+    // the program once it is the one running.
+    let proc = format!("/proc/{}", daemon.pid());
+    let exe = std::fs::canonicalize(program).unwrap_or_else(|_| program.into());
+    let started = ntp_e2e::process::wait_for(Duration::from_secs(5), || {
+        std::fs::read_link(format!("{proc}/exe")).ok().filter(|e| *e == exe).map(|_| ())
+    });
+    let status = std::fs::read_to_string(format!("{proc}/status")).unwrap_or_default();
+    assert!(started.is_none() || !has_sys_time(&status), "{program} runs with CAP_SYS_TIME: {status}");
     daemon
 }
 

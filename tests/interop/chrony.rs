@@ -232,7 +232,7 @@ impl Chronyd {
     }
 
     fn ntpdata(&self, address: &str) -> Result<NtpData, String> {
-        let text = self.chronyc(&["ntpdata", &address]);
+        let text = self.chronyc(&["ntpdata", address]);
         ensure(text.contains("Stratum"), || format!("chronyc ntpdata {address}: {text}"))?;
         Ok(NtpData(text))
     }

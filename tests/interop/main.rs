@@ -14,6 +14,7 @@ mod chrony;
 mod ntpdig;
 mod ntplib;
 mod ntpsec;
+mod oneshot;
 mod report;
 
 use std::panic::AssertUnwindSafe;
