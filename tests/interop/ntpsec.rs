@@ -215,15 +215,17 @@ fn plain(version: &str) -> Vec<Row> {
     vec![
         Row::checked("NTPsec", "ntpd", version, Direction::PeerClient, Auth::Plain, client),
         Row::checked("NTPsec", "ntpd", version, Direction::PeerServer, Auth::Plain, server),
-        Row::checked("NTPsec", "ntpq -c rv (mode 6)", version, Direction::PeerClient, Auth::Plain, control),
+        Row::checked("NTPsec", "ntpq -c rv, ntpq -p (mode 6)", version, Direction::PeerClient, Auth::Plain, control),
     ]
 }
 
 /// ntpq aimed at ntpd-sim: no answer, a clear message, and ntpd-sim
 /// still serving time.
 fn ntpq_at_ntpd_sim(bed: &Bed) -> Result<crate::report::Outcome, String> {
-    let text = ntpq(&bed.b, "rv", &bed.a_ip());
-    ensure(text.contains("***Request timed out"), || format!("ntpq said: {text}"))?;
+    for command in ["rv", "peers"] {
+        let text = ntpq(&bed.b, command, &bed.a_ip());
+        ensure(text.contains("***Request timed out"), || format!("ntpq -c {command} said: {text}"))?;
+    }
     let after = bed.query(&["-n", "1", &format!("{}:123", bed.a_ip())])?;
     ensure(after["servers"][0]["error"].is_null(), || format!("ntpd-sim stopped answering: {after}"))?;
     Ok(works(
