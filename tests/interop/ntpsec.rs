@@ -20,7 +20,9 @@ kernel refuses any adjustment, but it polls, filters, selects and serves as ever
 both sides, so nothing needed adjusting. Polls are `minpoll 2 maxpoll 2` with `discard average 0 minimum 0`: \
 ntpd 1.2.2 counts every packet from an address against its rate limit, its server's replies too, and drops \
 requests over it silently even with no `limited` in any restrict line (`ntpq -c sysstats`: `rate limited`), \
-so an ntpd-sim following it from the address of its own server got no answer at 1 s polls. Figures are ntpq's (`rv &N`: offset in \
+so an ntpd-sim following it from the address of its own server got no answer at 1 s polls. Without clock rights it \
+advertises a root dispersion of tens to hundreds of milliseconds (63-188 ms seen): its estimate of its own error, \
+with every correction it computed refused by the kernel; ntp-query and ntpd-sim show exactly what it sent. Figures are ntpq's (`rv &N`: offset in \
 ms to the µs). As an NTS client it has three servers: ntpd-sim direct, through the faithful relay and through the \
 tampering one; the last must stay unreachable (reach 0) while the others are reached, and `ntpq -c nts` counts \
 the refused replies. As an NTS server (`nts enable`, the bed's certificate) it serves ntp-query --nts and an \
@@ -183,12 +185,12 @@ fn serves(bed: &Bed, target: &str, extra: &[&str], upstream: &str, followed: &[S
     let follower_offset = status["upstreams"][0]["offset"].as_f64().unwrap_or(f64::NAN);
     ensure(follower_offset.abs() < BOUND, || format!("ntpd-sim's offset of ntpd {}", micros(follower_offset)))?;
     Ok(format!(
-        "ntp-query offset {}; ntpd-sim upstream offset {}|stratum 2, refid {}, leap {}, root distance {:.1} µs; ntpd-sim synchronized, serving stratum 3",
+        "ntp-query offset {}; ntpd-sim upstream offset {}|stratum 2, refid {}, leap {}, root distance {:.1} ms (its own estimate, every adjustment refused); ntpd-sim synchronized, serving stratum 3",
         micros(offset),
         micros(follower_offset),
         entry["refid"].as_str().unwrap_or_default(),
         entry["leap"].as_str().unwrap_or_default(),
-        entry["root_distance"].as_f64().unwrap_or(f64::NAN) * 1e6
+        entry["root_distance"].as_f64().unwrap_or(f64::NAN) * 1e3
     ))
 }
 
