@@ -15,27 +15,52 @@ const OFFSET: f64 = 2.5;
 
 /// Starts an NTS server with the CA's certificate, its clock `OFFSET` ahead.
 fn nts_server(ca: &TestCa, port: u16, ke_port: u16) -> Daemon {
+    nts_server_with(ca, port, ke_port, &[])
+}
+
+/// [`nts_server`] with more flags.
+fn nts_server_with(ca: &TestCa, port: u16, ke_port: u16, more: &[&str]) -> Daemon {
     let listen = format!("127.0.0.1:{port}");
     let ke_listen = format!("127.0.0.1:{ke_port}");
     let (cert, key) = (ca.server_cert(), ca.server_key());
     let daemon = Daemon::spawn(
         bin("ntpd-sim"),
         &[
-            "serve",
-            "--listen",
-            &listen,
-            "--clock-offset",
-            &OFFSET.to_string(),
-            "--nts-cert",
-            cert.to_str().unwrap(),
-            "--nts-key",
-            key.to_str().unwrap(),
-            "--nts-listen",
-            &ke_listen,
-        ],
+            &[
+                "serve",
+                "--listen",
+                &listen,
+                "--clock-offset",
+                &OFFSET.to_string(),
+                "--nts-cert",
+                cert.to_str().unwrap(),
+                "--nts-key",
+                key.to_str().unwrap(),
+                "--nts-listen",
+                &ke_listen,
+            ],
+            more,
+        ]
+        .concat(),
     );
     wait_tcp_open("127.0.0.1", ke_port);
     daemon
+}
+
+#[test]
+fn nts_ke_sends_clients_to_the_advertised_port_of_a_relay() {
+    let ca = TestCa::new();
+    let (port, relayed, ke_port) = (free_udp_port(), free_udp_port(), free_tcp_port());
+    let _daemon = nts_server_with(&ca, port, ke_port, &["--nts-ntp-port", &relayed.to_string()]);
+    let listen = format!("127.0.0.1:{relayed}");
+    let upstream = format!("127.0.0.1:{port}");
+    let relay = Daemon::spawn(bin("ntp-relay"), &["--listen", &listen, "--upstream", &upstream]);
+    let ke = format!("localhost:{ke_port}");
+    let ca_file = ca.ca_cert();
+    let (_, json) = ntp_query_json(&["--json", "--nts", "--ca-file", ca_file.to_str().unwrap(), "-n", "3", &ke]);
+    let entry = &json["servers"][0];
+    assert_eq!(entry["authenticated"], true, "{json}\n{}", relay.output());
+    assert_eq!(entry["address"], listen, "NTP went where NTS-KE said: {json}");
 }
 
 #[test]
