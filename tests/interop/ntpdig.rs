@@ -3,8 +3,8 @@
 //! 123 only (host A's, in the bed). Neither serves, neither speaks NTS.
 
 use crate::bed::{package_version, Bed};
-use crate::oneshot::{median, server, INJECTED};
-use crate::report::{ensure, micros, works, Auth, Direction, Outcome, Row};
+use crate::oneshot::{server, INJECTED};
+use crate::report::{ensure, median, micros, works, Auth, Direction, Outcome, Row};
 
 pub const NOTES: &str = "ntpdig (NTPsec 1.2.2, a Python program) queries port 123 only, so it runs on host B \
 against ntpd-sim on host A's port 123: `ntpdig -j -p 3 HOST` (JSON, three samples) for the offset, stratum and \

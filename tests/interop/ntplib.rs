@@ -2,8 +2,8 @@
 //! ntpd-sim. It has no server side and no NTS.
 
 use crate::bed::{package_version, Bed};
-use crate::oneshot::{median, server, INJECTED};
-use crate::report::{ensure, micros, works, Auth, Direction, Outcome, Row};
+use crate::oneshot::{server, INJECTED};
+use crate::report::{ensure, median, micros, works, Auth, Direction, Outcome, Row};
 
 pub const NOTES: &str = "ntplib runs in Debian's Python (`/usr/bin/python3`) on host B, `NTPClient().request(host, \
 version=4)` three times; it reads the host's clock with `time.time()` around a blocking socket, so its offset \

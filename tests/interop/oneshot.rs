@@ -17,9 +17,3 @@ pub fn server(bed: &Bed) -> (ntp_e2e::Daemon, Value) {
     let json = bed.query(&["-n", "1", &format!("{}:123", bed.a_ip())]).expect("ntp-query of ntpd-sim");
     (daemon, json["servers"][0].clone())
 }
-
-/// The median of `values`.
-pub fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}

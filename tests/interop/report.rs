@@ -150,3 +150,9 @@ pub fn markdown(rows: &[Row], notes: &[(&str, &str)], when: &str, host: &str) ->
     }
     text
 }
+
+/// The median of `values`.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
