@@ -6,13 +6,14 @@
 //! NTP and NTS-KE to whichever host serves: one as it is, one with a byte
 //! of every NTS reply flipped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ntp_e2e::netns::Netns;
 use ntp_e2e::nts::TestCa;
+use ntp_e2e::process::wait_for;
 use ntp_e2e::{bin, Daemon};
 
 /// The names of host A, host B, the faithful relay and the tampering one,
@@ -169,7 +170,18 @@ pub fn without_clock_rights(ns: &Netns, program: &str, args: &[&str]) -> Daemon 
     let mut all = vec!["--bounding-set=-sys_time", "--inh-caps=-sys_time", program];
     all.extend_from_slice(args);
     let daemon = ns.spawn("/usr/bin/setpriv", &all);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap_or_default();
+    // The pid is `ip netns exec`'s until it has exec'd setpriv, and
+    // setpriv's until it has exec'd the program: read the program's own
+    // capabilities, once its name is the program's (the kernel keeps 15
+    // bytes of it).
+    let name: String =
+        Path::new(program).file_name().map(|n| n.to_string_lossy().chars().take(15).collect()).unwrap_or_default();
+    let proc = PathBuf::from(format!("/proc/{}", daemon.pid()));
+    let started = wait_for(Duration::from_secs(5), || {
+        let comm = std::fs::read_to_string(proc.join("comm")).ok()?;
+        (comm.trim() == name).then(|| std::fs::read_to_string(proc.join("status")).ok()).flatten()
+    });
+    let status = started.unwrap_or_else(|| panic!("{program} did not start: {}", daemon.output()));
     assert!(!has_sys_time(&status), "{program} runs with CAP_SYS_TIME: {status}");
     daemon
 }
