@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ntp_e2e::netns::Netns;
 use ntp_e2e::nts::TestCa;
+use ntp_e2e::process::wait_for;
 use ntp_e2e::{bin, Daemon};
 
 /// The names of host A, host B, the faithful relay and the tampering one,
@@ -160,33 +161,43 @@ impl Relay {
 /// time daemon runs.
 pub fn without_clock_rights(ns: &Netns, program: &str, args: &[&str]) -> Daemon {
     let probe = ns
-        .command("setpriv")
-        .args(["--bounding-set=-sys_time", "--inh-caps=-sys_time", "grep", "CapEff", "/proc/self/status"])
+        .command(SETPRIV)
+        .args(["--bounding-set=-sys_time", "--inh-caps=-sys_time", "cat", "/proc/self/status"])
         .output()
         .expect("setpriv");
     let text = String::from_utf8_lossy(&probe.stdout);
+    assert!(probe.status.success(), "setpriv failed: {}", String::from_utf8_lossy(&probe.stderr));
     assert!(!has_sys_time(&text), "setpriv kept CAP_SYS_TIME: {text}");
     let mut all = vec!["--bounding-set=-sys_time", "--inh-caps=-sys_time", program];
     all.extend_from_slice(args);
-    let daemon = ns.spawn("/usr/bin/setpriv", &all);
-    // `ip netns exec` and setpriv exec in turn in the same process: check
-    // the program once it is the one running.
-    let proc = format!("/proc/{}", daemon.pid());
+    let daemon = ns.spawn(SETPRIV, &all);
+    // The pid is `ip netns exec`'s until it has exec'd setpriv, and
+    // setpriv's until it has exec'd the program: read the program's own
+    // capabilities once the process is the program.
     let exe = std::fs::canonicalize(program).unwrap_or_else(|_| program.into());
-    let started = ntp_e2e::process::wait_for(Duration::from_secs(5), || {
-        std::fs::read_link(format!("{proc}/exe")).ok().filter(|e| *e == exe).map(|_| ())
+    let proc = PathBuf::from(format!("/proc/{}", daemon.pid()));
+    let started = wait_for(Duration::from_secs(5), || {
+        let running = std::fs::read_link(proc.join("exe")).ok()?;
+        (running == exe).then(|| std::fs::read_to_string(proc.join("status")).ok()).flatten()
     });
-    let status = std::fs::read_to_string(format!("{proc}/status")).unwrap_or_default();
-    assert!(started.is_none() || !has_sys_time(&status), "{program} runs with CAP_SYS_TIME: {status}");
+    let status = started.unwrap_or_else(|| panic!("{program} did not start (or exited at once): {}", daemon.output()));
+    assert!(!has_sys_time(&status), "{program} runs with CAP_SYS_TIME: {status}");
     daemon
 }
 
-/// Whether a `/proc/PID/status` text gives the effective set CAP_SYS_TIME (bit 25).
+/// Whether a `/proc/PID/status` text gives any of the permitted,
+/// effective, bounding or ambient sets CAP_SYS_TIME (bit 25).
 fn has_sys_time(status: &str) -> bool {
-    let line = status.lines().find(|l| l.starts_with("CapEff:")).unwrap_or("CapEff: ffffffffffffffff");
-    let bits = u64::from_str_radix(line.split_whitespace().nth(1).unwrap_or("0"), 16).unwrap_or(u64::MAX);
-    bits & (1 << 25) != 0
+    ["CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"].iter().any(|set| {
+        let line = status.lines().find(|l| l.starts_with(set));
+        let bits = line.and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok());
+        // A set not shown or not read counts as holding it.
+        bits.is_none_or(|bits| bits & (1 << 25) != 0)
+    })
 }
+
+/// util-linux's setpriv, the one program that drops the capability.
+const SETPRIV: &str = "/usr/bin/setpriv";
 
 /// Runs `command`; panics with its stderr if it fails.
 pub fn run(command: &mut Command) {

@@ -11,6 +11,8 @@
 
 mod bed;
 mod chrony;
+mod ntpd_rs;
+mod ntpd_rs_vm;
 mod ntpdig;
 mod ntplib;
 mod ntpsec;
@@ -31,6 +33,7 @@ struct Peer {
 const PEERS: &[Peer] = &[
     Peer { name: "chrony", pairs: chrony::pairs, notes: chrony::NOTES },
     Peer { name: "NTPsec", pairs: ntpsec::pairs, notes: ntpsec::NOTES },
+    Peer { name: "ntpd-rs", pairs: ntpd_rs::pairs, notes: ntpd_rs::NOTES },
     Peer { name: "ntpdig", pairs: ntpdig::pairs, notes: ntpdig::NOTES },
     Peer { name: "ntplib", pairs: ntplib::pairs, notes: ntplib::NOTES },
 ];

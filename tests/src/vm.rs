@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::netns::Netns;
 use crate::peers::require;
 use crate::process::{bin, Daemon};
 
@@ -28,6 +29,8 @@ pub struct Extras<'a> {
     pub modules: &'a [&'a str],
     /// More programs copied to the guest's `/bin`, with their libraries.
     pub programs: &'a [PathBuf],
+    /// More files: (a file here, its absolute path in the guest).
+    pub files: &'a [(PathBuf, &'a str)],
 }
 
 /// Builds the kernel and initramfs with `scenario` as the guest's
@@ -43,6 +46,7 @@ pub fn build_image_with(scenario: &Path, out: &Path, extras: &Extras<'_>) {
     let bin_dir = bin("ntpd-sim").parent().map(Path::to_path_buf).expect("binary directory");
     bin("ntp-clockwatch");
     let programs: Vec<&str> = extras.programs.iter().map(|p| path(p)).collect();
+    let files: Vec<String> = extras.files.iter().map(|(here, guest)| format!("{}={guest}", path(here))).collect();
     let mut build = Command::new("bash");
     if let Some(kernel) = extras.kernel {
         build.env("VM_KERNEL", kernel);
@@ -50,6 +54,7 @@ pub fn build_image_with(scenario: &Path, out: &Path, extras: &Extras<'_>) {
     let output = build
         .env("VM_MODULES", extras.modules.join(" "))
         .env("VM_PROGRAMS", programs.join(" "))
+        .env("VM_FILES", files.join(" "))
         .arg(vm_dir().join("build.sh"))
         .args([bin_dir.as_os_str(), scenario.as_os_str(), out.as_os_str()])
         .output()
@@ -74,11 +79,30 @@ pub fn boot(dir: &Path, kernel_args: &str, forward: u16) -> Daemon {
 /// back ends).
 pub fn boot_with(dir: &Path, kernel_args: &str, forward: u16, devices: &[&str]) -> Daemon {
     let qemu = require("qemu-system-x86_64");
+    let args = qemu_args(dir, kernel_args, forward, devices);
+    Daemon::spawn(qemu, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// [`boot`] with qemu inside the network namespace `netns`: the guest's
+/// 10.0.2.2 is then that namespace's loopback, and an address of the
+/// namespace's own networks is reached through qemu's NAT, by a guest that
+/// routes it via 10.0.2.2 (the interop matrix's VM client reaches
+/// ntpd-sim and the relays of its test bed so).
+pub fn boot_in(netns: &Netns, dir: &Path, kernel_args: &str, forward: u16) -> Daemon {
+    let qemu = require("qemu-system-x86_64");
+    let args = qemu_args(dir, kernel_args, forward, &[]);
+    netns.spawn(qemu, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// qemu's arguments for [`boot_with`].
+fn qemu_args(dir: &Path, kernel_args: &str, forward: u16, devices: &[&str]) -> Vec<String> {
     let kernel = dir.join("vmlinuz");
     let initrd = dir.join("initrd.img");
     let append = format!("console=ttyS0 quiet panic=-1 {kernel_args}");
     // No restrict=on: it would also cut the guest's polls to 10.0.2.2. The
-    // guest has no default route, so 10.0.2.0/24 is all it can reach.
+    // guest has no default route, so 10.0.2.0/24 is all it can reach (and,
+    // under [`boot_in`], the routes it adds to that namespace's own
+    // networks, which lead nowhere off the machine).
     let netdev = format!("user,id=n0,net=10.0.2.0/24,hostfwd=udp:127.0.0.1:{forward}-:123");
     let mut args = vec![
         "-accel",
@@ -103,7 +127,7 @@ pub fn boot_with(dir: &Path, kernel_args: &str, forward: u16, devices: &[&str]) 
         "virtio-net-pci,netdev=n0,romfile=",
     ];
     args.extend_from_slice(devices);
-    Daemon::spawn(qemu, &args)
+    args.into_iter().map(String::from).collect()
 }
 
 /// The guest's whole console once the VM has powered off by itself: kept

@@ -49,6 +49,7 @@ fn gpsd_sends_kernel_pps_samples_to_ntpd_sim_and_chronyd() {
         kernel: Some("linux-image-amd64"),
         modules: &["drivers/parport/parport", "drivers/parport/parport_pc", "drivers/pps/clients/pps_parport"],
         programs: &programs,
+        files: &[],
     };
     build_image_with(&vm_dir().join("pps.sh"), image.path(), &extras);
     // The parallel port at 0x378, IRQ 7, with nothing behind it.

@@ -16,7 +16,8 @@
 # VM_MODULES, more modules (paths under the kernel's kernel/, without
 # .ko) copied to /modules for the scenario to insmod with its options;
 # VM_PROGRAMS, more programs (absolute paths) copied to /bin with the
-# libraries they need.
+# libraries they need; VM_FILES, more files as SOURCE=GUEST_PATH words
+# (a CA certificate made for the run, say).
 set -euo pipefail
 bin_dir=$1 scenario=$2 out=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -76,6 +77,10 @@ for program in "${programs[@]}" "$busybox_path"; do
         mkdir -p "$stage$(dirname "$lib")"
         cp -nL "$lib" "$stage$lib"
     done
+done
+for file in ${VM_FILES:-}; do
+    mkdir -p "$stage$(dirname "${file#*=}")"
+    cp "${file%%=*}" "$stage${file#*=}"
 done
 printf 'root:x:0:0:root:/:/bin/sh\n_chrony:x:100:100::/var/lib/chrony:/bin/sh\n' > "$stage/etc/passwd"
 printf 'root:x:0:\n_chrony:x:100:\n' > "$stage/etc/group"
