@@ -167,7 +167,9 @@ fn shown_matches(data: &NtpData, entry: &Value) -> Result<String, String> {
     let refid = data.field("Reference ID").unwrap_or_default();
     let sent = entry["refid"].as_str().unwrap_or_default();
     let hex: String = sent.bytes().map(|b| format!("{b:02X}")).collect();
-    ensure(refid.starts_with(&hex), || format!("reference ID {refid}, ntpd-sim sent {sent} ({hex})"))?;
+    ensure(!hex.is_empty() && refid.starts_with(&hex), || {
+        format!("reference ID {refid}, ntpd-sim sent {sent} ({hex})")
+    })?;
     let leap = data.field("Leap status").unwrap_or_default();
     ensure(leap == "Normal" && entry["leap"] == "none", || format!("leap {leap}, ntpd-sim sent {}", entry["leap"]))?;
     let (delay, dispersion) = (data.seconds("Root delay"), data.seconds("Root dispersion"));

@@ -41,6 +41,10 @@ const PEERS: &[Peer] = &[
 #[test]
 fn interop_matrix() {
     let only = std::env::var("INTEROP_PEERS").ok();
+    let names: Vec<&str> = PEERS.iter().map(|p| p.name).collect();
+    for name in only.iter().flat_map(|o| o.split(',')) {
+        assert!(names.iter().any(|n| n.eq_ignore_ascii_case(name)), "INTEROP_PEERS: no peer {name:?} in {names:?}");
+    }
     let chosen: Vec<&Peer> = PEERS
         .iter()
         .filter(|p| only.as_deref().is_none_or(|o| o.split(',').any(|n| n.eq_ignore_ascii_case(p.name))))
@@ -77,16 +81,30 @@ fn interop_matrix() {
     let notes: Vec<(&str, &str)> = chosen.iter().map(|p| (p.name, p.notes)).collect();
     let text = report::markdown(&rows, &notes, &now(), &host());
     eprintln!("{text}");
-    if only.is_none() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/interop.md");
-        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    }
+    let run = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("interop.md");
+    std::fs::write(&run, &text).unwrap_or_else(|e| panic!("write {}: {e}", run.display()));
     let failed: Vec<String> = rows
         .iter()
         .filter(|r| r.failed())
         .map(|r| format!("{} {} {:?} {:?}: {:?}", r.peer, r.program, r.direction, r.auth, r.outcome))
         .collect();
     assert!(failed.is_empty(), "pairs that failed:\n{}", failed.join("\n"));
+    if only.is_some() {
+        return;
+    }
+    // The committed matrix is the project's promise: it must say what this
+    // run found, pair for pair (the figures change from run to run).
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/interop.md");
+    if std::env::var_os("INTEROP_WRITE").is_some() {
+        std::fs::write(&docs, &text).unwrap_or_else(|e| panic!("write {}: {e}", docs.display()));
+    }
+    let committed = std::fs::read_to_string(&docs).unwrap_or_default();
+    assert_eq!(
+        report::pairs_of(&committed),
+        report::pairs_of(&text),
+        "docs/interop.md is not what this run found ({} is): INTEROP_WRITE=1 cargo test -p ntp-e2e --test interop",
+        run.display()
+    );
 }
 
 /// The date and time of the run, UTC, to the minute.

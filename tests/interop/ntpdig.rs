@@ -8,7 +8,7 @@ use crate::report::{ensure, median, micros, works, Auth, Direction, Outcome, Row
 
 pub const NOTES: &str = "ntpdig (NTPsec 1.2.2, a Python program) queries port 123 only, so it runs on host B \
 against ntpd-sim on host A's port 123: `ntpdig -j -p 3 HOST` (JSON, three samples) for the offset, stratum and \
-leap, `-p 3` text for its `+/-` error estimate. It never sets the clock without `-s`/`-S`, which the matrix \
+leap, and `-p 3` in text, whose offsets must agree. It never sets the clock without `-s`/`-S`, which the matrix \
 never gives. It shows no reference ID and no root delay or dispersion. Debian's `sntp` package is a symlink to \
 ntpdig (`sntp 1:4.2.8p15+dfsg-2~1.2.2` is a transitional package), run under that name as its own row. Neither \
 has an NTS option (ntpdig 1.2.2's `-a`/`-k` are symmetric keys).";

@@ -47,7 +47,7 @@ fn queries() -> Result<Outcome, String> {
     let last = &replies[2];
     let hex: String = sent["refid"].as_str().unwrap_or_default().bytes().map(|b| format!("{b:02X}")).collect();
     ensure(last["stratum"] == sent["stratum"], || format!("stratum {}, sent {}", last["stratum"], sent["stratum"]))?;
-    ensure(last["refid"].as_str().is_some_and(|r| r.starts_with(&hex)), || {
+    ensure(!hex.is_empty() && last["refid"].as_str().is_some_and(|r| r.starts_with(&hex)), || {
         format!("refid {}, sent {hex}", last["refid"])
     })?;
     ensure(last["leap"] == 0, || format!("leap {} where ntpd-sim sent none", last["leap"]))?;

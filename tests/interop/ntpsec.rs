@@ -216,7 +216,7 @@ fn plain(version: &str) -> Vec<Row> {
         let (offset, line) = shows(&bed, &bed.a_ip())?;
         Ok(works(format!("offset {} (ntpq rv, median of 3 polls)", micros(offset)), bound(), line))
     });
-    let server = client.as_ref().map_err(Clone::clone).and_then(|_| {
+    let server = client.as_ref().map_err(|e| format!("not run: the client pair failed ({e})")).and_then(|_| {
         let text = serves(&bed, &format!("{}:123", bed.b_ip()), &[], &bed.b_ip(), &[bed.a_ip()])?;
         let (measured, shown) = text.split_once('|').unwrap_or_default();
         Ok(works(measured, bound(), shown))
@@ -286,7 +286,7 @@ fn nts(version: &str) -> Vec<Row> {
         ))
     });
     drop((faithful, tampering));
-    let server = client.as_ref().map_err(Clone::clone).and_then(|_| {
+    let server = client.as_ref().map_err(|e| format!("not run: the client pair failed ({e})")).and_then(|_| {
         ntp_e2e::nts::wait_tcp_open_in(&bed.a, &bed.b_ip(), KE_PORT);
         let ca = ca.as_str();
         // Its system peer is ntpd-sim direct or through the faithful relay, never the tampering one.

@@ -15,5 +15,7 @@ pub const INJECTED: f64 = 0.25;
 pub fn server(bed: &Bed) -> (ntp_e2e::Daemon, Value) {
     let daemon = bed.serve(&["--refid", "XSIM", "--clock-offset", &INJECTED.to_string()]);
     let json = bed.query(&["-n", "1", &format!("{}:123", bed.a_ip())]).expect("ntp-query of ntpd-sim");
-    (daemon, json["servers"][0].clone())
+    let entry = json["servers"][0].clone();
+    assert!(entry["error"].is_null() && entry["stratum"] == 1, "ntpd-sim did not answer ntp-query: {json}");
+    (daemon, entry)
 }

@@ -151,6 +151,19 @@ pub fn markdown(rows: &[Row], notes: &[(&str, &str)], when: &str, host: &str) ->
     text
 }
 
+/// The pairs a matrix (`markdown`'s text) lists and what came of each:
+/// peer, program, direction, authentication and result, without the
+/// figures of the run.
+pub fn pairs_of(markdown: &str) -> Vec<[String; 5]> {
+    let rows = markdown.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| Peer |"));
+    rows.map(|row| {
+        let cells: Vec<&str> = row.split(" | ").map(|c| c.trim_matches(|c| c == '|' || c == ' ')).collect();
+        let cell = |i: usize| cells.get(i).map_or(String::new(), |c| c.to_string());
+        [cell(0), cell(1), cell(3), cell(4), cell(5)]
+    })
+    .collect()
+}
+
 /// The median of `values`.
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);

@@ -55,6 +55,7 @@ fn nts_ke_sends_clients_to_the_advertised_port_of_a_relay() {
     let listen = format!("127.0.0.1:{relayed}");
     let upstream = format!("127.0.0.1:{port}");
     let relay = Daemon::spawn(bin("ntp-relay"), &["--listen", &listen, "--upstream", &upstream]);
+    assert!(relay.wait_for_line("relaying", Duration::from_secs(10)).is_some(), "{}", relay.output());
     let ke = format!("localhost:{ke_port}");
     let ca_file = ca.ca_cert();
     let (_, json) = ntp_query_json(&["--json", "--nts", "--ca-file", ca_file.to_str().unwrap(), "-n", "3", &ke]);

@@ -271,9 +271,10 @@ pub struct ServeArgs {
     /// Where NTS-KE listens (TCP; default 0.0.0.0:4460).
     #[arg(long, value_name = "ADDR:PORT")]
     pub nts_listen: Option<SocketAddr>,
-    /// The NTP port NTS-KE sends clients to (default: the port served on),
-    /// for a server reached through a port-forwarding NAT or relay.
-    #[arg(long, value_name = "PORT")]
+    /// The NTP port NTS-KE sends clients to (default: the port of the
+    /// first --listen address), for a server reached through a
+    /// port-forwarding NAT or relay.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub nts_ntp_port: Option<u16>,
     /// The control socket for `ntpd-sim sources` (Unix domain, mode 0600;
     /// default /run/ntpd-sim/control.sock); a daemon with upstreams or pools only.

@@ -192,8 +192,9 @@ impl Worker {
     }
 
     /// Decides about every datagram of the batch, then stamps and sends the
-    /// replies. A basic reply's transmit timestamp (T3) is read once, right
-    /// before the send, and moved on by the least send latency measured on
+    /// replies (an NTS reply at once, with those queued before it: its T3
+    /// was read before it was sealed). A basic reply's transmit timestamp
+    /// (T3) is read right before its send, and moved on by the least send latency measured on
     /// this socket ([`SentReplies::transmit_latency`]); an interleaved one
     /// carries when the previous reply to its client left; kiss-o'-death
     /// replies keep the client's timestamps.
@@ -271,6 +272,7 @@ impl Worker {
             }
         }
         self.send(replies, &snapshot, &mut counts);
+        self.sent.batch_answered();
         counts
     }
 

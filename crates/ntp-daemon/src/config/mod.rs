@@ -523,14 +523,16 @@ fn listen(args: &ServerSection, file: &ServerSection) -> Result<Listen, ConfigEr
 /// alone is an error too).
 fn nts(args: &ServerSection, file: &ServerSection) -> Result<Option<NtsConfig>, ConfigError> {
     let listen = args.nts_listen.or(file.nts_listen);
+    let ntp_port = args.nts_ntp_port.or(file.nts_ntp_port);
+    ensure(ntp_port != Some(0), "server.nts-ntp-port", || "the NTP port must be 1-65535".into())?;
     match (args.nts_cert.clone().or(file.nts_cert.clone()), args.nts_key.clone().or(file.nts_key.clone())) {
-        (Some(cert), Some(key)) => Ok(Some(NtsConfig {
-            cert,
-            key,
-            listen: listen.unwrap_or(DEFAULT_NTS_LISTEN),
-            ntp_port: args.nts_ntp_port.or(file.nts_ntp_port),
-        })),
-        (None, None) if listen.is_none() && args.nts_ntp_port.or(file.nts_ntp_port).is_none() => Ok(None),
+        (Some(cert), Some(key)) => {
+            Ok(Some(NtsConfig { cert, key, listen: listen.unwrap_or(DEFAULT_NTS_LISTEN), ntp_port }))
+        }
+        (None, None) if listen.is_none() && ntp_port.is_none() => Ok(None),
+        (None, None) => {
+            Err(invalid("server.nts-cert", "nts-listen and nts-ntp-port need NTS: give nts-cert and nts-key".into()))
+        }
         _ => Err(invalid("server.nts-cert", "NTS needs both nts-cert and nts-key".into())),
     }
 }
@@ -611,7 +613,11 @@ mod tests {
         assert_eq!(ServeConfig::merge(file, &args).unwrap().nts.unwrap().ntp_port, Some(4123));
         let alone = FileConfig::parse("[server]\nnts-ntp-port = 1230\n").unwrap();
         let err = ServeConfig::merge(alone, &Overrides::default()).unwrap_err();
-        assert!(err.to_string().contains("nts-cert"), "{err}");
+        assert!(err.to_string().contains("nts-ntp-port need NTS"), "{err}");
+        let zero =
+            FileConfig::parse("[server]\nnts-cert = \"a.crt\"\nnts-key = \"a.key\"\nnts-ntp-port = 0\n").unwrap();
+        let err = ServeConfig::merge(zero, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("nts-ntp-port"), "{err}");
     }
 
     #[test]

@@ -62,10 +62,11 @@ impl<'a> NtsRequest<'a> {
 }
 
 /// Decides what to send back for the NTS request `request`, received at
-/// `receive_time`; `transmit_time` is read for an authenticated reply once
-/// its cookies are made, just before the seal, so the costly part of the
-/// work (opening the request's cookie, sealing the fresh ones) is not
-/// between T3 and the send.
+/// `receive_time`. `transmit_time` gives T3 for an authenticated reply: it
+/// is asked once, only for such a reply, after the request's cookie is
+/// opened, the fresh cookies are sealed and the nonce is drawn, so only
+/// the reply's own seal (T3 is inside what it authenticates) lies between
+/// T3 and the send. The caller gives the time; the core never reads a clock.
 /// `random` fills nonces (the shell passes a CSPRNG).
 pub fn respond_nts(
     request: &NtsRequest<'_>,
@@ -169,5 +170,53 @@ mod tests {
         assert_eq!(dropped, NtsResponse::Ignore(IgnoreReason::Denied));
         let plain = Header { mode: Mode::Client, transmit: NtpTimestamp::from_bits(1), ..Header::default() }.encode();
         assert!(matches!(answer(&plain, Admission::Serve), NtsResponse::Ignore(IgnoreReason::Malformed(_))));
+    }
+
+    #[test]
+    fn t3_is_asked_once_for_time_and_only_after_the_cookies_and_nonce_are_drawn() {
+        let masters = MasterKeys::new(MasterKey { id: 1, key: Key([3; KEY_LEN]) });
+        let session = SessionKeys { c2s: Key([1; KEY_LEN]), s2c: Key([2; KEY_LEN]) };
+        let cookie = masters.make_cookie(&session, &[0; COOKIE_NONCE_LEN]);
+        let header = Header { mode: Mode::Client, transmit: NtpTimestamp::from_bits(42), ..Header::default() };
+        let uid = [7; UNIQUE_ID_LEN];
+        let request =
+            ClientRequest { unique_id: &uid, cookie: &cookie, placeholders: 2, nonce: &[9; 16], c2s: &session.c2s }
+                .encode(&header);
+        let forged = ClientRequest {
+            c2s: &Key([0; KEY_LEN]),
+            ..ClientRequest { unique_id: &uid, cookie: &cookie, placeholders: 0, nonce: &[9; 16], c2s: &session.c2s }
+        }
+        .encode(&header);
+        let request = NtsRequest::decode(&request).unwrap();
+        let forged = NtsRequest::decode(&forged).unwrap();
+        for (request, admission, asks) in [
+            (&request, Admission::Serve, 1),
+            (&forged, Admission::Serve, 0),
+            (&request, Admission::Kiss(KissCode::Rate), 0),
+            (&request, Admission::Drop, 0),
+        ] {
+            // Three cookies (one used, two placeholders) and a nonce: four draws before T3.
+            let draws = std::cell::Cell::new(0);
+            let mut random = |bytes: &mut [u8]| {
+                draws.set(draws.get() + 1);
+                bytes.fill(0x5a);
+            };
+            let asked = std::cell::Cell::new(0);
+            let transmit = || {
+                asked.set(asked.get() + 1);
+                assert_eq!(draws.get(), 4, "T3 read before the cookies and the nonce were drawn");
+                NtpTimestamp::from_bits(2 << 40)
+            };
+            let _ = respond_nts(
+                request,
+                NtpTimestamp::from_bits(1 << 40),
+                transmit,
+                &STATE,
+                admission,
+                &masters,
+                &mut random,
+            );
+            assert_eq!(asked.get(), asks, "{admission:?}");
+        }
     }
 }

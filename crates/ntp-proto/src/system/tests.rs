@@ -198,6 +198,13 @@ fn an_address_our_polls_leave_from_but_we_do_not_serve_on_is_not_us() {
     let own = own_reference_ids(&[socket("10.0.0.4:123")], &["10.0.0.1".parse().unwrap()]);
     assert!(!own.contains(&ReferenceId([10, 0, 0, 1])), "{own:?}");
     assert!(own.contains(&ReferenceId([10, 0, 0, 4])), "{own:?}");
+    // A wildcard listener beside it is us wherever our polls leave from.
+    let both = own_reference_ids(&[socket("0.0.0.0:123"), socket("10.0.0.4:1234")], &["10.0.0.1".parse().unwrap()]);
+    assert!(both.contains(&ReferenceId([10, 0, 0, 1])) && both.contains(&ReferenceId([10, 0, 0, 4])), "{both:?}");
+    // A specific IPv6 listener is us by its address's hash, and only it.
+    let v6 = own_reference_ids(&[socket("[2001:db8::4]:123")], &["2001:db8::1".parse().unwrap()]);
+    assert!(v6.contains(&ReferenceId::of_upstream(socket("[2001:db8::4]:123"))), "{v6:?}");
+    assert!(!v6.contains(&ReferenceId::of_upstream(socket("[2001:db8::1]:123"))), "{v6:?}");
 }
 
 #[test]
