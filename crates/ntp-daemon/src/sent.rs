@@ -8,10 +8,9 @@
 //!
 //! A timestamp costs the kernel more than the rest of a reply (a buffer
 //! queued on the error queue, a wake-up, a read), so only the replies that
-//! need one ask: those to clients in interleaved mode, and the first
-//! reply sent for each receive batch, for the latency estimate (an NTS
-//! reply is sent on its own, at once, and asks only if it is that first).
-//! That one must be every batch's first: a datagram that asks carries a control message the kernel reads
+//! need one ask: those to clients in interleaved mode, and the first of
+//! each batch, for the latency estimate. That one must be every batch's
+//! first: a datagram that asks carries a control message the kernel reads
 //! before it sends, so a latency measured on a few would be longer than
 //! the others' and would put their T3 after they left; the rest of a batch
 //! leaves after its first. Under load a batch holds tens of replies, so a
@@ -98,12 +97,6 @@ pub struct SentReplies {
     latency: LeastLatency,
     /// The batch being answered: one entry per datagram queued, in order.
     batch: Vec<Queued>,
-    /// T2 of the remembered replies already sent while the receive batch
-    /// is answered (an NTS reply is sent at once, with those before it):
-    /// their timestamps may not be back, so they are not in the table yet.
-    sent_early: Vec<NtpTimestamp>,
-    /// Sends made while the receive batch is answered.
-    sends: usize,
 }
 
 impl SentReplies {
@@ -129,25 +122,19 @@ impl SentReplies {
             table: TransmitTable::new(capacity),
             latency: LeastLatency::default(),
             batch: Vec::with_capacity(64),
-            sent_early: Vec::new(),
-            sends: 0,
         }
     }
 
     /// `receive` made unique among the replies remembered and those of the
-    /// receive batch being answered, to be a reply's T2 (two datagrams
-    /// without a kernel timestamp share the time read for the batch).
+    /// batch being answered, to be a reply's T2 (two datagrams without a
+    /// kernel timestamp share the time read for the batch).
     #[must_use]
     pub fn unique_receive(&self, receive: NtpTimestamp) -> NtpTimestamp {
         if !self.numbered {
             return receive;
         }
         let mut receive = self.table.unique_receive(receive);
-        let taken = |t: NtpTimestamp| {
-            self.batch.iter().filter_map(|queued| queued.reply).any(|(queued, _)| queued == t)
-                || self.sent_early.contains(&t)
-        };
-        while taken(receive) {
+        while self.batch.iter().filter_map(|queued| queued.reply).any(|(queued, _)| queued == receive) {
             receive = self.table.unique_receive(NtpTimestamp::from_bits(receive.to_bits().wrapping_add(1)));
         }
         receive
@@ -173,22 +160,15 @@ impl SentReplies {
     /// ([`ntp_proto::ReplyKind::to_remember`]), or (`None`) any other.
     /// It has just been pushed onto `replies`; it asks the kernel for its
     /// transmit timestamp ([`SendBatch::ask_transmit_timestamp`]) if it is
-    /// one to remember or the receive batch's first, which measures the
-    /// send latency. Returns whether it asked.
+    /// one to remember or the batch's first, which measures the send
+    /// latency. Returns whether it asked.
     pub fn queued(&mut self, replies: &mut SendBatch, reply: Option<(NtpTimestamp, IpAddr)>) -> bool {
-        let asked = self.numbered && (reply.is_some() || (self.batch.is_empty() && self.sends == 0));
+        let asked = self.numbered && (reply.is_some() || self.batch.is_empty());
         if asked {
             replies.ask_transmit_timestamp();
         }
         self.batch.push(Queued { reply, asked });
         asked
-    }
-
-    /// Ends the answer to a receive batch: what was sent during it is
-    /// known to the table, or will be, by its timestamps.
-    pub fn batch_answered(&mut self) {
-        self.sent_early.clear();
-        self.sends = 0;
     }
 
     /// Takes the timestamps that came back, if any are awaited.
@@ -234,8 +214,6 @@ impl SentReplies {
         snapshot: &ClockSnapshot,
     ) {
         let queued = std::mem::take(&mut self.batch);
-        self.sends += 1;
-        self.sent_early.extend(queued.iter().filter_map(|queued| queued.reply).map(|(receive, _)| receive));
         if !self.numbered {
             self.batch = queued;
             self.batch.clear();
@@ -369,13 +347,6 @@ mod tests {
             let count = batch.send(&socket).unwrap();
             sent.sent(&socket, Some(count), batch.was_split(), read, &snapshot);
             assert_eq!(sent.outstanding, 0, "loopback stamps within the send: both came back");
-            // A second send for the same receive batch (an NTS reply sent at
-            // once) does not measure the latency again.
-            assert!(batch.push(to.local_addr().unwrap(), None, &[0; 48]));
-            assert!(!sent.queued(&mut batch, None), "round {round}: not the receive batch's first send");
-            let count = batch.send(&socket).unwrap();
-            sent.sent(&socket, Some(count), batch.was_split(), read, &snapshot);
-            sent.batch_answered();
         }
         assert!(sent.transmit_of(t2(1), client).is_some() && sent.transmit_of(t2(2), client).is_some());
     }

@@ -7,13 +7,13 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ntp_proto::nts::respond::{respond_nts, NtsReplyKind, NtsRequest, NtsResponse};
+use ntp_proto::nts::respond::{respond_nts, NtsReplyKind, NtsRequest, NtsResponse, Unsealed};
 use ntp_proto::packet::{write_transmit, HEADER_LEN};
 use ntp_proto::responder::{respond_interleaved, ReplyKind, Response};
 use thiserror::Error;
@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use crate::clock::SharedClock;
 use crate::nts::{fill_random, NtsKeys};
-use crate::policy::{AccessConfig, Policy, RateLimitConfig};
+use crate::policy::{AccessConfig, Decision, Policy, RateLimitConfig};
 use crate::sent::SentReplies;
 use crate::stats::{Counts, Stats};
 use crate::ClockSnapshot;
@@ -106,6 +106,7 @@ impl Server {
                 stats: Arc::clone(&stats),
                 stop: Arc::clone(&stop),
                 nts: nts.clone(),
+                unsealed: Vec::new(),
             };
             let name = format!("ntp-serve-{}", address.map(|a| a.to_string()).unwrap_or_default());
             let thread = std::thread::Builder::new()
@@ -169,6 +170,9 @@ struct Worker {
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     nts: Option<Arc<NtsKeys>>,
+    /// The batch's authenticated NTS replies, sealed last (each with its
+    /// T3 read just before), after every other datagram is answered.
+    unsealed: Vec<(SocketAddr, Option<IpAddr>, Decision, Unsealed)>,
 }
 
 impl Worker {
@@ -191,10 +195,10 @@ impl Worker {
         debug!("serving thread stopped");
     }
 
-    /// Decides about every datagram of the batch, then stamps and sends the
-    /// replies (an NTS reply at once, with those queued before it: its T3
-    /// was read before it was sealed). A basic reply's transmit timestamp
-    /// (T3) is read right before its send, and moved on by the least send latency measured on
+    /// Decides about every datagram of the batch, then seals the NTS time
+    /// replies, each with its T3 read just before, and stamps and sends the
+    /// replies. A basic reply's transmit timestamp (T3) is read once, right
+    /// before the send, and moved on by the least send latency measured on
     /// this socket ([`SentReplies::transmit_latency`]); an interleaved one
     /// carries when the previous reply to its client left; kiss-o'-death
     /// replies keep the client's timestamps.
@@ -227,24 +231,17 @@ impl Worker {
                 _ => None,
             };
             if let (Some(keys), Some(request)) = (&self.nts, nts_request) {
-                // T3 is authenticated, so it is read just before sealing
-                // (after the cookies are made), not stamped at the send.
-                let latency = self.sent.transmit_latency();
-                let transmit = || snapshot.served_at(SharedClock::system_now() + latency);
                 let masters = masters.get_or_insert_with(|| keys.current());
-                let admission = decision.admission();
-                match respond_nts(&request, receive, transmit, &state, admission, masters, &mut fill_random) {
+                match respond_nts(&request, receive, &state, decision.admission(), masters, &mut fill_random) {
                     NtsResponse::Ignore(reason) => counts.ignored(reason, decision),
+                    NtsResponse::Time(unsealed) => self.unsealed.push((source, datagram.local, decision, unsealed)),
                     NtsResponse::Reply { bytes, kind } => {
                         if replies.push_final(source, datagram.local, &bytes) {
                             self.sent.queued(replies, None);
-                            // Sent now: its T3 was read before it was sealed,
-                            // and the rest of the batch may take long to answer.
-                            self.send(replies, &snapshot, &mut counts);
                             match kind {
                                 // An NTS NAK is a kiss-o'-death (NTSN): counted with the refusals.
                                 NtsReplyKind::Nak => counts.kissed_deny += 1,
-                                NtsReplyKind::Time | NtsReplyKind::Kiss => counts.replied(decision),
+                                NtsReplyKind::Kiss => counts.replied(decision),
                             }
                         }
                     }
@@ -271,8 +268,18 @@ impl Worker {
                 }
             }
         }
+        // T3 is inside what an NTS reply's seal covers: read for each just
+        // before its seal, the costly work (cookies) long done, the send next.
+        let mut unsealed = std::mem::take(&mut self.unsealed);
+        for (source, local, decision, reply) in unsealed.drain(..) {
+            let transmit = snapshot.served_at(SharedClock::system_now() + self.sent.transmit_latency());
+            if replies.push_final(source, local, &reply.seal(transmit)) {
+                self.sent.queued(replies, None);
+                counts.replied(decision);
+            }
+        }
+        self.unsealed = unsealed;
         self.send(replies, &snapshot, &mut counts);
-        self.sent.batch_answered();
         counts
     }
 

@@ -15,26 +15,56 @@ use crate::NtpTimestamp;
 pub enum NtsResponse {
     /// Send nothing.
     Ignore(IgnoreReason),
-    /// Send these bytes as they are (the transmit time is inside the
-    /// authenticated data, so it was set before sealing). Never longer
-    /// than the request.
+    /// Send these bytes as they are (unauthenticated: no time in them).
+    /// Never longer than the request.
     Reply {
         /// The whole reply.
         bytes: Vec<u8>,
         /// What kind of reply it is.
         kind: NtsReplyKind,
     },
+    /// Authenticated time and fresh cookies, made but for the seal, which
+    /// covers T3: [`Unsealed::seal`] it with the transmit time read just
+    /// before, when everything else of the batch is done.
+    Time(Unsealed),
 }
 
-/// What an NTS reply carries.
+/// What an unauthenticated NTS reply is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NtsReplyKind {
-    /// Authenticated time and fresh cookies.
-    Time,
-    /// The access policy's kiss-o'-death (unauthenticated, with the unique identifier).
+    /// The access policy's kiss-o'-death (with the unique identifier).
     Kiss,
     /// An NTS NAK: the cookie did not open or the request did not verify.
     Nak,
+}
+
+/// An authenticated reply made but for its transmit time and its seal:
+/// the costly work (the request's cookie opened, the fresh cookies sealed,
+/// the nonce drawn) is done, and what is left between reading T3 and the
+/// send is the one AES-SIV seal of the reply itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Unsealed {
+    header: crate::packet::Header,
+    unique_id: Vec<u8>,
+    s2c: super::aead::Key,
+    cookies: Vec<Vec<u8>>,
+    nonce: [u8; NONCE_LEN],
+}
+
+impl Unsealed {
+    /// The reply, with `transmit` as its T3, sealed under the session's
+    /// S2C key. Never longer than the request.
+    #[must_use]
+    pub fn seal(self, transmit: NtpTimestamp) -> Vec<u8> {
+        let header = crate::packet::Header { transmit, ..self.header };
+        ntp::server_reply(&header, &self.unique_id, &self.s2c, &self.cookies, &self.nonce)
+    }
+}
+
+impl std::fmt::Debug for Unsealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unsealed").field("header", &self.header).field("cookies", &self.cookies.len()).finish()
+    }
 }
 
 /// A request for the NTS path, decoded once: the datagram (the
@@ -62,16 +92,12 @@ impl<'a> NtsRequest<'a> {
 }
 
 /// Decides what to send back for the NTS request `request`, received at
-/// `receive_time`. `transmit_time` gives T3 for an authenticated reply: it
-/// is asked once, only for such a reply, after the request's cookie is
-/// opened, the fresh cookies are sealed and the nonce is drawn, so only
-/// the reply's own seal (T3 is inside what it authenticates) lies between
-/// T3 and the send. The caller gives the time; the core never reads a clock.
-/// `random` fills nonces (the shell passes a CSPRNG).
+/// `receive_time`: an authenticated reply comes back [`Unsealed`], for the
+/// shell to seal with T3 once the rest of its work is done. `random`
+/// fills nonces (the shell passes a CSPRNG).
 pub fn respond_nts(
     request: &NtsRequest<'_>,
     receive_time: NtpTimestamp,
-    transmit_time: impl FnOnce() -> NtpTimestamp,
     state: &ServerState,
     admission: Admission,
     masters: &MasterKeys,
@@ -100,12 +126,11 @@ pub fn respond_nts(
                 let bytes = ntp::nak(&kiss_reply(&header, code), &unique_id);
                 return NtsResponse::Reply { bytes, kind: NtsReplyKind::Kiss };
             }
-            let fresh = masters.make_cookies(&keys, cookies, &mut *random);
+            let cookies = masters.make_cookies(&keys, cookies, &mut *random);
             let mut nonce = [0; NONCE_LEN];
             random(&mut nonce);
-            let reply = crate::packet::Header { transmit: transmit_time(), ..time_reply(&header, receive_time, state) };
-            let bytes = ntp::server_reply(&reply, &unique_id, &keys.s2c, &fresh, &nonce);
-            NtsResponse::Reply { bytes, kind: NtsReplyKind::Time }
+            let header = time_reply(&header, receive_time, state);
+            NtsResponse::Time(Unsealed { header, unique_id, s2c: keys.s2c, cookies, nonce })
         }
     }
 }
@@ -138,11 +163,11 @@ mod tests {
         let (receive, transmit) = (NtpTimestamp::from_bits(1 << 40), NtpTimestamp::from_bits(2 << 40));
         let answer = |request: &[u8], admission: Admission| {
             let request = NtsRequest::decode(request).unwrap();
-            respond_nts(&request, receive, || transmit, &STATE, admission, &masters, &mut fill)
+            respond_nts(&request, receive, &STATE, admission, &masters, &mut fill)
         };
-        let NtsResponse::Reply { bytes, kind: NtsReplyKind::Time } = answer(&request, Admission::Serve) else {
-            panic!("no time reply")
-        };
+        let NtsResponse::Time(unsealed) = answer(&request, Admission::Serve) else { panic!("no time reply") };
+        let bytes = unsealed.seal(transmit);
+        assert!(bytes.len() <= request.len(), "a reply is never longer than its request");
         let reply = Packet::decode(&bytes).unwrap();
         assert_eq!(
             (reply.header.origin, reply.header.receive, reply.header.transmit),
@@ -170,53 +195,5 @@ mod tests {
         assert_eq!(dropped, NtsResponse::Ignore(IgnoreReason::Denied));
         let plain = Header { mode: Mode::Client, transmit: NtpTimestamp::from_bits(1), ..Header::default() }.encode();
         assert!(matches!(answer(&plain, Admission::Serve), NtsResponse::Ignore(IgnoreReason::Malformed(_))));
-    }
-
-    #[test]
-    fn t3_is_asked_once_for_time_and_only_after_the_cookies_and_nonce_are_drawn() {
-        let masters = MasterKeys::new(MasterKey { id: 1, key: Key([3; KEY_LEN]) });
-        let session = SessionKeys { c2s: Key([1; KEY_LEN]), s2c: Key([2; KEY_LEN]) };
-        let cookie = masters.make_cookie(&session, &[0; COOKIE_NONCE_LEN]);
-        let header = Header { mode: Mode::Client, transmit: NtpTimestamp::from_bits(42), ..Header::default() };
-        let uid = [7; UNIQUE_ID_LEN];
-        let request =
-            ClientRequest { unique_id: &uid, cookie: &cookie, placeholders: 2, nonce: &[9; 16], c2s: &session.c2s }
-                .encode(&header);
-        let forged = ClientRequest {
-            c2s: &Key([0; KEY_LEN]),
-            ..ClientRequest { unique_id: &uid, cookie: &cookie, placeholders: 0, nonce: &[9; 16], c2s: &session.c2s }
-        }
-        .encode(&header);
-        let request = NtsRequest::decode(&request).unwrap();
-        let forged = NtsRequest::decode(&forged).unwrap();
-        for (request, admission, asks) in [
-            (&request, Admission::Serve, 1),
-            (&forged, Admission::Serve, 0),
-            (&request, Admission::Kiss(KissCode::Rate), 0),
-            (&request, Admission::Drop, 0),
-        ] {
-            // Three cookies (one used, two placeholders) and a nonce: four draws before T3.
-            let draws = std::cell::Cell::new(0);
-            let mut random = |bytes: &mut [u8]| {
-                draws.set(draws.get() + 1);
-                bytes.fill(0x5a);
-            };
-            let asked = std::cell::Cell::new(0);
-            let transmit = || {
-                asked.set(asked.get() + 1);
-                assert_eq!(draws.get(), 4, "T3 read before the cookies and the nonce were drawn");
-                NtpTimestamp::from_bits(2 << 40)
-            };
-            let _ = respond_nts(
-                request,
-                NtpTimestamp::from_bits(1 << 40),
-                transmit,
-                &STATE,
-                admission,
-                &masters,
-                &mut random,
-            );
-            assert_eq!(asked.get(), asks, "{admission:?}");
-        }
     }
 }
