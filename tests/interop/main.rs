@@ -10,6 +10,7 @@
 //! only those peers (and leaves docs/interop.md alone).
 
 mod bed;
+mod busybox;
 mod chrony;
 mod ntpd_rs;
 mod ntpd_rs_vm;
@@ -36,6 +37,7 @@ const PEERS: &[Peer] = &[
     Peer { name: "ntpd-rs", pairs: ntpd_rs::pairs, notes: ntpd_rs::NOTES },
     Peer { name: "ntpdig", pairs: ntpdig::pairs, notes: ntpdig::NOTES },
     Peer { name: "ntplib", pairs: ntplib::pairs, notes: ntplib::NOTES },
+    Peer { name: "BusyBox", pairs: busybox::pairs, notes: busybox::NOTES },
 ];
 
 #[test]
