@@ -14,7 +14,7 @@
 # What each shows comes back as `VM ...` lines on the console.
 # Settings from the kernel command line: vm.timesyncd=S (its limit),
 # vm.openntpd=S (OpenNTPD's limit to synchronize), vm.serve=S.
-timesyncd_limit=60 openntpd_limit=420 serve=60
+timesyncd_limit=60 openntpd_limit=480 serve=75
 for word in $(cat /proc/cmdline); do
     case $word in
         vm.timesyncd=*) timesyncd_limit=${word#*=} ;;
