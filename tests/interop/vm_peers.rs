@@ -30,7 +30,7 @@ const TIMESYNCD_LIMIT: u64 = 60;
 /// intervals: about 100 s), adjusts, and is synced at the next adjustment
 /// once that one has been slewed, which waits for the slots its choice
 /// cleared to fill again (one to eight replies, 30 s each): 2 to 6.5
-/// minutes (146, 261 and 342 s seen), and a lost reply costs one more.
+/// minutes (146, 261, 270 and 342 s seen), and a lost reply costs one more.
 const OPENNTPD_LIMIT: u64 = 480;
 /// Seconds OpenNTPD serves, synchronized, while the host reads it.
 const SERVE: u64 = 75;
