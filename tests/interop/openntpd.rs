@@ -15,8 +15,8 @@ synced (and only then serves a leap indicator other than 'unsynchronized') after
 previous one finished. Before it, `chronyd -q` and systemd-timesyncd have put the guest clock on ntpd-sim's, so \
 the truth of its offset is zero. By design it is slow to synchronize: it needs all eight slots of its filter \
 good (replies at 5 s, then at 30 s intervals once it trusts the server), adjusts by the lowest-delay one, \
-clears that slot and the older ones, and says \"clock synced\" at the next adjustment: 2 to 6 minutes from \
-start with one server (146, 261, 270 and 342 s in four runs here). `ntpctl -s all` shows the peer's stratum and its offset, delay and jitter in ms (three \
+clears that slot and the older ones, and says \"clock synced\" at the next adjustment: about 2 to 6 minutes from \
+start with one server (107, 146, 261, 270 and 342 s in five runs here). `ntpctl -s all` shows the peer's stratum and its offset, delay and jitter in ms (three \
 decimals), and its own \"clock synced, stratum N\"; it shows no reference ID, leap or root distance of the \
 peer, but serves them on: as a server it advertises the peer's leap, stratum + 1, the peer's address as \
 reference ID and the delay to it as root delay, checked here through qemu's port forward with ntp-query and \

@@ -29,8 +29,8 @@ const TIMESYNCD_LIMIT: u64 = 60;
 /// needs eight good replies (its filter's eight slots, at 5 s then 30 s
 /// intervals: about 100 s), adjusts, and is synced at the next adjustment
 /// once that one has been slewed, which waits for the slots its choice
-/// cleared to fill again (one to eight replies, 30 s each): 2 to 6.5
-/// minutes (146, 261, 270 and 342 s seen), and a lost reply costs one more.
+/// cleared to fill again (one to eight replies, 30 s each): 1.5 to 6.5
+/// minutes (107 to 342 s in five runs), and a lost reply costs one more.
 const OPENNTPD_LIMIT: u64 = 480;
 /// Seconds OpenNTPD serves, synchronized, while the host reads it.
 const SERVE: u64 = 75;
