@@ -10,6 +10,7 @@
 //! only those peers (and leaves docs/interop.md alone).
 
 mod bed;
+mod busybox;
 mod chrony;
 mod ntpd_rs;
 mod ntpd_rs_vm;
@@ -17,7 +18,10 @@ mod ntpdig;
 mod ntplib;
 mod ntpsec;
 mod oneshot;
+mod openntpd;
 mod report;
+mod timesyncd;
+mod vm_peers;
 
 use std::panic::AssertUnwindSafe;
 
@@ -36,6 +40,9 @@ const PEERS: &[Peer] = &[
     Peer { name: "ntpd-rs", pairs: ntpd_rs::pairs, notes: ntpd_rs::NOTES },
     Peer { name: "ntpdig", pairs: ntpdig::pairs, notes: ntpdig::NOTES },
     Peer { name: "ntplib", pairs: ntplib::pairs, notes: ntplib::NOTES },
+    Peer { name: "OpenNTPD", pairs: openntpd::pairs, notes: openntpd::NOTES },
+    Peer { name: "systemd-timesyncd", pairs: timesyncd::pairs, notes: timesyncd::NOTES },
+    Peer { name: "BusyBox", pairs: busybox::pairs, notes: busybox::NOTES },
 ];
 
 #[test]
