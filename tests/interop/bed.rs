@@ -244,3 +244,30 @@ pub fn relayed(bed: &Bed, server: &str, client: impl Fn(bool) -> Result<f64, Str
         }
     }
 }
+
+/// An ntpd-sim on host A at `listen` following `upstream` (`HOST`, or
+/// `nts://HOST` trusting the bed's CA), polling every 2^`polls.0` to
+/// 2^`polls.1` s, once it serves at `stratum`: its offset of the upstream
+/// (or why it did not get there in 40 s), with the daemon, still running.
+pub fn follow(bed: &Bed, listen: &str, upstream: &str, polls: (i8, i8), stratum: u8) -> Result<(f64, Daemon), String> {
+    let http = format!("{}:9124", bed.a_ip());
+    let ca = bed.ca.ca_cert().display().to_string();
+    let (min, max) = (polls.0.to_string(), polls.1.to_string());
+    let args = ["--upstream", upstream, "--min-poll", &min, "--max-poll", &max, "--http", &http, "--no-control-socket"];
+    let follower = bed.a.serve(listen, &[&args[..], &["--nts-ca-file", &ca]].concat());
+    let synced = bed.a.wait_status(&http, Duration::from_secs(40), |s| s["system"]["stratum"] == stratum);
+    let status = synced
+        .ok_or_else(|| format!("ntpd-sim did not reach stratum {stratum} on {upstream}: {}", follower.output()))?;
+    Ok((status["upstreams"][0]["offset"].as_f64().unwrap_or(f64::NAN), follower))
+}
+
+/// The tampering check of an NTS server on the bed at `server`, with
+/// `ntp-query --nts` through both relays ([`relayed`]).
+pub fn nts_query_relayed(bed: &Bed, server: &str) -> Result<String, String> {
+    let ca = bed.ca.ca_cert().display().to_string();
+    relayed(bed, server, |tamper| {
+        let json = bed.query(&["-n", "2", "--nts", "--ca-file", &ca, Bed::relay_name(tamper)])?;
+        let entry = &json["servers"][0];
+        entry["offset"].as_f64().filter(|_| entry["error"].is_null()).ok_or_else(|| entry["error"].to_string())
+    })
+}

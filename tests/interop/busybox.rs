@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ntp_e2e::process::wait_for;
 
-use crate::bed::{unpacked, without_clock_rights, Bed};
+use crate::bed::{follow, unpacked, without_clock_rights, Bed};
 use crate::report::{ensure, micros, works, Auth, Direction, Outcome, Row};
 
 pub const NOTES: &str = "Debian bookworm's `busybox` and `busybox-static` are built without the ntpd applet, so \
@@ -150,13 +150,7 @@ fn serves(busybox: &str) -> Result<Outcome, String> {
     })?;
     let offset = entry["offset"].as_f64().unwrap_or(f64::NAN);
     ensure(offset.abs() < BOUND, || format!("ntp-query's offset {} beyond {}", micros(offset), micros(BOUND)))?;
-    let listen = format!("{}:12300", bed.a_ip());
-    let http = format!("{}:9124", bed.a_ip());
-    let args = ["--upstream", &target, "--min-poll", "0", "--max-poll", "1", "--http", &http, "--no-control-socket"];
-    let follower = bed.a.serve(&listen, &args);
-    let synced = bed.a.wait_status(&http, Duration::from_secs(40), |s| s["system"]["stratum"] == 2);
-    let status = synced.ok_or_else(|| format!("ntpd-sim did not reach stratum 2 on BusyBox: {}", follower.output()))?;
-    let follower_offset = status["upstreams"][0]["offset"].as_f64().unwrap_or(f64::NAN);
+    let (follower_offset, _follower) = follow(&bed, &format!("{}:12300", bed.a_ip()), &target, (0, 1), 2)?;
     ensure(follower_offset.abs() < BOUND, || format!("ntpd-sim's offset of BusyBox {}", micros(follower_offset)))?;
     Ok(works(
         format!("ntp-query offset {}; ntpd-sim upstream offset {}", micros(offset), micros(follower_offset)),

@@ -13,7 +13,7 @@ use ntp_e2e::process::wait_for;
 use ntp_e2e::Daemon;
 use serde_json::Value;
 
-use crate::bed::{package_version, relayed, Bed, KE_PORT, NAMES};
+use crate::bed::{follow, nts_query_relayed, package_version, relayed, Bed, KE_PORT, NAMES};
 use crate::report::{ensure, micros, works, Auth, Direction, Outcome, Row};
 
 pub const NOTES: &str = "chronyd runs with `-x` (it never adjusts a clock, and tracks offset and frequency as if \
@@ -114,23 +114,11 @@ fn chronyd_serves(nts: bool) -> Result<Outcome, String> {
     })?;
     // ntpd-sim's upstream side: synchronized to chronyd, serving stratum 2.
     let upstream = if nts { format!("nts://{target}") } else { target.clone() };
-    let listen = format!("{}:12300", bed.a_ip());
-    let http = format!("{}:9124", bed.a_ip());
-    let args = ["--upstream", &upstream, "--min-poll", "0", "--max-poll", "1", "--http", &http, "--no-control-socket"];
-    let args = [&args[..], &["--nts-ca-file", &ca]].concat();
-    let follower = bed.a.serve(&listen, &args);
-    let synced = bed.a.wait_status(&http, Duration::from_secs(40), |s| s["system"]["stratum"] == 2);
-    let status = synced.ok_or_else(|| format!("ntpd-sim did not reach stratum 2 on chronyd: {}", follower.output()))?;
-    let follower_offset = status["upstreams"][0]["offset"].as_f64().unwrap_or(f64::NAN);
+    let (follower_offset, _follower) = follow(&bed, &format!("{}:12300", bed.a_ip()), &upstream, (0, 1), 2)?;
     ensure(follower_offset.abs() < BOUND, || format!("ntpd-sim's offset of chronyd {}", micros(follower_offset)))?;
     let mut auth = String::new();
     if nts {
-        let refused = relayed(&bed, &b, |tamper| {
-            let json = bed.query(&["-n", "2", "--nts", "--ca-file", &ca, Bed::relay_name(tamper)])?;
-            let entry = &json["servers"][0];
-            entry["offset"].as_f64().filter(|_| entry["error"].is_null()).ok_or_else(|| entry["error"].to_string())
-        })?;
-        auth = format!("; tampered replies refused ({refused})");
+        auth = format!("; tampered replies refused ({})", nts_query_relayed(&bed, &b)?);
     }
     Ok(works(
         format!("ntp-query offset {}; ntpd-sim upstream offset {}", micros(offset), micros(follower_offset)),

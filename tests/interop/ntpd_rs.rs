@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ntp_e2e::process::wait_for;
 
-use crate::bed::{relayed, unpacked, without_clock_rights, Bed, KE_PORT, NAMES};
+use crate::bed::{follow, nts_query_relayed, unpacked, without_clock_rights, Bed, KE_PORT, NAMES};
 use crate::ntpd_rs_vm;
 use crate::report::{ensure, micros, works, Auth, Direction, Outcome, Row};
 
@@ -107,22 +107,11 @@ fn serves(nts: bool, daemon: &str, ctl: &str) -> Result<Outcome, String> {
 
     // ntpd-sim's upstream side: synchronized to ntpd-rs, serving stratum 2.
     let upstream = if nts { format!("nts://{target}") } else { target.clone() };
-    let listen = format!("{}:12300", bed.a_ip());
-    let http = format!("{}:9124", bed.a_ip());
-    let args = ["--upstream", &upstream, "--min-poll", "0", "--max-poll", "1", "--http", &http, "--no-control-socket"];
-    let args = [&args[..], &["--nts-ca-file", &ca]].concat();
-    let follower = bed.a.serve(&listen, &args);
-    let synced = bed.a.wait_status(&http, Duration::from_secs(40), |s| s["system"]["stratum"] == 2);
-    let status = synced.ok_or_else(|| format!("ntpd-sim did not reach stratum 2 on ntpd-rs: {}", follower.output()))?;
-    let upstream_offset = status["upstreams"][0]["offset"].as_f64().unwrap_or(f64::NAN);
+    let (upstream_offset, _follower) = follow(&bed, &format!("{}:12300", bed.a_ip()), &upstream, (0, 1), 2)?;
     ensure(upstream_offset.abs() < BOUND, || format!("ntpd-sim's offset of ntpd-rs {}", micros(upstream_offset)))?;
     let mut auth = String::new();
     if nts {
-        let refused = relayed(&bed, &b, |tamper| {
-            let json = bed.query(&["-n", "2", "--nts", "--ca-file", &ca, Bed::relay_name(tamper)])?;
-            let entry = &json["servers"][0];
-            entry["offset"].as_f64().filter(|_| entry["error"].is_null()).ok_or_else(|| entry["error"].to_string())
-        })?;
+        let refused = nts_query_relayed(&bed, &b)?;
         let accepted = Metrics::read(ctl, &conf)?.get("ntp_server_nts_accepted_packets_total")?;
         ensure(accepted > 0.0, || "ntpd-rs counted no NTS request accepted".into())?;
         auth = format!("; {accepted} NTS requests accepted by ntpd-rs; tampered replies refused ({refused})");

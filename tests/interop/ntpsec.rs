@@ -9,7 +9,7 @@ use std::time::Duration;
 use ntp_e2e::process::wait_for;
 use ntp_e2e::Daemon;
 
-use crate::bed::{relayed, unpacked, without_clock_rights, Bed, KE_PORT, NAMES};
+use crate::bed::{follow, nts_query_relayed, unpacked, without_clock_rights, Bed, KE_PORT, NAMES};
 use crate::report::{ensure, micros, works, Auth, Direction, Row};
 
 pub const NOTES: &str = "NTPsec's ntpd 1.2.2 refuses to start as anything but root (`INIT: must be run as root, \
@@ -172,25 +172,7 @@ fn serves(bed: &Bed, target: &str, extra: &[&str], upstream: &str, followed: &[S
     ensure(followed.iter().any(|f| f == refid), || format!("ntpd serves refid {refid} where it follows {followed:?}"))?;
     // On host A's other address (ntpd-sim's own polls leave from the first).
     let listen = format!("{}:123", bed.relay_ip(true));
-    let http = format!("{}:9124", bed.a_ip());
-    let ca = bed.ca.ca_cert().display().to_string();
-    let args = [
-        "--upstream",
-        upstream,
-        "--min-poll",
-        "1",
-        "--max-poll",
-        "2",
-        "--http",
-        &http,
-        "--no-control-socket",
-        "--nts-ca-file",
-        &ca,
-    ];
-    let follower = bed.a.serve(&listen, &args);
-    let status = bed.a.wait_status(&http, Duration::from_secs(40), |s| s["system"]["stratum"] == 3);
-    let status = status.ok_or_else(|| format!("ntpd-sim did not reach stratum 3 on ntpd: {}", follower.output()))?;
-    let follower_offset = status["upstreams"][0]["offset"].as_f64().unwrap_or(f64::NAN);
+    let (follower_offset, _follower) = follow(bed, &listen, upstream, (1, 2), 3)?;
     ensure(follower_offset.abs() < BOUND, || format!("ntpd-sim's offset of ntpd {}", micros(follower_offset)))?;
     Ok(format!(
         "ntp-query offset {}; ntpd-sim upstream offset {}|stratum 2, refid {}, leap {}, root distance {:.1} ms (its own estimate, every adjustment refused); ntpd-sim synchronized, serving stratum 3",
@@ -292,11 +274,7 @@ fn nts(version: &str) -> Vec<Row> {
         // Its system peer is ntpd-sim direct or through the faithful relay, never the tampering one.
         let followed = [bed.a_ip(), bed.relay_ip(false)];
         let text = serves(&bed, NAMES[1], &["--nts", "--ca-file", ca], &format!("nts://{}", NAMES[1]), &followed)?;
-        let refused = relayed(&bed, &bed.b_ip(), |tamper| {
-            let json = bed.query(&["-n", "2", "--nts", "--ca-file", ca, Bed::relay_name(tamper)])?;
-            let entry = &json["servers"][0];
-            entry["offset"].as_f64().filter(|_| entry["error"].is_null()).ok_or_else(|| entry["error"].to_string())
-        })?;
+        let refused = nts_query_relayed(&bed, &bed.b_ip())?;
         let (measured, shown) = text.split_once('|').unwrap_or_default();
         Ok(works(measured, bound(), format!("{shown}; tampered replies refused ({refused})")))
     });
