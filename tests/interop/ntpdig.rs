@@ -14,8 +14,9 @@ ntpdig (`sntp 1:4.2.8p15+dfsg-2~1.2.2` is a transitional package), run under tha
 has an NTS option (ntpdig 1.2.2's `-a`/`-k` are symmetric keys).";
 
 /// ntpdig reads the clock in Python, around a blocking socket, and prints
-/// offsets to the microsecond.
-const BOUND: f64 = 500e-6;
+/// offsets to the microsecond: a few µs on a quiet machine, but 1.8 ms
+/// was seen once with the other pairs and a VM busy on two cores.
+const BOUND: f64 = 2e-3;
 
 pub fn pairs() -> Vec<Row> {
     let version = package_version("ntpsec-ntpdig");

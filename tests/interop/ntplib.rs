@@ -11,8 +11,10 @@ carries the interpreter's own time between stamping and sending (tens of µs). I
 ID and root delay and dispersion as sent. It only queries (nothing to run as a server) and has no NTS.";
 
 /// The bound on ntplib's offset from the injected one: Python stamps
-/// T1 and T4 around interpreted code, a few tens of µs each way.
-const BOUND: f64 = 500e-6;
+/// T1 and T4 around interpreted code, a few µs each way when the machine
+/// is quiet, milliseconds when the interpreter is kept off its CPU (as
+/// ntpdig, the same kind of client, was once by 1.8 ms).
+const BOUND: f64 = 2e-3;
 
 pub fn pairs() -> Vec<Row> {
     let version = package_version("python3-ntplib");
