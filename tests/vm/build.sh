@@ -34,12 +34,18 @@ image=$(apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-/ {pr
 [ -n "$image" ] || { echo "apt-cache knows no $meta: run apt-get update" >&2; exit 1; }
 version=$(apt-cache policy "$image" | awk '/Candidate:/ {print $2}')
 cache="$root/target/vm-cache/$image-$version"
+# Images built at once (the interop matrix's VM pairs) fill the cache one
+# at a time: the second waits, then finds it done.
+mkdir -p "$root/target/vm-cache"
+exec {cache_lock}>"$root/target/vm-cache/.lock"
+flock "$cache_lock"
 if [ ! -f "$cache/done" ]; then
     rm -rf "$cache" && mkdir -p "$cache/deb"
     (cd "$cache/deb" && apt-get download -q "$image" >/dev/null 2>&1)
     dpkg-deb -x "$cache"/deb/*.deb "$cache/x"
     touch "$cache/done"
 fi
+flock -u "$cache_lock"
 kver=$(ls "$cache/x/lib/modules")
 mkdir -p "$out"
 cp "$cache/x/boot/vmlinuz-$kver" "$out/vmlinuz"
