@@ -271,3 +271,24 @@ pub fn nts_query_relayed(bed: &Bed, server: &str) -> Result<String, String> {
         entry["offset"].as_f64().filter(|_| entry["error"].is_null()).ok_or_else(|| entry["error"].to_string())
     })
 }
+
+/// `ntp-query` on host A of the peer's server on host B (with NTS:
+/// `peer.test`, NTS-KE on [`KE_PORT`]), eight samples, until it answers at
+/// `stratum`: the target it queried and its entry, or why it did not
+/// within 20 s.
+pub fn query_peer(bed: &Bed, nts: bool, stratum: u8) -> Result<(String, serde_json::Value), String> {
+    let ca = bed.ca.ca_cert().display().to_string();
+    let target = if nts { NAMES[1].to_string() } else { format!("{}:123", bed.b_ip()) };
+    let mut query = vec!["-n", "8", "-i", "0.1"];
+    if nts {
+        query.extend_from_slice(&["--nts", "--ca-file", &ca]);
+        ntp_e2e::nts::wait_tcp_open_in(&bed.a, &bed.b_ip(), KE_PORT);
+    }
+    query.push(&target);
+    let entry = wait_for(Duration::from_secs(20), || {
+        let entry = bed.query(&query).ok()?["servers"][0].clone();
+        (entry["error"].is_null() && entry["stratum"] == stratum).then_some(entry)
+    });
+    let entry = entry.ok_or_else(|| format!("no stratum-{stratum} answer to ntp-query: {:?}", bed.query(&query)))?;
+    Ok((target, entry))
+}

@@ -13,7 +13,7 @@ use ntp_e2e::process::wait_for;
 use ntp_e2e::Daemon;
 use serde_json::Value;
 
-use crate::bed::{follow, nts_query_relayed, package_version, relayed, Bed, KE_PORT, NAMES};
+use crate::bed::{follow, nts_query_relayed, package_version, query_peer, relayed, Bed, KE_PORT, NAMES};
 use crate::report::{ensure, micros, works, Auth, Direction, Outcome, Row};
 
 pub const NOTES: &str = "chronyd runs with `-x` (it never adjusts a clock, and tracks offset and frequency as if \
@@ -92,20 +92,7 @@ fn chronyd_serves(nts: bool) -> Result<Outcome, String> {
     };
     let _chronyd =
         Chronyd::start(&bed.b, &format!("local stratum 1\nport 123\nbindaddress {b}\nallow all\n{nts_lines}"));
-    let ca = bed.ca.ca_cert().display().to_string();
-    let mut query = vec!["-n", "8", "-i", "0.1"];
-    let target = if nts { NAMES[1].to_string() } else { format!("{b}:123") };
-    if nts {
-        query.extend_from_slice(&["--nts", "--ca-file", &ca]);
-        ntp_e2e::nts::wait_tcp_open_in(&bed.a, &b, KE_PORT);
-    }
-    query.push(&target);
-    let entry = wait_for(Duration::from_secs(20), || {
-        let json = bed.query(&query).ok()?;
-        let entry = json["servers"][0].clone();
-        (entry["error"].is_null() && entry["stratum"] == 1).then_some(entry)
-    })
-    .ok_or_else(|| format!("ntp-query got no stratum-1 answer from chronyd: {:?}", bed.query(&query)))?;
+    let (target, entry) = query_peer(&bed, nts, 1).map_err(|e| format!("chronyd: {e}"))?;
     let offset = entry["offset"].as_f64().unwrap_or(f64::NAN);
     ensure(offset.abs() < BOUND, || format!("ntp-query's offset {} beyond {}", micros(offset), micros(BOUND)))?;
     // chronyd's `local` reference sends 127.127.1.1 (7F7F0101) as its code.
@@ -126,7 +113,7 @@ fn chronyd_serves(nts: bool) -> Result<Outcome, String> {
         format!(
             "stratum 1, refid 127.127.1.1 (chronyd's local), leap {}, root distance {:.1} µs; ntpd-sim synchronized, serving stratum 2{auth}",
             entry["leap"].as_str().unwrap_or("?"),
-            entry["root_distance"].as_f64().unwrap_or(f64::NAN) * 1e6
+            crate::report::sent_distance(&entry) * 1e6
         ),
     ))
 }

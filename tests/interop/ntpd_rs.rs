@@ -3,11 +3,7 @@
 //! test VM (tests/interop/ntpd_rs_vm.rs), and as a server on host B with
 //! no source, a local stratum 1, without the right to set any clock.
 
-use std::time::Duration;
-
-use ntp_e2e::process::wait_for;
-
-use crate::bed::{follow, nts_query_relayed, unpacked, without_clock_rights, Bed, KE_PORT, NAMES};
+use crate::bed::{follow, nts_query_relayed, query_peer, unpacked, without_clock_rights, Bed, KE_PORT};
 use crate::ntpd_rs_vm;
 use crate::report::{ensure, micros, works, Auth, Direction, Outcome, Row};
 
@@ -76,20 +72,7 @@ fn serves(nts: bool, daemon: &str, ctl: &str) -> Result<Outcome, String> {
     std::fs::write(&conf, text).map_err(|e| e.to_string())?;
     let conf = conf.display().to_string();
     let server = without_clock_rights(&bed.b, daemon, &["-c", &conf]);
-    let ca = bed.ca.ca_cert().display().to_string();
-    let mut query = vec!["-n", "8", "-i", "0.1"];
-    let target = if nts { NAMES[1].to_string() } else { format!("{b}:123") };
-    if nts {
-        query.extend_from_slice(&["--nts", "--ca-file", &ca]);
-        ntp_e2e::nts::wait_tcp_open_in(&bed.a, &b, KE_PORT);
-    }
-    query.push(&target);
-    let entry = wait_for(Duration::from_secs(20), || {
-        let json = bed.query(&query).ok()?;
-        let entry = json["servers"][0].clone();
-        (entry["error"].is_null() && entry["stratum"] == 1).then_some(entry)
-    })
-    .ok_or_else(|| format!("no stratum-1 answer from ntpd-rs: {:?}\n{}", bed.query(&query), server.output()))?;
+    let (target, entry) = query_peer(&bed, nts, 1).map_err(|e| format!("ntpd-rs: {e}\n{}", server.output()))?;
     let offset = entry["offset"].as_f64().unwrap_or(f64::NAN);
     ensure(offset.abs() < BOUND, || format!("ntp-query's offset {} beyond {}", micros(offset), micros(BOUND)))?;
     ensure(entry["refid"] == REFID && entry["leap"] == "none", || {
@@ -122,7 +105,7 @@ fn serves(nts: bool, daemon: &str, ctl: &str) -> Result<Outcome, String> {
         format!(
             "stratum 1, refid {REFID}, leap none, root distance {:.1} µs (as ntp-ctl reports); ntpd-sim synchronized, \
              serving stratum 2{auth}",
-            entry["root_distance"].as_f64().unwrap_or(f64::NAN) * 1e6
+            crate::report::sent_distance(&entry) * 1e6
         ),
     ))
 }

@@ -180,7 +180,7 @@ fn serves(bed: &Bed, target: &str, extra: &[&str], upstream: &str, followed: &[S
         micros(follower_offset),
         entry["refid"].as_str().unwrap_or_default(),
         entry["leap"].as_str().unwrap_or_default(),
-        entry["root_distance"].as_f64().unwrap_or(f64::NAN) * 1e3
+        crate::report::sent_distance(&entry) * 1e3
     ))
 }
 

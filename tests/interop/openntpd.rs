@@ -105,7 +105,7 @@ fn serves(vm: &VmRun) -> Result<Outcome, String> {
         format!(
             "stratum {stratum}, refid 10.0.2.2 (its peer), leap {}, root distance {:.1} µs; ntpd-sim synchronized, serving stratum {}",
             entry["leap"].as_str().unwrap_or("?"),
-            entry["root_distance"].as_f64().unwrap_or(f64::NAN) * 1e6,
+            crate::report::sent_distance(entry) * 1e6,
             served.follower_stratum
         ),
     ))

@@ -164,6 +164,13 @@ pub fn pairs_of(markdown: &str) -> Vec<[String; 5]> {
     .collect()
 }
 
+/// The root distance a server sent, from ntp-query's entry of it: root
+/// delay / 2 + root dispersion (ntp-query's own `root_distance` adds the
+/// exchange it measured).
+pub fn sent_distance(entry: &serde_json::Value) -> f64 {
+    entry["root_delay"].as_f64().unwrap_or(f64::NAN) / 2.0 + entry["root_dispersion"].as_f64().unwrap_or(f64::NAN)
+}
+
 /// The median of `values`.
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);

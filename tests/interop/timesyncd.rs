@@ -97,7 +97,9 @@ fn shown_matches(
     ensure(reference == Some(REFID) && sent["refid"] == REFID, || {
         format!("reference {reference:?}, ntpd-sim sent {}", sent["refid"])
     })?;
-    let sent_distance = sent["root_distance"].as_f64().unwrap_or(f64::NAN);
+    // What the server sent: its root delay / 2 + root dispersion (ntp-query's
+    // own `root_distance` adds the exchange it measured, through qemu's NAT).
+    let sent_distance = crate::report::sent_distance(sent);
     // A primary's root dispersion grows at PHI (15 ppm) from its reference
     // time, which it refreshes every 8 s: two replies read at different
     // moments differ by up to 120 µs; timesyncd prints microseconds.
