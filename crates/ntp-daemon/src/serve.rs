@@ -106,7 +106,6 @@ impl Server {
                 stats: Arc::clone(&stats),
                 stop: Arc::clone(&stop),
                 nts: nts.clone(),
-                unsealed: Vec::new(),
             };
             let name = format!("ntp-serve-{}", address.map(|a| a.to_string()).unwrap_or_default());
             let thread = std::thread::Builder::new()
@@ -170,9 +169,6 @@ struct Worker {
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     nts: Option<Arc<NtsKeys>>,
-    /// The batch's authenticated NTS replies, sealed last (each with its
-    /// T3 read just before), after every other datagram is answered.
-    unsealed: Vec<(SocketAddr, Option<IpAddr>, Decision, Unsealed)>,
 }
 
 impl Worker {
@@ -211,6 +207,9 @@ impl Worker {
         // The NTS master keys, loaded at most once a batch, and only if it holds an NTS request.
         let mut masters = None;
         let mut counts = Counts::default();
+        // The batch's authenticated NTS replies, sealed last (each with its
+        // T3 read just before), after every other datagram is answered.
+        let mut unsealed: Vec<(SocketAddr, Option<IpAddr>, Decision, Unsealed)> = Vec::new();
         for datagram in received.iter() {
             counts.received += 1;
             let Some(source) = datagram.source else {
@@ -234,7 +233,7 @@ impl Worker {
                 let masters = masters.get_or_insert_with(|| keys.current());
                 match respond_nts(&request, receive, &state, decision.admission(), masters, &mut fill_random) {
                     NtsResponse::Ignore(reason) => counts.ignored(reason, decision),
-                    NtsResponse::Time(unsealed) => self.unsealed.push((source, datagram.local, decision, unsealed)),
+                    NtsResponse::Time(reply) => unsealed.push((source, datagram.local, decision, reply)),
                     NtsResponse::Reply { bytes, kind } => {
                         if replies.push_final(source, datagram.local, &bytes) {
                             self.sent.queued(replies, None);
@@ -270,15 +269,13 @@ impl Worker {
         }
         // T3 is inside what an NTS reply's seal covers: read for each just
         // before its seal, the costly work (cookies) long done, the send next.
-        let mut unsealed = std::mem::take(&mut self.unsealed);
-        for (source, local, decision, reply) in unsealed.drain(..) {
+        for (source, local, decision, reply) in unsealed {
             let transmit = snapshot.served_at(SharedClock::system_now() + self.sent.transmit_latency());
             if replies.push_final(source, local, &reply.seal(transmit)) {
                 self.sent.queued(replies, None);
                 counts.replied(decision);
             }
         }
-        self.unsealed = unsealed;
         self.send(replies, &snapshot, &mut counts);
         counts
     }
