@@ -113,7 +113,7 @@ fn queries(busybox: &str) -> Result<Outcome, String> {
     ensure(offset.abs() <= BOUND, || format!("its offset {} is beyond ±{}", micros(offset), micros(BOUND)))?;
     Ok(works(
         format!("offset {} (median of its first {SAMPLES} replies, its initial burst)", micros(offset)),
-        format!("±{} (same clock; veth hop; receive stamped after poll())", micros(BOUND).trim_start_matches('+')),
+        crate::report::bound(BOUND, "same clock; veth hop; receive stamped after poll()"),
         format!(
             "stratum {}, refid 0x{:08x} (XSIM, logged byte-swapped), leap 0 (status {:#04x}), root delay {:.1} µs (root dispersion not shown)",
             last.stratum,
@@ -154,7 +154,7 @@ fn serves(busybox: &str) -> Result<Outcome, String> {
     ensure(follower_offset.abs() < BOUND, || format!("ntpd-sim's offset of BusyBox {}", micros(follower_offset)))?;
     Ok(works(
         format!("ntp-query offset {}; ntpd-sim upstream offset {}", micros(offset), micros(follower_offset)),
-        format!("±{} (same clock; veth hop; receive stamped after poll())", micros(BOUND).trim_start_matches('+')),
+        crate::report::bound(BOUND, "same clock; veth hop; receive stamped after poll()"),
         format!(
             "stratum 1, refid 0 (BusyBox's peerless mode), leap none, root delay 0, root dispersion 0, precision {:.3} ms; ntpd-sim synchronized, serving stratum 2",
             entry["precision"].as_f64().unwrap_or(f64::NAN) * 1e3

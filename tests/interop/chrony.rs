@@ -71,7 +71,7 @@ fn chronyd_follows(nts: bool) -> Result<Outcome, String> {
     let auth = if nts { "; Authenticated: Yes; tampered replies refused" } else { "" };
     Ok(works(
         format!("offset {} (median of 5, chronyd's measurements log)", micros(offset)),
-        format!("±{} (same clock; veth hop)", micros(BOUND).trim_start_matches('+')),
+        crate::report::bound(BOUND, "same clock; veth hop"),
         format!("{shows}{auth}"),
     ))
 }
@@ -109,7 +109,7 @@ fn chronyd_serves(nts: bool) -> Result<Outcome, String> {
     }
     Ok(works(
         format!("ntp-query offset {}; ntpd-sim upstream offset {}", micros(offset), micros(follower_offset)),
-        format!("±{} (same clock; veth hop)", micros(BOUND).trim_start_matches('+')),
+        crate::report::bound(BOUND, "same clock; veth hop"),
         format!(
             "stratum 1, refid 127.127.1.1 (chronyd's local), leap {}, root distance {:.1} µs; ntpd-sim synchronized, serving stratum 2{auth}",
             entry["leap"].as_str().unwrap_or("?"),
@@ -141,7 +141,7 @@ fn shown_matches(data: &NtpData, entry: &Value) -> Result<String, String> {
     })?;
     let refid = data.field("Reference ID").unwrap_or_default();
     let sent = entry["refid"].as_str().unwrap_or_default();
-    let hex: String = sent.bytes().map(|b| format!("{b:02X}")).collect();
+    let hex: String = crate::report::refid_hex(sent);
     ensure(!hex.is_empty() && refid.starts_with(&hex), || {
         format!("reference ID {refid}, ntpd-sim sent {sent} ({hex})")
     })?;
@@ -150,10 +150,7 @@ fn shown_matches(data: &NtpData, entry: &Value) -> Result<String, String> {
     let (delay, dispersion) = (data.seconds("Root delay"), data.seconds("Root dispersion"));
     let sent_delay = entry["root_delay"].as_f64().unwrap_or(f64::NAN);
     let sent_dispersion = entry["root_dispersion"].as_f64().unwrap_or(f64::NAN);
-    // A primary's root dispersion grows at PHI (15 ppm) from its reference
-    // time, which it refreshes every 8 s: two replies read at different
-    // moments differ by up to 120 µs, never more.
-    let band = ntp_proto::exchange::PHI * 8.0 + 2e-6;
+    let band = crate::report::DISPERSION_BAND;
     let close = |a: Option<f64>, b: f64, within: f64| a.is_some_and(|a| (a - b).abs() <= within);
     ensure(close(delay, sent_delay, 1e-6) && close(dispersion, sent_dispersion, band), || {
         format!("root delay/dispersion {delay:?}/{dispersion:?}, ntpd-sim sent {sent_delay}/{sent_dispersion}")

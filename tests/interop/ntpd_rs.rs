@@ -101,7 +101,7 @@ fn serves(nts: bool, daemon: &str, ctl: &str) -> Result<Outcome, String> {
     }
     Ok(works(
         format!("ntp-query offset {}; ntpd-sim upstream offset {}", micros(offset), micros(upstream_offset)),
-        format!("±{} (same clock; veth hop)", micros(BOUND).trim_start_matches('+')),
+        crate::report::bound(BOUND, "same clock; veth hop"),
         format!(
             "stratum 1, refid {REFID}, leap none, root distance {:.1} µs (as ntp-ctl reports); ntpd-sim synchronized, \
              serving stratum 2{auth}",

@@ -178,9 +178,7 @@ fn checked(phase: &Phase, advertised: &Value, bed: &Bed, refused: Option<String>
         (phase.metric("ntp_source_root_delay_seconds")?, phase.metric("ntp_source_root_dispersion_seconds")?);
     let sent_delay = advertised["root_delay"].as_f64().unwrap_or(f64::NAN);
     let sent_dispersion = advertised["root_dispersion"].as_f64().unwrap_or(f64::NAN);
-    // ntpd-sim's root dispersion grows at PHI from a reference time it
-    // refreshes every 8 s: read at different moments, within 120 µs.
-    let band = ntp_proto::exchange::PHI * 8.0 + 2e-6;
+    let band = crate::report::DISPERSION_BAND;
     ensure((delay - sent_delay).abs() <= 1e-6 && (dispersion - sent_dispersion).abs() <= band, || {
         format!("root delay/dispersion {delay}/{dispersion}, ntpd-sim sent {sent_delay}/{sent_dispersion}")
     })?;
@@ -209,7 +207,7 @@ fn checked(phase: &Phase, advertised: &Value, bed: &Bed, refused: Option<String>
             micros(own),
             phase.before.unwrap_or(f64::NAN),
         ),
-        format!("±{} (TCG guest; ntpd-sim serves host time {INJECTED:+} s)", micros(BOUND).trim_start_matches('+')),
+        crate::report::bound(BOUND, &format!("TCG guest; ntpd-sim serves host time {INJECTED:+} s")),
         format!(
             "ntpd-sim at stratum {stratum}, leap normal, root delay {:.1} µs, root dispersion {:.1} µs; \
              serves stratum {} with refid {}{auth}",

@@ -53,7 +53,7 @@ fn queries(program: &str) -> Result<Outcome, String> {
     ensure((text_offset - INJECTED).abs() < BOUND, || format!("offset {text_offset} s in its text output"))?;
     Ok(works(
         format!("offset {} from the injected {INJECTED} s", micros(offset - INJECTED)),
-        format!("±{} (Python; µs resolution)", micros(BOUND).trim_start_matches('+')),
+        crate::report::bound(BOUND, "Python; µs resolution"),
         "stratum 1, leap no-leap (no refid or root distance shown)",
     ))
 }

@@ -47,7 +47,7 @@ fn queries() -> Result<Outcome, String> {
     let offset = median(replies.iter().filter_map(|r| r["offset"].as_f64()).collect());
     ensure((offset - INJECTED).abs() < BOUND, || format!("offset {offset} s where {INJECTED} s was injected"))?;
     let last = &replies[2];
-    let hex: String = sent["refid"].as_str().unwrap_or_default().bytes().map(|b| format!("{b:02X}")).collect();
+    let hex: String = crate::report::refid_hex(sent["refid"].as_str().unwrap_or_default());
     ensure(last["stratum"] == sent["stratum"], || format!("stratum {}, sent {}", last["stratum"], sent["stratum"]))?;
     ensure(!hex.is_empty() && last["refid"].as_str().is_some_and(|r| r.starts_with(&hex)), || {
         format!("refid {}, sent {hex}", last["refid"])
@@ -56,13 +56,13 @@ fn queries() -> Result<Outcome, String> {
     let dispersion = last["root_dispersion"].as_f64().unwrap_or(f64::NAN);
     let sent_dispersion = sent["root_dispersion"].as_f64().unwrap_or(f64::NAN);
     // Both lie in the primary's band: its base, growing at PHI for up to 8 s.
-    ensure((dispersion - sent_dispersion).abs() <= ntp_proto::exchange::PHI * 8.0 + 2e-6, || {
+    ensure((dispersion - sent_dispersion).abs() <= crate::report::DISPERSION_BAND, || {
         format!("root dispersion {dispersion}, ntpd-sim sent {sent_dispersion}")
     })?;
     ensure(last["root_delay"] == 0.0, || format!("root delay {}, ntpd-sim sent 0", last["root_delay"]))?;
     Ok(works(
         format!("offset {} from the injected {INJECTED} s (median of 3)", micros(offset - INJECTED)),
-        format!("±{} (Python stamps around interpreted code)", micros(BOUND).trim_start_matches('+')),
+        crate::report::bound(BOUND, "Python stamps around interpreted code"),
         format!("stratum 1, refid XSIM ({hex}), leap 0, root delay 0, root dispersion {:.1} µs", dispersion * 1e6),
     ))
 }

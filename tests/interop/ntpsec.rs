@@ -138,10 +138,9 @@ fn shows(bed: &Bed, ip: &str) -> Result<(f64, String), String> {
     ensure(vars.get("leap").map(String::as_str) == Some("00"), || format!("ntpd shows leap {:?}", vars.get("leap")))?;
     let (delay, dispersion) = (number(&vars, "rootdelay") / 1e3, number(&vars, "rootdisp") / 1e3);
     let sent_dispersion = sent["root_dispersion"].as_f64().unwrap_or(f64::NAN);
-    ensure(
-        delay.abs() < 1e-6 && (dispersion - sent_dispersion).abs() <= ntp_proto::exchange::PHI * 8.0 + 2e-6,
-        || format!("ntpd shows root delay {delay} s, dispersion {dispersion} s; ntpd-sim sent 0 and {sent_dispersion}"),
-    )?;
+    ensure(delay.abs() < 1e-6 && (dispersion - sent_dispersion).abs() <= crate::report::DISPERSION_BAND, || {
+        format!("ntpd shows root delay {delay} s, dispersion {dispersion} s; ntpd-sim sent 0 and {sent_dispersion}")
+    })?;
     ensure(offset.abs() < BOUND, || format!("ntpd's offset {} beyond {}", micros(offset), micros(BOUND)))?;
     Ok((
         offset,
@@ -185,7 +184,7 @@ fn serves(bed: &Bed, target: &str, extra: &[&str], upstream: &str, followed: &[S
 }
 
 fn bound() -> String {
-    format!("±{} (same clock; veth hop)", micros(BOUND).trim_start_matches('+'))
+    crate::report::bound(BOUND, "same clock; veth hop")
 }
 
 /// Plain: ntpd follows ntpd-sim and serves; ntpq aimed at ntpd-sim.

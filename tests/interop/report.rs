@@ -91,6 +91,22 @@ pub fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     }
 }
 
+/// How far two readings of a primary ntpd-sim's root dispersion may lie
+/// apart: it grows at PHI (15 ppm) from its reference time, which it
+/// refreshes every 8 s (`REFERENCE_REFRESH`, crates/ntp-daemon/src/daemon.rs),
+/// plus the rounding of the 16.16 format and of what peers print.
+pub const DISPERSION_BAND: f64 = ntp_proto::exchange::PHI * 8.0 + 2e-6;
+
+/// A bound for the table: `±100.0 µs (why)`.
+pub fn bound(seconds: f64, why: &str) -> String {
+    format!("±{:.1} µs ({why})", seconds * 1e6)
+}
+
+/// A reference ID sent as text (`XSIM`), as the hex peers print (`5853494D`).
+pub fn refid_hex(code: &str) -> String {
+    code.bytes().map(|b| format!("{b:02X}")).collect()
+}
+
 /// Seconds as microseconds with a sign, for the table.
 pub fn micros(seconds: f64) -> String {
     format!("{:+.1} µs", seconds * 1e6)

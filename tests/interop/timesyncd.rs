@@ -100,10 +100,8 @@ fn shown_matches(
     // What the server sent: its root delay / 2 + root dispersion (ntp-query's
     // own `root_distance` adds the exchange it measured, through qemu's NAT).
     let sent_distance = crate::report::sent_distance(sent);
-    // A primary's root dispersion grows at PHI (15 ppm) from its reference
-    // time, which it refreshes every 8 s: two replies read at different
-    // moments differ by up to 120 µs; timesyncd prints microseconds.
-    let band = ntp_proto::exchange::PHI * 8.0 + 2e-6;
+    // Read at different moments (timesyncd prints microseconds).
+    let band = crate::report::DISPERSION_BAND;
     ensure(distance.is_some_and(|d| (d - sent_distance).abs() <= band), || {
         format!("root distance {distance:?} s, ntpd-sim sent {sent_distance} s")
     })?;
